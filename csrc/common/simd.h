@@ -1,0 +1,138 @@
+// Portable fixed-width SIMD helpers on GCC/Clang vector extensions.
+//
+// This header is included by translation units compiled for one instruction set each
+// (generic, AVX2+FMA, AVX-512); every such unit defines SMDIM_VEC_BYTES and SMDIM_ISA
+// (a namespace name) first, so the inline functions below never collide across ISAs.
+// It must not include ATen or any header that instantiates code for the default target.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#ifndef SMDIM_VEC_BYTES
+#error "define SMDIM_VEC_BYTES before including simd.h"
+#endif
+#ifndef SMDIM_ISA
+#error "define SMDIM_ISA before including simd.h"
+#endif
+
+namespace smdim {
+namespace SMDIM_ISA {
+
+template <typename T>
+struct Vec;
+
+template <>
+struct Vec<float> {
+  typedef float type __attribute__((vector_size(SMDIM_VEC_BYTES)));
+  typedef int32_t itype __attribute__((vector_size(SMDIM_VEC_BYTES)));
+  static constexpr int width = SMDIM_VEC_BYTES / 4;
+};
+
+template <>
+struct Vec<double> {
+  typedef double type __attribute__((vector_size(SMDIM_VEC_BYTES)));
+  typedef int64_t itype __attribute__((vector_size(SMDIM_VEC_BYTES)));
+  static constexpr int width = SMDIM_VEC_BYTES / 8;
+};
+
+template <typename T>
+using vec_t = typename Vec<T>::type;
+
+template <typename T>
+inline vec_t<T> splat(T x) {
+  return vec_t<T>{} + x;
+}
+
+// 2^x for fp32 lanes: round-to-nearest split x = n + f, |f| <= 1/2, Taylor series of
+// e^(f ln 2) to degree 6 (relative error < 2e-7), scale by 2^n in two steps so that
+// overflow gives +inf and underflow flushes smoothly to 0. NaN lanes stay NaN.
+inline vec_t<float> exp2_fast(vec_t<float> x) {
+  using V = vec_t<float>;
+  using I = Vec<float>::itype;
+  V t = x < -150.0f ? splat(-150.0f) : x;
+  t = t > 128.0f ? splat(128.0f) : t;
+  const float round_magic = 12582912.0f;  // 1.5 * 2^23
+  V n = (t + round_magic) - round_magic;
+  V f = t - n;
+  const float l = 0.69314718055994531f;
+  V p = splat(l * l * l * l * l * l / 720.0f);
+  p = p * f + l * l * l * l * l / 120.0f;
+  p = p * f + l * l * l * l / 24.0f;
+  p = p * f + l * l * l / 6.0f;
+  p = p * f + l * l / 2.0f;
+  p = p * f + l;
+  p = p * f + 1.0f;
+  I ni = __builtin_convertvector(n, I);
+  I n1 = ni >> 1;
+  I n2 = ni - n1;
+  V s1 = (V)((n1 + 127) << 23);
+  V s2 = (V)((n2 + 127) << 23);
+  V r = p * s1 * s2;
+  return x != x ? x : r;
+}
+
+inline vec_t<double> exp2_fast(vec_t<double> x) {
+  vec_t<double> r;
+  for (int i = 0; i < Vec<double>::width; ++i) r[i] = std::exp2(x[i]);
+  return r;
+}
+
+constexpr double kLog2e = 1.4426950408889634;
+
+template <typename T>
+inline vec_t<T> exp_fast(vec_t<T> x) {
+  return exp2_fast(x * static_cast<T>(kLog2e));
+}
+
+// log(1 + y) for fp32 lanes with y in [0, 1]: reduce u = 1 + y to m * 2^e with
+// m in [sqrt(1/2), sqrt(2)), log m = 2 atanh(s), s = (m - 1)/(m + 1), odd series to s^11;
+// the factor y / (u - 1) restores the bits of y lost in forming u.
+inline vec_t<float> log1p_unit(vec_t<float> y) {
+  using V = vec_t<float>;
+  using I = Vec<float>::itype;
+  V u = 1.0f + y;
+  I bits = (I)u;
+  I e = ((bits >> 23) & 0xff) - 127;
+  V m = (V)((bits & 0x007fffff) | 0x3f800000);  // mantissa in [1, 2)
+  I big = m > 1.41421356f;
+  m = big ? m * 0.5f : m;
+  e = e - big;  // big is -1 where true
+  V s = (m - 1.0f) / (m + 1.0f);
+  V s2 = s * s;
+  V poly = splat(1.0f / 11.0f);
+  poly = poly * s2 + 1.0f / 9.0f;
+  poly = poly * s2 + 1.0f / 7.0f;
+  poly = poly * s2 + 1.0f / 5.0f;
+  poly = poly * s2 + 1.0f / 3.0f;
+  poly = poly * s2 + 1.0f;
+  V logu = 2.0f * s * poly + __builtin_convertvector(e, V) * 0.69314718055994531f;
+  V um1 = u - 1.0f;
+  V corrected = logu * (y / um1);
+  return um1 == 0.0f ? y : corrected;
+}
+
+inline vec_t<double> log1p_unit(vec_t<double> y) {
+  vec_t<double> r;
+  for (int i = 0; i < Vec<double>::width; ++i) r[i] = std::log1p(y[i]);
+  return r;
+}
+
+// softplus(x) = max(x, 0) + log1p(exp(-|x|)); equals log1p(exp(x)) without overflow.
+template <typename T>
+inline vec_t<T> softplus(vec_t<T> x) {
+  using V = vec_t<T>;
+  V ax = x < T(0) ? -x : x;
+  V pos = x > T(0) ? x : splat(T(0));
+  V r = pos + log1p_unit(exp_fast<T>(-ax));
+  return x != x ? x : r;
+}
+
+template <typename T>
+inline vec_t<T> sigmoid(vec_t<T> x) {
+  return T(1) / (T(1) + exp_fast<T>(-x));
+}
+
+}  // namespace SMDIM_ISA
+}  // namespace smdim

@@ -1,0 +1,441 @@
+// Selective-scan CPU kernels, written once and compiled per ISA (see scan_kernel_*.cpp).
+//
+// A unit owns `width` channels (one SIMD vector) of one batch row for the whole sequence,
+// so states never leave the core and no (batch, dim, len, dstate) tensor exists. Inputs
+// are staged chunk by chunk into time-major tiles (tile[i][lane]) in processing order,
+// which makes the forward and the reverse scan the same loop.
+#pragma once
+
+#include <cstdlib>
+
+#include "../common/simd.h"
+#include "scan_params.h"
+
+namespace smdim {
+namespace SMDIM_ISA {
+
+constexpr int64_t kMaxState = 256;
+
+// Everything here lives in the per-ISA namespace and no std template is instantiated:
+// identical template instantiations from differently targeted units would be merged by
+// the linker, and the generic build could end up running AVX-512 code.
+inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+template <typename V>
+class Buffer {
+ public:
+  explicit Buffer(int64_t n) : n_(n) {
+    if (n > 0) {
+      ptr_ = static_cast<V*>(std::aligned_alloc(alignof(V), ((n * sizeof(V) + 63) / 64) * 64));
+      if (ptr_ == nullptr) std::abort();
+      for (int64_t i = 0; i < n; ++i) ptr_[i] = V{};
+    }
+  }
+  ~Buffer() { std::free(ptr_); }
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+  V* data() { return ptr_; }
+  const V* data() const { return ptr_; }
+  V& operator[](int64_t i) { return ptr_[i]; }
+  const V& operator[](int64_t i) const { return ptr_[i]; }
+
+ private:
+  V* ptr_ = nullptr;
+  int64_t n_;
+};
+
+template <typename T>
+struct UnitGeometry {
+  int64_t b, g, d0, lanes;  // batch row, group, first channel, valid lanes (<= width)
+};
+
+template <typename T>
+struct Tiles {
+  static constexpr int W = Vec<T>::width;
+  using V = vec_t<T>;
+  Buffer<V> u, dt, raw, z, aux;   // [chunk] each; raw = delta + bias before softplus
+  Buffer<T> B, C;                 // [chunk][dstate] for input-dependent B/C
+  Buffer<unsigned char> keep;     // [chunk]: 0 where a packed sequence starts
+  explicit Tiles(int64_t N)
+      : u(kScanChunk), dt(kScanChunk), raw(kScanChunk), z(kScanChunk), aux(kScanChunk),
+        B(kScanChunk * N), C(kScanChunk * N), keep(kScanChunk) {}
+};
+
+inline int64_t time_of(const ScanShape& s, int64_t pos) {
+  return s.reverse ? s.len - 1 - pos : pos;
+}
+
+// Gather a (lanes x cnt) slab of a (.., len) row-major tensor into tile[i][lane].
+template <typename T>
+inline void load_tile(const ScanShape& s, const T* rows, const UnitGeometry<T>& geo, int64_t pos0,
+                      int64_t cnt, vec_t<T>* tile) {
+  for (int64_t i = 0; i < cnt; ++i) tile[i] = vec_t<T>{};
+  for (int64_t w = 0; w < geo.lanes; ++w) {
+    const T* src = rows + (geo.b * s.dim + geo.d0 + w) * s.len;
+    if (s.reverse) {
+      const T* p = src + (s.len - 1 - pos0);
+      for (int64_t i = 0; i < cnt; ++i) tile[i][w] = p[-i];
+    } else {
+      const T* p = src + pos0;
+      for (int64_t i = 0; i < cnt; ++i) tile[i][w] = p[i];
+    }
+  }
+}
+
+template <typename T>
+inline void store_tile(const ScanShape& s, T* rows, const UnitGeometry<T>& geo, int64_t pos0,
+                       int64_t cnt, const vec_t<T>* tile) {
+  for (int64_t w = 0; w < geo.lanes; ++w) {
+    T* dst = rows + (geo.b * s.dim + geo.d0 + w) * s.len;
+    if (s.reverse) {
+      T* p = dst + (s.len - 1 - pos0);
+      for (int64_t i = 0; i < cnt; ++i) p[-i] = tile[i][w];
+    } else {
+      T* p = dst + pos0;
+      for (int64_t i = 0; i < cnt; ++i) p[i] = tile[i][w];
+    }
+  }
+}
+
+// Stage everything a chunk needs: u, dt (= softplus(delta + bias) or delta + bias), z,
+// input-dependent B/C rows (time-major) and the packed-sequence reset flags.
+template <typename T>
+inline void stage_chunk(const ScanShape& s, const ScanInputs& in, const UnitGeometry<T>& geo,
+                        int64_t pos0, int64_t cnt, vec_t<T> bias, Tiles<T>& tl) {
+  using V = vec_t<T>;
+  const int64_t N = s.dstate;
+  load_tile<T>(s, static_cast<const T*>(in.u), geo, pos0, cnt, tl.u.data());
+  load_tile<T>(s, static_cast<const T*>(in.delta), geo, pos0, cnt, tl.raw.data());
+  for (int64_t i = 0; i < cnt; ++i) {
+    V r = tl.raw[i] + bias;
+    tl.raw[i] = r;
+    tl.dt[i] = s.softplus ? softplus<T>(r) : r;
+  }
+  if (s.has_z) load_tile<T>(s, static_cast<const T*>(in.z), geo, pos0, cnt, tl.z.data());
+  auto stage_rows = [&](const void* src, T* dst) {
+    const T* base = static_cast<const T*>(src) + (geo.b * s.groups + geo.g) * N * s.len;
+    for (int64_t n = 0; n < N; ++n) {
+      const T* row = base + n * s.len;
+      for (int64_t i = 0; i < cnt; ++i) dst[i * N + n] = row[time_of(s, pos0 + i)];
+    }
+  };
+  if (s.var_B) stage_rows(in.B, tl.B.data());
+  if (s.var_C) stage_rows(in.C, tl.C.data());
+  for (int64_t i = 0; i < cnt; ++i) {
+    const int64_t pos = pos0 + i;
+    bool keep = true;
+    if (s.has_seq && pos > 0) {
+      const int64_t* seq = in.seq + geo.b * s.len;
+      keep = seq[time_of(s, pos)] == seq[time_of(s, pos - 1)];
+    }
+    tl.keep[i] = keep;
+  }
+}
+
+template <typename T>
+inline UnitGeometry<T> geometry(const ScanShape& s, int64_t b, int64_t g, int64_t block) {
+  constexpr int W = Vec<T>::width;
+  const int64_t dpg = dims_per_group(s);
+  const int64_t first = block * W;
+  return {b, g, g * dpg + first, min64(W, dpg - first)};
+}
+
+// Per-channel (dim, dstate) parameter -> per-state vectors over the unit's lanes.
+template <typename T>
+inline void load_channel_matrix(const ScanShape& s, const void* src, const UnitGeometry<T>& geo,
+                                T scale, vec_t<T>* dst) {
+  const T* p = static_cast<const T*>(src);
+  for (int64_t n = 0; n < s.dstate; ++n) {
+    dst[n] = vec_t<T>{};
+    for (int64_t w = 0; w < geo.lanes; ++w) dst[n][w] = p[(geo.d0 + w) * s.dstate + n] * scale;
+  }
+}
+
+template <typename T>
+inline vec_t<T> load_channel_vector(const void* src, const UnitGeometry<T>& geo) {
+  vec_t<T> v{};
+  if (src == nullptr) return v;
+  const T* p = static_cast<const T*>(src);
+  for (int64_t w = 0; w < geo.lanes; ++w) v[w] = p[geo.d0 + w];
+  return v;
+}
+
+// (batch, dim, dstate) row of the unit <-> per-state vectors.
+template <typename T>
+inline void load_state(const ScanShape& s, const void* src, const UnitGeometry<T>& geo,
+                       int64_t chunks, int64_t chunk, vec_t<T>* h) {
+  for (int64_t n = 0; n < s.dstate; ++n) h[n] = vec_t<T>{};
+  if (src == nullptr) return;
+  const T* p = static_cast<const T*>(src);
+  for (int64_t w = 0; w < geo.lanes; ++w) {
+    const T* row = p + ((geo.b * s.dim + geo.d0 + w) * chunks + chunk) * s.dstate;
+    for (int64_t n = 0; n < s.dstate; ++n) h[n][w] = row[n];
+  }
+}
+
+template <typename T>
+inline void store_state(const ScanShape& s, void* dst, const UnitGeometry<T>& geo, int64_t chunks,
+                        int64_t chunk, const vec_t<T>* h) {
+  T* p = static_cast<T*>(dst);
+  for (int64_t w = 0; w < geo.lanes; ++w) {
+    T* row = p + ((geo.b * s.dim + geo.d0 + w) * chunks + chunk) * s.dstate;
+    for (int64_t n = 0; n < s.dstate; ++n) row[n] = h[n][w];
+  }
+}
+
+template <typename T>
+inline vec_t<T> silu(vec_t<T> z) {
+  return z * sigmoid<T>(z);
+}
+
+// One recurrence step for all states of the unit. A2 = A * log2(e), so exp(dt*A) = 2^(dt*A2).
+// Optionally records exp(dt*A) and the new state for the backward.
+template <typename T, int NS, bool kRecord>
+inline vec_t<T> scan_step(int64_t N, vec_t<T> dt, vec_t<T> dtu, const vec_t<T>* A2,
+                          const vec_t<T>* Bc, const vec_t<T>* Cc, const T* Bt, const T* Ct,
+                          bool var_B, bool var_C, vec_t<T>* h, vec_t<T>* dA_rec,
+                          vec_t<T>* h_rec) {
+  using V = vec_t<T>;
+  if (NS > 0) N = NS;
+  V y{};
+  for (int64_t n = 0; n < N; ++n) {
+    V dA = exp2_fast(dt * A2[n]);
+    V Bn = var_B ? splat(Bt[n]) : Bc[n];
+    V Cn = var_C ? splat(Ct[n]) : Cc[n];
+    V hn = h[n] * dA + dtu * Bn;
+    h[n] = hn;
+    y += hn * Cn;
+    if (kRecord) {
+      dA_rec[n] = dA;
+      h_rec[n] = hn;
+    }
+  }
+  return y;
+}
+
+template <typename T, int NS>
+void scan_forward(const ScanShape& s, const ScanInputs& in, const ScanForwardOutputs& out,
+                  int64_t begin, int64_t end) {
+  using V = vec_t<T>;
+  constexpr int W = Vec<T>::width;
+  const int64_t N = NS > 0 ? NS : s.dstate;
+  const int64_t blocks = blocks_per_group(s, W);
+  Tiles<T> tl(N);
+  V A2[kMaxState], Bc[kMaxState], Cc[kMaxState], h[kMaxState];
+  for (int64_t unit = begin; unit < end; ++unit) {
+    const int64_t block = unit % blocks, bg = unit / blocks;
+    const auto geo = geometry<T>(s, bg / s.groups, bg % s.groups, block);
+    load_channel_matrix<T>(s, in.A, geo, T(kLog2e), A2);
+    if (!s.var_B) load_channel_matrix<T>(s, in.B, geo, T(1), Bc);
+    if (!s.var_C) load_channel_matrix<T>(s, in.C, geo, T(1), Cc);
+    const V Dv = load_channel_vector<T>(s.has_D ? in.D : nullptr, geo);
+    const V bias = load_channel_vector<T>(s.has_bias ? in.bias : nullptr, geo);
+    load_state<T>(s, s.has_init ? in.init : nullptr, geo, 1, 0, h);
+    for (int64_t c = 0; c < s.n_chunks; ++c) {
+      const int64_t pos0 = c * kScanChunk, cnt = min64(kScanChunk, s.len - pos0);
+      store_state<T>(s, out.ckpt, geo, s.n_chunks, c, h);
+      stage_chunk<T>(s, in, geo, pos0, cnt, bias, tl);
+      for (int64_t i = 0; i < cnt; ++i) {
+        if (!tl.keep[i])
+          for (int64_t n = 0; n < N; ++n) h[n] = V{};
+        const V dt = tl.dt[i], u = tl.u[i];
+        V y = scan_step<T, NS, false>(N, dt, dt * u, A2, Bc, Cc, &tl.B[i * N], &tl.C[i * N],
+                                      s.var_B, s.var_C, h, nullptr, nullptr);
+        y += Dv * u;
+        tl.aux[i] = s.has_z ? y * silu<T>(tl.z[i]) : y;
+      }
+      store_tile<T>(s, static_cast<T*>(out.out), geo, pos0, cnt, tl.aux.data());
+    }
+    store_state<T>(s, out.last, geo, 1, 0, h);
+  }
+}
+
+template <typename T>
+inline T horizontal_sum(vec_t<T> v) {
+  T acc = 0;
+  for (int w = 0; w < Vec<T>::width; ++w) acc += v[w];
+  return acc;
+}
+
+// Backward of one slot: its channel blocks in order, each from the last chunk to the
+// first, re-running the chunk's forward from its checkpoint and then the adjoint scan.
+//   lam_i = C_i g_i + exp(dt_{i+1} A) keep_{i+1} lam_{i+1},  g_i = dL/dy_i
+//   dh_{-1} = exp(dt_0 A) lam_0 is the initial state's gradient.
+template <typename T, int NS>
+void scan_backward(const ScanShape& s, const ScanInputs& in, const ScanBackwardIO& io,
+                   int64_t begin, int64_t end) {
+  using V = vec_t<T>;
+  constexpr int W = Vec<T>::width;
+  const int64_t N = NS > 0 ? NS : s.dstate;
+  const int64_t blocks = blocks_per_group(s, W);
+  const int64_t slots = io.n_slots;
+  Tiles<T> tl(N);
+  Buffer<V> dA_rec(kScanChunk * N), h_rec(kScanChunk * N), y_rec(kScanChunk),
+      dout(kScanChunk), du(kScanChunk), ddelta(kScanChunk), dz(kScanChunk);
+  Buffer<V> gB(s.var_B ? kScanChunk * N : 0), gC(s.var_C ? kScanChunk * N : 0);
+  V A[kMaxState], A2[kMaxState], Bc[kMaxState], Cc[kMaxState], h[kMaxState], h_start[kMaxState];
+  V lam[kMaxState], accA[kMaxState], accB[kMaxState], accC[kMaxState];
+  for (int64_t unit = begin; unit < end; ++unit) {
+    const int64_t slot = unit % slots, bg = unit / slots;
+    const int64_t b = bg / s.groups, g = bg % s.groups;
+    const int64_t block_lo = slot * blocks / slots, block_hi = (slot + 1) * blocks / slots;
+    T* dB_var = s.var_B ? static_cast<T*>(io.dB_var) + ((bg * slots + slot) * N) * s.len : nullptr;
+    T* dC_var = s.var_C ? static_cast<T*>(io.dC_var) + ((bg * slots + slot) * N) * s.len : nullptr;
+    for (int64_t block = block_lo; block < block_hi; ++block) {
+      const auto geo = geometry<T>(s, b, g, block);
+      load_channel_matrix<T>(s, in.A, geo, T(1), A);
+      load_channel_matrix<T>(s, in.A, geo, T(kLog2e), A2);
+      if (!s.var_B) load_channel_matrix<T>(s, in.B, geo, T(1), Bc);
+      if (!s.var_C) load_channel_matrix<T>(s, in.C, geo, T(1), Cc);
+      const V Dv = load_channel_vector<T>(s.has_D ? in.D : nullptr, geo);
+      const V bias = load_channel_vector<T>(s.has_bias ? in.bias : nullptr, geo);
+      load_state<T>(s, io.dlast, geo, 1, 0, lam);
+      for (int64_t n = 0; n < N; ++n) accA[n] = accB[n] = accC[n] = V{};
+      V accD{}, accBias{};
+      for (int64_t c = s.n_chunks - 1; c >= 0; --c) {
+        const int64_t pos0 = c * kScanChunk, cnt = min64(kScanChunk, s.len - pos0);
+        stage_chunk<T>(s, in, geo, pos0, cnt, bias, tl);
+        load_tile<T>(s, static_cast<const T*>(io.dout), geo, pos0, cnt, dout.data());
+        load_state<T>(s, io.ckpt, geo, s.n_chunks, c, h_start);
+        for (int64_t n = 0; n < N; ++n) h[n] = h_start[n];
+        for (int64_t i = 0; i < cnt; ++i) {
+          if (!tl.keep[i])
+            for (int64_t n = 0; n < N; ++n) h[n] = V{};
+          const V dt = tl.dt[i];
+          y_rec[i] = scan_step<T, NS, true>(N, dt, dt * tl.u[i], A2, Bc, Cc, &tl.B[i * N],
+                                            &tl.C[i * N], s.var_B, s.var_C, h, &dA_rec[i * N],
+                                            &h_rec[i * N]);
+        }
+        for (int64_t i = cnt - 1; i >= 0; --i) {
+          const V u = tl.u[i], dt = tl.dt[i];
+          V grad_y = dout[i];
+          if (s.has_z) {
+            const V zi = tl.z[i], sig = sigmoid<T>(zi);
+            const V y = y_rec[i] + Dv * u;
+            dz[i] = grad_y * y * sig * (T(1) + zi * (T(1) - sig));
+            grad_y = grad_y * zi * sig;
+          }
+          const bool keep = tl.keep[i];
+          const V* h_prev = i > 0 ? &h_rec[(i - 1) * N] : h_start;
+          const T* Bt = &tl.B[i * N];
+          const T* Ct = &tl.C[i * N];
+          const V dtu = dt * u;
+          V sumB{}, ddt{};
+          for (int64_t n = 0; n < N; ++n) {
+            const V Bn = s.var_B ? splat(Bt[n]) : Bc[n];
+            const V Cn = s.var_C ? splat(Ct[n]) : Cc[n];
+            const V hn = h_rec[i * N + n];
+            const V ln = lam[n] + Cn * grad_y;
+            const V gCn = grad_y * hn;
+            const V gBn = ln * dtu;
+            if (s.var_C) gC[i * N + n] = gCn; else accC[n] += gCn;
+            if (s.var_B) gB[i * N + n] = gBn; else accB[n] += gBn;
+            sumB += ln * Bn;
+            const V dA = dA_rec[i * N + n];
+            const V carry = ln * dA;
+            if (keep) {
+              const V q = carry * h_prev[n];
+              ddt += q * A[n];
+              accA[n] += q * dt;
+              lam[n] = carry;
+            } else {
+              lam[n] = V{};
+            }
+          }
+          du[i] = sumB * dt + Dv * grad_y;
+          ddt += sumB * u;
+          const V dd = s.softplus ? ddt * sigmoid<T>(tl.raw[i]) : ddt;
+          ddelta[i] = dd;
+          accD += grad_y * u;
+          accBias += dd;
+        }
+        store_tile<T>(s, static_cast<T*>(io.du), geo, pos0, cnt, du.data());
+        store_tile<T>(s, static_cast<T*>(io.ddelta), geo, pos0, cnt, ddelta.data());
+        if (s.has_z) store_tile<T>(s, static_cast<T*>(io.dz), geo, pos0, cnt, dz.data());
+        auto reduce_rows = [&](const Buffer<V>& grad, T* rows) {
+          for (int64_t n = 0; n < N; ++n) {
+            T* row = rows + n * s.len;
+            for (int64_t i = 0; i < cnt; ++i) row[time_of(s, pos0 + i)] += horizontal_sum<T>(grad[i * N + n]);
+          }
+        };
+        if (s.var_B) reduce_rows(gB, dB_var);
+        if (s.var_C) reduce_rows(gC, dC_var);
+      }
+      // Lanes past geo.lanes hold zeros; store only the valid ones.
+      if (s.has_init) store_state<T>(s, io.dinit, geo, 1, 0, lam);
+      store_state<T>(s, io.dA, geo, 1, 0, accA);
+      if (!s.var_B) store_state<T>(s, io.dB_const, geo, 1, 0, accB);
+      if (!s.var_C) store_state<T>(s, io.dC_const, geo, 1, 0, accC);
+      for (int64_t w = 0; w < geo.lanes; ++w) {
+        if (s.has_D) static_cast<T*>(io.dD)[b * s.dim + geo.d0 + w] = accD[w];
+        if (s.has_bias) static_cast<T*>(io.dbias)[b * s.dim + geo.d0 + w] = accBias[w];
+      }
+    }
+  }
+}
+
+template <typename T>
+void forward_entry(const ScanShape& s, const ScanInputs& in, const ScanForwardOutputs& out,
+                   int64_t begin, int64_t end) {
+  if (s.dstate == 16) scan_forward<T, 16>(s, in, out, begin, end);
+  else scan_forward<T, 0>(s, in, out, begin, end);
+}
+
+template <typename T>
+void backward_entry(const ScanShape& s, const ScanInputs& in, const ScanBackwardIO& io,
+                    int64_t begin, int64_t end) {
+  if (s.dstate == 16) scan_backward<T, 16>(s, in, io, begin, end);
+  else scan_backward<T, 0>(s, in, io, begin, end);
+}
+
+// The same per-(t, n) arithmetic as scan_step (one exp2, one multiply, two multiply-adds,
+// the y accumulation) for `dstate` states of one vector of channels, with nothing but
+// registers: the speed limit of this machine for the scan's maths.
+inline float arith_bound(int64_t n_blocks, int64_t len, int64_t dstate, int64_t begin, int64_t end) {
+  using V = vec_t<float>;
+  constexpr int NS = 16;
+  float checksum = 0.f;
+  for (int64_t unit = begin; unit < end; ++unit) {
+    V h[NS], A2[NS], Bn[NS], Cn[NS];
+    for (int n = 0; n < NS; ++n) {
+      h[n] = V{};
+      A2[n] = splat(-0.5f - 0.01f * n - 0.001f * unit);
+      Bn[n] = splat(0.1f + 0.01f * n);
+      Cn[n] = splat(0.2f - 0.01f * n);
+    }
+    V dt = splat(0.01f), u = splat(0.5f), acc{};
+    for (int64_t t = 0; t < len; ++t) {
+      const V dtu = dt * u;
+      V y{};
+      for (int64_t n0 = 0; n0 < dstate; n0 += NS) {
+        for (int n = 0; n < NS; ++n) {
+          V dA = exp2_fast(dt * A2[n]);
+          h[n] = h[n] * dA + dtu * Bn[n];
+          y += h[n] * Cn[n];
+        }
+      }
+      acc += y;
+      dt = dt * 0.999f + 0.0005f;
+      u = u * 0.998f + 0.001f;
+    }
+    checksum += horizontal_sum<float>(acc);
+  }
+  (void)n_blocks;
+  return checksum;
+}
+
+inline const ScanKernelTable& make_table(const char* isa) {
+  static const ScanKernelTable table = {
+      isa,
+      Vec<float>::width,
+      &forward_entry<float>,
+      &forward_entry<double>,
+      &backward_entry<float>,
+      &backward_entry<double>,
+      &arith_bound,
+  };
+  return table;
+}
+
+}  // namespace SMDIM_ISA
+}  // namespace smdim

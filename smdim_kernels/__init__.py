@@ -1,0 +1,30 @@
+"""smdim_kernels: fused selective-scan / Mamba kernels for PyTorch.
+
+CPU: C++ kernels (runtime-dispatched AVX-512 / AVX2 / generic SIMD, OpenMP) in `smdim_kernels._C`.
+CUDA: Triton kernels. Both behind `torch.library` ops, so autograd, `torch.compile` and
+`torch.library.opcheck` work. `backend_info()` says which implementation each op uses.
+"""
+from . import _native
+from .ops.selective_scan import (
+    CHECKPOINT_CHUNK,
+    selective_scan_fn,
+    selective_scan_ref,
+    selective_state_update,
+    selective_state_update_ref,
+)
+from ._backends import backend_info, format_backend_info
+
+# After the op schemas above are defined: the C++ library registers CPU implementations of them.
+_native.load()
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CHECKPOINT_CHUNK",
+    "backend_info",
+    "format_backend_info",
+    "selective_scan_fn",
+    "selective_scan_ref",
+    "selective_state_update",
+    "selective_state_update_ref",
+]

@@ -1,0 +1,37 @@
+"""Which implementation each op runs on each device type, and why."""
+from __future__ import annotations
+
+import importlib.util
+from typing import Dict
+
+import torch
+
+from . import _native
+
+OPS = ("selective_scan",)
+
+
+def _triton_status() -> str:
+    if importlib.util.find_spec("triton") is None:
+        return "PyTorch reference (triton is not installed: pip install -e '.[triton]')"
+    if not torch.cuda.is_available():
+        return "Triton (no CUDA device visible in this process)"
+    return "Triton"
+
+
+def backend_info() -> Dict[str, Dict[str, str]]:
+    """{op: {device_type: implementation}} for the ops of this library."""
+    if _native.available():
+        cpu = f"C++ ({_native.cpu_isa()}, {torch.get_num_threads()} threads)"
+    else:
+        cpu = f"PyTorch reference (C++ extension unavailable: {_native.unavailable_reason()})"
+    cuda = _triton_status()
+    return {op: {"cpu": cpu, "cuda": cuda, "other": "PyTorch reference"} for op in OPS}
+
+
+def format_backend_info() -> str:
+    """backend_info() as a markdown table."""
+    rows = ["| op | cpu | cuda | other devices |", "| --- | --- | --- | --- |"]
+    for op, by_device in backend_info().items():
+        rows.append(f"| {op} | {by_device['cpu']} | {by_device['cuda']} | {by_device['other']} |")
+    return "\n".join(rows)
