@@ -40,9 +40,11 @@ struct Vec<double> {
 template <typename T>
 using vec_t = typename Vec<T>::type;
 
+// Broadcast. (x - 0 is an exact identity, unlike x + 0 for x = -0, so it compiles to a
+// bare broadcast.)
 template <typename T>
 inline vec_t<T> splat(T x) {
-  return vec_t<T>{} + x;
+  return x - vec_t<T>{};
 }
 
 // 2^x for fp32 lanes: round-to-nearest split x = n + f, |f| <= 1/2, Taylor series of

@@ -54,46 +54,48 @@ struct Tiles {
   static constexpr int W = Vec<T>::width;
   using V = vec_t<T>;
   Buffer<V> u, dt, raw, z, aux;   // [chunk] each; raw = delta + bias before softplus
-  Buffer<T> B, C;                 // [chunk][dstate] for input-dependent B/C
+  const T* B[kScanChunk];          // input-dependent B/C: the N values of each step
+  const T* C[kScanChunk];
   Buffer<unsigned char> keep;     // [chunk]: 0 where a packed sequence starts
   explicit Tiles(int64_t N)
       : u(kScanChunk), dt(kScanChunk), raw(kScanChunk), z(kScanChunk), aux(kScanChunk),
-        B(kScanChunk * N), C(kScanChunk * N), keep(kScanChunk) {}
+        keep(kScanChunk) {}
 };
 
 inline int64_t time_of(const ScanShape& s, int64_t pos) {
   return s.reverse ? s.len - 1 - pos : pos;
 }
 
-// Gather a (lanes x cnt) slab of a (.., len) row-major tensor into tile[i][lane].
+// Gather a (lanes x cnt) slab of a (.., len) row-major tensor into tile[i][lane]; lanes
+// past geo.lanes are zero. Reads stream along each row; writes are contiguous.
 template <typename T>
 inline void load_tile(const ScanShape& s, const T* rows, const UnitGeometry<T>& geo, int64_t pos0,
                       int64_t cnt, vec_t<T>* tile) {
-  for (int64_t i = 0; i < cnt; ++i) tile[i] = vec_t<T>{};
-  for (int64_t w = 0; w < geo.lanes; ++w) {
-    const T* src = rows + (geo.b * s.dim + geo.d0 + w) * s.len;
-    if (s.reverse) {
-      const T* p = src + (s.len - 1 - pos0);
-      for (int64_t i = 0; i < cnt; ++i) tile[i][w] = p[-i];
-    } else {
-      const T* p = src + pos0;
-      for (int64_t i = 0; i < cnt; ++i) tile[i][w] = p[i];
-    }
+  constexpr int W = Vec<T>::width;
+  const T* src[W];
+  const int64_t start = s.reverse ? s.len - 1 - pos0 : pos0;
+  const int64_t step = s.reverse ? -1 : 1;
+  for (int w = 0; w < W; ++w) src[w] = rows + (geo.b * s.dim + geo.d0 + min64(w, geo.lanes - 1)) * s.len + start;
+  T* flat = reinterpret_cast<T*>(tile);
+  if (geo.lanes == W) {
+    for (int64_t i = 0; i < cnt; ++i)
+      for (int w = 0; w < W; ++w) flat[i * W + w] = src[w][i * step];
+  } else {
+    for (int64_t i = 0; i < cnt; ++i)
+      for (int w = 0; w < W; ++w) flat[i * W + w] = w < geo.lanes ? src[w][i * step] : T(0);
   }
 }
 
 template <typename T>
 inline void store_tile(const ScanShape& s, T* rows, const UnitGeometry<T>& geo, int64_t pos0,
                        int64_t cnt, const vec_t<T>* tile) {
+  constexpr int W = Vec<T>::width;
+  const int64_t start = s.reverse ? s.len - 1 - pos0 : pos0;
+  const int64_t step = s.reverse ? -1 : 1;
+  const T* flat = reinterpret_cast<const T*>(tile);
   for (int64_t w = 0; w < geo.lanes; ++w) {
-    T* dst = rows + (geo.b * s.dim + geo.d0 + w) * s.len;
-    if (s.reverse) {
-      T* p = dst + (s.len - 1 - pos0);
-      for (int64_t i = 0; i < cnt; ++i) p[-i] = tile[i][w];
-    } else {
-      T* p = dst + pos0;
-      for (int64_t i = 0; i < cnt; ++i) p[i] = tile[i][w];
-    }
+    T* dst = rows + (geo.b * s.dim + geo.d0 + w) * s.len + start;
+    for (int64_t i = 0; i < cnt; ++i) dst[i * step] = flat[i * W + w];
   }
 }
 
@@ -112,15 +114,13 @@ inline void stage_chunk(const ScanShape& s, const ScanInputs& in, const UnitGeom
     tl.dt[i] = s.softplus ? softplus<T>(r) : r;
   }
   if (s.has_z) load_tile<T>(s, static_cast<const T*>(in.z), geo, pos0, cnt, tl.z.data());
-  auto stage_rows = [&](const void* src, T* dst) {
-    const T* base = static_cast<const T*>(src) + (geo.b * s.groups + geo.g) * N * s.len;
-    for (int64_t n = 0; n < N; ++n) {
-      const T* row = base + n * s.len;
-      for (int64_t i = 0; i < cnt; ++i) dst[i * N + n] = row[time_of(s, pos0 + i)];
-    }
+  // Input-dependent B/C arrive time-major, (batch, groups, len, N): point at each step's row.
+  auto stage_rows = [&](const void* src, const T** dst) {
+    const T* base = static_cast<const T*>(src) + (geo.b * s.groups + geo.g) * s.len * N;
+    for (int64_t i = 0; i < cnt; ++i) dst[i] = base + time_of(s, pos0 + i) * N;
   };
-  if (s.var_B) stage_rows(in.B, tl.B.data());
-  if (s.var_C) stage_rows(in.C, tl.C.data());
+  if (s.var_B) stage_rows(in.B, tl.B);
+  if (s.var_C) stage_rows(in.C, tl.C);
   for (int64_t i = 0; i < cnt; ++i) {
     const int64_t pos = pos0 + i;
     bool keep = true;
@@ -142,10 +142,10 @@ inline UnitGeometry<T> geometry(const ScanShape& s, int64_t b, int64_t g, int64_
 
 // Per-channel (dim, dstate) parameter -> per-state vectors over the unit's lanes.
 template <typename T>
-inline void load_channel_matrix(const ScanShape& s, const void* src, const UnitGeometry<T>& geo,
-                                T scale, vec_t<T>* dst) {
+inline void load_channel_matrix(const ScanShape& s, int64_t N, const void* src,
+                                const UnitGeometry<T>& geo, T scale, vec_t<T>* dst) {
   const T* p = static_cast<const T*>(src);
-  for (int64_t n = 0; n < s.dstate; ++n) {
+  for (int64_t n = 0; n < N; ++n) {
     dst[n] = vec_t<T>{};
     for (int64_t w = 0; w < geo.lanes; ++w) dst[n][w] = p[(geo.d0 + w) * s.dstate + n] * scale;
   }
@@ -162,24 +162,24 @@ inline vec_t<T> load_channel_vector(const void* src, const UnitGeometry<T>& geo)
 
 // (batch, dim, dstate) row of the unit <-> per-state vectors.
 template <typename T>
-inline void load_state(const ScanShape& s, const void* src, const UnitGeometry<T>& geo,
+inline void load_state(const ScanShape& s, int64_t N, const void* src, const UnitGeometry<T>& geo,
                        int64_t chunks, int64_t chunk, vec_t<T>* h) {
-  for (int64_t n = 0; n < s.dstate; ++n) h[n] = vec_t<T>{};
+  for (int64_t n = 0; n < N; ++n) h[n] = vec_t<T>{};
   if (src == nullptr) return;
   const T* p = static_cast<const T*>(src);
   for (int64_t w = 0; w < geo.lanes; ++w) {
     const T* row = p + ((geo.b * s.dim + geo.d0 + w) * chunks + chunk) * s.dstate;
-    for (int64_t n = 0; n < s.dstate; ++n) h[n][w] = row[n];
+    for (int64_t n = 0; n < N; ++n) h[n][w] = row[n];
   }
 }
 
 template <typename T>
-inline void store_state(const ScanShape& s, void* dst, const UnitGeometry<T>& geo, int64_t chunks,
-                        int64_t chunk, const vec_t<T>* h) {
+inline void store_state(const ScanShape& s, int64_t N, void* dst, const UnitGeometry<T>& geo,
+                        int64_t chunks, int64_t chunk, const vec_t<T>* h) {
   T* p = static_cast<T*>(dst);
   for (int64_t w = 0; w < geo.lanes; ++w) {
     T* row = p + ((geo.b * s.dim + geo.d0 + w) * chunks + chunk) * s.dstate;
-    for (int64_t n = 0; n < s.dstate; ++n) row[n] = h[n][w];
+    for (int64_t n = 0; n < N; ++n) row[n] = h[n][w];
   }
 }
 
@@ -190,18 +190,18 @@ inline vec_t<T> silu(vec_t<T> z) {
 
 // One recurrence step for all states of the unit. A2 = A * log2(e), so exp(dt*A) = 2^(dt*A2).
 // Optionally records exp(dt*A) and the new state for the backward.
-template <typename T, int NS, bool kRecord>
+template <typename T, int NS, bool kVarB, bool kVarC, bool kRecord>
 inline vec_t<T> scan_step(int64_t N, vec_t<T> dt, vec_t<T> dtu, const vec_t<T>* A2,
                           const vec_t<T>* Bc, const vec_t<T>* Cc, const T* Bt, const T* Ct,
-                          bool var_B, bool var_C, vec_t<T>* h, vec_t<T>* dA_rec,
-                          vec_t<T>* h_rec) {
+                          vec_t<T>* h, vec_t<T>* dA_rec, vec_t<T>* h_rec) {
   using V = vec_t<T>;
   if (NS > 0) N = NS;
   V y{};
+#pragma GCC unroll 16
   for (int64_t n = 0; n < N; ++n) {
     V dA = exp2_fast(dt * A2[n]);
-    V Bn = var_B ? splat(Bt[n]) : Bc[n];
-    V Cn = var_C ? splat(Ct[n]) : Cc[n];
+    V Bn = kVarB ? splat(Bt[n]) : Bc[n];
+    V Cn = kVarC ? splat(Ct[n]) : Cc[n];
     V hn = h[n] * dA + dtu * Bn;
     h[n] = hn;
     y += hn * Cn;
@@ -213,7 +213,7 @@ inline vec_t<T> scan_step(int64_t N, vec_t<T> dt, vec_t<T> dtu, const vec_t<T>* 
   return y;
 }
 
-template <typename T, int NS>
+template <typename T, int NS, bool kVarB, bool kVarC>
 void scan_forward(const ScanShape& s, const ScanInputs& in, const ScanForwardOutputs& out,
                   int64_t begin, int64_t end) {
   using V = vec_t<T>;
@@ -221,32 +221,34 @@ void scan_forward(const ScanShape& s, const ScanInputs& in, const ScanForwardOut
   const int64_t N = NS > 0 ? NS : s.dstate;
   const int64_t blocks = blocks_per_group(s, W);
   Tiles<T> tl(N);
-  V A2[kMaxState], Bc[kMaxState], Cc[kMaxState], h[kMaxState];
+  // Sized exactly for a compile-time N so the state can live in registers.
+  constexpr int64_t kSlots = NS > 0 ? NS : kMaxState;
+  V A2[kSlots], Bc[kSlots], Cc[kSlots], h[kSlots];
   for (int64_t unit = begin; unit < end; ++unit) {
     const int64_t block = unit % blocks, bg = unit / blocks;
     const auto geo = geometry<T>(s, bg / s.groups, bg % s.groups, block);
-    load_channel_matrix<T>(s, in.A, geo, T(kLog2e), A2);
-    if (!s.var_B) load_channel_matrix<T>(s, in.B, geo, T(1), Bc);
-    if (!s.var_C) load_channel_matrix<T>(s, in.C, geo, T(1), Cc);
+    load_channel_matrix<T>(s, N, in.A, geo, T(kLog2e), A2);
+    if (!s.var_B) load_channel_matrix<T>(s, N, in.B, geo, T(1), Bc);
+    if (!s.var_C) load_channel_matrix<T>(s, N, in.C, geo, T(1), Cc);
     const V Dv = load_channel_vector<T>(s.has_D ? in.D : nullptr, geo);
     const V bias = load_channel_vector<T>(s.has_bias ? in.bias : nullptr, geo);
-    load_state<T>(s, s.has_init ? in.init : nullptr, geo, 1, 0, h);
+    load_state<T>(s, N, s.has_init ? in.init : nullptr, geo, 1, 0, h);
     for (int64_t c = 0; c < s.n_chunks; ++c) {
       const int64_t pos0 = c * kScanChunk, cnt = min64(kScanChunk, s.len - pos0);
-      store_state<T>(s, out.ckpt, geo, s.n_chunks, c, h);
+      store_state<T>(s, N, out.ckpt, geo, s.n_chunks, c, h);
       stage_chunk<T>(s, in, geo, pos0, cnt, bias, tl);
       for (int64_t i = 0; i < cnt; ++i) {
         if (!tl.keep[i])
           for (int64_t n = 0; n < N; ++n) h[n] = V{};
         const V dt = tl.dt[i], u = tl.u[i];
-        V y = scan_step<T, NS, false>(N, dt, dt * u, A2, Bc, Cc, &tl.B[i * N], &tl.C[i * N],
-                                      s.var_B, s.var_C, h, nullptr, nullptr);
+        V y = scan_step<T, NS, kVarB, kVarC, false>(N, dt, dt * u, A2, Bc, Cc, tl.B[i], tl.C[i], h,
+                                                   nullptr, nullptr);
         y += Dv * u;
         tl.aux[i] = s.has_z ? y * silu<T>(tl.z[i]) : y;
       }
       store_tile<T>(s, static_cast<T*>(out.out), geo, pos0, cnt, tl.aux.data());
     }
-    store_state<T>(s, out.last, geo, 1, 0, h);
+    store_state<T>(s, N, out.last, geo, 1, 0, h);
   }
 }
 
@@ -261,7 +263,7 @@ inline T horizontal_sum(vec_t<T> v) {
 // first, re-running the chunk's forward from its checkpoint and then the adjoint scan.
 //   lam_i = C_i g_i + exp(dt_{i+1} A) keep_{i+1} lam_{i+1},  g_i = dL/dy_i
 //   dh_{-1} = exp(dt_0 A) lam_0 is the initial state's gradient.
-template <typename T, int NS>
+template <typename T, int NS, bool kVarB, bool kVarC>
 void scan_backward(const ScanShape& s, const ScanInputs& in, const ScanBackwardIO& io,
                    int64_t begin, int64_t end) {
   using V = vec_t<T>;
@@ -273,38 +275,39 @@ void scan_backward(const ScanShape& s, const ScanInputs& in, const ScanBackwardI
   Buffer<V> dA_rec(kScanChunk * N), h_rec(kScanChunk * N), y_rec(kScanChunk),
       dout(kScanChunk), du(kScanChunk), ddelta(kScanChunk), dz(kScanChunk);
   Buffer<V> gB(s.var_B ? kScanChunk * N : 0), gC(s.var_C ? kScanChunk * N : 0);
-  V A[kMaxState], A2[kMaxState], Bc[kMaxState], Cc[kMaxState], h[kMaxState], h_start[kMaxState];
-  V lam[kMaxState], accA[kMaxState], accB[kMaxState], accC[kMaxState];
+  constexpr int64_t kSlots = NS > 0 ? NS : kMaxState;
+  V A[kSlots], A2[kSlots], Bc[kSlots], Cc[kSlots], h[kSlots], h_start[kSlots];
+  V lam[kSlots], accA[kSlots], accB[kSlots], accC[kSlots];
   for (int64_t unit = begin; unit < end; ++unit) {
     const int64_t slot = unit % slots, bg = unit / slots;
     const int64_t b = bg / s.groups, g = bg % s.groups;
     const int64_t block_lo = slot * blocks / slots, block_hi = (slot + 1) * blocks / slots;
-    T* dB_var = s.var_B ? static_cast<T*>(io.dB_var) + ((bg * slots + slot) * N) * s.len : nullptr;
-    T* dC_var = s.var_C ? static_cast<T*>(io.dC_var) + ((bg * slots + slot) * N) * s.len : nullptr;
+    T* dB_var = s.var_B ? static_cast<T*>(io.dB_var) + (bg * slots + slot) * s.len * N : nullptr;
+    T* dC_var = s.var_C ? static_cast<T*>(io.dC_var) + (bg * slots + slot) * s.len * N : nullptr;
     for (int64_t block = block_lo; block < block_hi; ++block) {
       const auto geo = geometry<T>(s, b, g, block);
-      load_channel_matrix<T>(s, in.A, geo, T(1), A);
-      load_channel_matrix<T>(s, in.A, geo, T(kLog2e), A2);
-      if (!s.var_B) load_channel_matrix<T>(s, in.B, geo, T(1), Bc);
-      if (!s.var_C) load_channel_matrix<T>(s, in.C, geo, T(1), Cc);
+      load_channel_matrix<T>(s, N, in.A, geo, T(1), A);
+      load_channel_matrix<T>(s, N, in.A, geo, T(kLog2e), A2);
+      if (!s.var_B) load_channel_matrix<T>(s, N, in.B, geo, T(1), Bc);
+      if (!s.var_C) load_channel_matrix<T>(s, N, in.C, geo, T(1), Cc);
       const V Dv = load_channel_vector<T>(s.has_D ? in.D : nullptr, geo);
       const V bias = load_channel_vector<T>(s.has_bias ? in.bias : nullptr, geo);
-      load_state<T>(s, io.dlast, geo, 1, 0, lam);
+      load_state<T>(s, N, io.dlast, geo, 1, 0, lam);
       for (int64_t n = 0; n < N; ++n) accA[n] = accB[n] = accC[n] = V{};
       V accD{}, accBias{};
       for (int64_t c = s.n_chunks - 1; c >= 0; --c) {
         const int64_t pos0 = c * kScanChunk, cnt = min64(kScanChunk, s.len - pos0);
         stage_chunk<T>(s, in, geo, pos0, cnt, bias, tl);
         load_tile<T>(s, static_cast<const T*>(io.dout), geo, pos0, cnt, dout.data());
-        load_state<T>(s, io.ckpt, geo, s.n_chunks, c, h_start);
+        load_state<T>(s, N, io.ckpt, geo, s.n_chunks, c, h_start);
         for (int64_t n = 0; n < N; ++n) h[n] = h_start[n];
         for (int64_t i = 0; i < cnt; ++i) {
           if (!tl.keep[i])
             for (int64_t n = 0; n < N; ++n) h[n] = V{};
           const V dt = tl.dt[i];
-          y_rec[i] = scan_step<T, NS, true>(N, dt, dt * tl.u[i], A2, Bc, Cc, &tl.B[i * N],
-                                            &tl.C[i * N], s.var_B, s.var_C, h, &dA_rec[i * N],
-                                            &h_rec[i * N]);
+          y_rec[i] = scan_step<T, NS, kVarB, kVarC, true>(N, dt, dt * tl.u[i], A2, Bc, Cc,
+                                                          tl.B[i], tl.C[i], h,
+                                                          &dA_rec[i * N], &h_rec[i * N]);
         }
         for (int64_t i = cnt - 1; i >= 0; --i) {
           const V u = tl.u[i], dt = tl.dt[i];
@@ -317,19 +320,20 @@ void scan_backward(const ScanShape& s, const ScanInputs& in, const ScanBackwardI
           }
           const bool keep = tl.keep[i];
           const V* h_prev = i > 0 ? &h_rec[(i - 1) * N] : h_start;
-          const T* Bt = &tl.B[i * N];
-          const T* Ct = &tl.C[i * N];
+          const T* Bt = tl.B[i];
+          const T* Ct = tl.C[i];
           const V dtu = dt * u;
           V sumB{}, ddt{};
+#pragma GCC unroll 16
           for (int64_t n = 0; n < N; ++n) {
-            const V Bn = s.var_B ? splat(Bt[n]) : Bc[n];
-            const V Cn = s.var_C ? splat(Ct[n]) : Cc[n];
+            const V Bn = kVarB ? splat(Bt[n]) : Bc[n];
+            const V Cn = kVarC ? splat(Ct[n]) : Cc[n];
             const V hn = h_rec[i * N + n];
             const V ln = lam[n] + Cn * grad_y;
             const V gCn = grad_y * hn;
             const V gBn = ln * dtu;
-            if (s.var_C) gC[i * N + n] = gCn; else accC[n] += gCn;
-            if (s.var_B) gB[i * N + n] = gBn; else accB[n] += gBn;
+            if (kVarC) gC[i * N + n] = gCn; else accC[n] += gCn;
+            if (kVarB) gB[i * N + n] = gBn; else accB[n] += gBn;
             sumB += ln * Bn;
             const V dA = dA_rec[i * N + n];
             const V carry = ln * dA;
@@ -353,19 +357,19 @@ void scan_backward(const ScanShape& s, const ScanInputs& in, const ScanBackwardI
         store_tile<T>(s, static_cast<T*>(io.ddelta), geo, pos0, cnt, ddelta.data());
         if (s.has_z) store_tile<T>(s, static_cast<T*>(io.dz), geo, pos0, cnt, dz.data());
         auto reduce_rows = [&](const Buffer<V>& grad, T* rows) {
-          for (int64_t n = 0; n < N; ++n) {
-            T* row = rows + n * s.len;
-            for (int64_t i = 0; i < cnt; ++i) row[time_of(s, pos0 + i)] += horizontal_sum<T>(grad[i * N + n]);
+          for (int64_t i = 0; i < cnt; ++i) {
+            T* row = rows + time_of(s, pos0 + i) * N;
+            for (int64_t n = 0; n < N; ++n) row[n] += horizontal_sum<T>(grad[i * N + n]);
           }
         };
         if (s.var_B) reduce_rows(gB, dB_var);
         if (s.var_C) reduce_rows(gC, dC_var);
       }
       // Lanes past geo.lanes hold zeros; store only the valid ones.
-      if (s.has_init) store_state<T>(s, io.dinit, geo, 1, 0, lam);
-      store_state<T>(s, io.dA, geo, 1, 0, accA);
-      if (!s.var_B) store_state<T>(s, io.dB_const, geo, 1, 0, accB);
-      if (!s.var_C) store_state<T>(s, io.dC_const, geo, 1, 0, accC);
+      if (s.has_init) store_state<T>(s, N, io.dinit, geo, 1, 0, lam);
+      store_state<T>(s, N, io.dA, geo, 1, 0, accA);
+      if (!s.var_B) store_state<T>(s, N, io.dB_const, geo, 1, 0, accB);
+      if (!s.var_C) store_state<T>(s, N, io.dC_const, geo, 1, 0, accC);
       for (int64_t w = 0; w < geo.lanes; ++w) {
         if (s.has_D) static_cast<T*>(io.dD)[b * s.dim + geo.d0 + w] = accD[w];
         if (s.has_bias) static_cast<T*>(io.dbias)[b * s.dim + geo.d0 + w] = accBias[w];
@@ -374,18 +378,38 @@ void scan_backward(const ScanShape& s, const ScanInputs& in, const ScanBackwardI
   }
 }
 
+// Compile-time specialisations: N = 16 (the common case, fully unrolled, states in
+// registers) or any N; constant or input-dependent B and C.
+template <typename T, int NS>
+void forward_by_bc(const ScanShape& s, const ScanInputs& in, const ScanForwardOutputs& out,
+                   int64_t begin, int64_t end) {
+  if (s.var_B && s.var_C) scan_forward<T, NS, true, true>(s, in, out, begin, end);
+  else if (s.var_B) scan_forward<T, NS, true, false>(s, in, out, begin, end);
+  else if (s.var_C) scan_forward<T, NS, false, true>(s, in, out, begin, end);
+  else scan_forward<T, NS, false, false>(s, in, out, begin, end);
+}
+
 template <typename T>
 void forward_entry(const ScanShape& s, const ScanInputs& in, const ScanForwardOutputs& out,
                    int64_t begin, int64_t end) {
-  if (s.dstate == 16) scan_forward<T, 16>(s, in, out, begin, end);
-  else scan_forward<T, 0>(s, in, out, begin, end);
+  if (s.dstate == 16) forward_by_bc<T, 16>(s, in, out, begin, end);
+  else forward_by_bc<T, 0>(s, in, out, begin, end);
+}
+
+template <typename T, int NS>
+void backward_by_bc(const ScanShape& s, const ScanInputs& in, const ScanBackwardIO& io,
+                    int64_t begin, int64_t end) {
+  if (s.var_B && s.var_C) scan_backward<T, NS, true, true>(s, in, io, begin, end);
+  else if (s.var_B) scan_backward<T, NS, true, false>(s, in, io, begin, end);
+  else if (s.var_C) scan_backward<T, NS, false, true>(s, in, io, begin, end);
+  else scan_backward<T, NS, false, false>(s, in, io, begin, end);
 }
 
 template <typename T>
 void backward_entry(const ScanShape& s, const ScanInputs& in, const ScanBackwardIO& io,
                     int64_t begin, int64_t end) {
-  if (s.dstate == 16) scan_backward<T, 16>(s, in, io, begin, end);
-  else scan_backward<T, 0>(s, in, io, begin, end);
+  if (s.dstate == 16) backward_by_bc<T, 16>(s, in, io, begin, end);
+  else backward_by_bc<T, 0>(s, in, io, begin, end);
 }
 
 // The same per-(t, n) arithmetic as scan_step (one exp2, one multiply, two multiply-adds,

@@ -26,8 +26,8 @@ struct ScanInputs {
   const void* u = nullptr;      // (batch, dim, len)
   const void* delta = nullptr;  // (batch, dim, len)
   const void* A = nullptr;      // (dim, dstate)
-  const void* B = nullptr;      // (dim, dstate) or (batch, groups, dstate, len)
-  const void* C = nullptr;      // (dim, dstate) or (batch, groups, dstate, len)
+  const void* B = nullptr;      // (dim, dstate) or time-major (batch, groups, len, dstate)
+  const void* C = nullptr;      // (dim, dstate) or time-major (batch, groups, len, dstate)
   const void* D = nullptr;      // (dim,)
   const void* z = nullptr;      // (batch, dim, len)
   const void* bias = nullptr;   // (dim,)
@@ -56,8 +56,8 @@ struct ScanBackwardIO {
   void* dD = nullptr;           // (batch, dim) or null
   void* dbias = nullptr;        // (batch, dim) or null
   // Per-slot partials, summed over slots by the caller:
-  void* dB_var = nullptr;       // (batch, groups, n_slots, dstate, len) when B varies
-  void* dC_var = nullptr;       // (batch, groups, n_slots, dstate, len) when C varies
+  void* dB_var = nullptr;       // (batch, groups, n_slots, len, dstate) when B varies
+  void* dC_var = nullptr;       // (batch, groups, n_slots, len, dstate) when C varies
   int64_t n_slots = 1;
 };
 

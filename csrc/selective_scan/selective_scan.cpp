@@ -99,8 +99,9 @@ Prepared prepare(const Tensor& u, const Tensor& delta, const Tensor& A, const Te
   p.u = to_compute(u, p.compute);
   p.delta = to_compute(delta, p.compute);
   p.A = to_compute(A, p.compute);
-  p.B = to_compute(Bg, p.compute);
-  p.C = to_compute(Cg, p.compute);
+  // Input-dependent B/C go time-major, (batch, groups, L, N): one contiguous row per step.
+  p.B = to_compute(s.var_B ? Bg.transpose(2, 3) : Bg, p.compute);
+  p.C = to_compute(s.var_C ? Cg.transpose(2, 3) : Cg, p.compute);
   if (s.has_D) {
     TORCH_CHECK(D->dim() == 1 && D->size(0) == s.dim, "selective_scan: D must be (dim,), got ", D->sizes());
     p.D = to_compute(*D, p.compute);
@@ -195,9 +196,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tenso
   Tensor dinit = s.has_init ? at::zeros({s.batch, s.dim, s.dstate}, opts) : Tensor();
   if (s.has_init && s.len == 0 && dlast_c.defined()) dinit.copy_(dlast_c);
   Tensor dA_part = at::zeros({s.batch, s.dim, s.dstate}, opts);
-  Tensor dB_part = s.var_B ? at::zeros({s.batch, s.groups, slots, s.dstate, s.len}, opts)
+  Tensor dB_part = s.var_B ? at::zeros({s.batch, s.groups, slots, s.len, s.dstate}, opts)
                            : at::zeros({s.batch, s.dim, s.dstate}, opts);
-  Tensor dC_part = s.var_C ? at::zeros({s.batch, s.groups, slots, s.dstate, s.len}, opts)
+  Tensor dC_part = s.var_C ? at::zeros({s.batch, s.groups, slots, s.len, s.dstate}, opts)
                            : at::zeros({s.batch, s.dim, s.dstate}, opts);
   Tensor dD_part = s.has_D ? at::zeros({s.batch, s.dim}, opts) : Tensor();
   Tensor dbias_part = s.has_bias ? at::zeros({s.batch, s.dim}, opts) : Tensor();
@@ -224,8 +225,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tenso
     at::parallel_for(0, units, 1, [&](int64_t begin, int64_t end) { bwd(s, in, io, begin, end); });
   }
   // Fixed-order reductions over batch and slots keep the result independent of threads.
-  Tensor dB = s.var_B ? dB_part.sum(2).reshape(B.sizes()) : dB_part.sum(0);
-  Tensor dC = s.var_C ? dC_part.sum(2).reshape(C.sizes()) : dC_part.sum(0);
+  Tensor dB = s.var_B ? dB_part.sum(2).transpose(2, 3).reshape(B.sizes()) : dB_part.sum(0);
+  Tensor dC = s.var_C ? dC_part.sum(2).transpose(2, 3).reshape(C.sizes()) : dC_part.sum(0);
   return {
       du.to(u.scalar_type()),
       ddelta.to(delta.scalar_type()),
