@@ -225,8 +225,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tenso
     at::parallel_for(0, units, 1, [&](int64_t begin, int64_t end) { bwd(s, in, io, begin, end); });
   }
   // Fixed-order reductions over batch and slots keep the result independent of threads.
-  Tensor dB = s.var_B ? dB_part.sum(2).transpose(2, 3).reshape(B.sizes()) : dB_part.sum(0);
-  Tensor dC = s.var_C ? dC_part.sum(2).transpose(2, 3).reshape(C.sizes()) : dC_part.sum(0);
+  Tensor dB = s.var_B ? dB_part.sum(2).transpose(2, 3).contiguous().view(B.sizes()) : dB_part.sum(0);
+  Tensor dC = s.var_C ? dC_part.sum(2).transpose(2, 3).contiguous().view(C.sizes()) : dC_part.sum(0);
   return {
       du.to(u.scalar_type()),
       ddelta.to(delta.scalar_type()),

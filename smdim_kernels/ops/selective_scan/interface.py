@@ -171,18 +171,10 @@ def _fwd_fake(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state
 @torch.library.register_fake("smdim::selective_scan_bwd")
 def _bwd_fake(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state,
               seq_idx, reverse, checkpoints):
-    absent = u.new_empty((0,))
-    return (
-        torch.empty_like(u, memory_format=torch.contiguous_format),
-        torch.empty_like(delta, memory_format=torch.contiguous_format),
-        torch.empty_like(A, memory_format=torch.contiguous_format),
-        torch.empty_like(B, memory_format=torch.contiguous_format),
-        torch.empty_like(C, memory_format=torch.contiguous_format),
-        absent if D is None else torch.empty_like(D, memory_format=torch.contiguous_format),
-        absent if z is None else torch.empty_like(z, memory_format=torch.contiguous_format),
-        absent if delta_bias is None else torch.empty_like(delta_bias, memory_format=torch.contiguous_format),
-        absent if initial_state is None else torch.empty_like(initial_state, memory_format=torch.contiguous_format),
-    )
+    def grad_of(t):  # absent inputs get a fresh (0,) tensor each (outputs must not alias)
+        return u.new_empty((0,)) if t is None else torch.empty_like(t, memory_format=torch.contiguous_format)
+
+    return tuple(grad_of(t) for t in (u, delta, A, B, C, D, z, delta_bias, initial_state))
 
 
 # --- autograd -------------------------------------------------------------------------------

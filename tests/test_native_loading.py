@@ -1,0 +1,66 @@
+"""Loading of the compiled library, the reference fallback, and every compiled ISA."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from smdim_kernels import _native
+
+HERE = os.path.dirname(__file__)
+
+
+def run_python(code, **env):
+    full_env = {**os.environ, **env, "PYTHONPATH": HERE + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                            env=full_env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_missing_extension_warns_once_and_falls_back_to_reference():
+    result = run_python("""
+        import json, warnings
+        warnings.simplefilter("always")
+        import torch, smdim_kernels
+        from scan_inputs import make_problem, run_scan
+        p = make_problem(batch=1, dim=4, length=9, dstate=3)
+        out, last = run_scan(smdim_kernels.selective_scan_fn, p)
+        ref, ref_last = run_scan(smdim_kernels.selective_scan_ref, p)
+        torch.testing.assert_close(out, ref)
+        print(json.dumps(smdim_kernels.backend_info()))
+    """, SMDIM_DISABLE_NATIVE="1")
+    assert result.stderr.count("NativeExtensionWarning") == 1
+    assert "pip install -e ." in result.stderr
+    info = json.loads(result.stdout.strip().splitlines()[-1])
+    assert info["selective_scan"]["cpu"].startswith("PyTorch reference")
+
+
+@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
+def test_every_isa_build_matches_reference(isa):
+    if isa != "generic" and _native.cpu_isa() == "generic":
+        pytest.skip(f"this CPU cannot run the {isa} kernels")
+    if isa == "avx512" and _native.cpu_isa() != "avx512":
+        pytest.skip("this CPU has no AVX-512")
+    result = run_python("""
+        import torch, smdim_kernels
+        from smdim_kernels import _native
+        from scan_inputs import make_problem, outputs_and_grads
+        print(_native.cpu_isa())
+        for kw in [dict(groups=2, seq_idx=True), dict(B_kind="const", C_kind="var3", dstate=16)]:
+            for dtype in (torch.float32, torch.float64):
+                p = make_problem(batch=2, dim=22, length=130, dstate=kw.pop("dstate", 5), dtype=dtype, **kw)
+                p.requires_grad_()
+                for reverse in (False, True):
+                    a = outputs_and_grads(smdim_kernels.selective_scan_fn, p, reverse=reverse)
+                    b = outputs_and_grads(smdim_kernels.selective_scan_ref, p, reverse=reverse)
+                    tol = dict(rtol=2e-5, atol=2e-5) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
+                    torch.testing.assert_close(a[0], b[0], **tol)
+                    torch.testing.assert_close(a[1], b[1], **tol)
+                    for k in b[2]:
+                        torch.testing.assert_close(a[2][k], b[2][k], rtol=tol["rtol"],
+                                                   atol=tol["atol"] * b[2][k].abs().max().item())
+    """, SMDIM_CPU_ISA=isa)
+    assert result.stdout.split()[0] == isa
