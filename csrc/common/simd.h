@@ -81,6 +81,49 @@ inline vec_t<double> exp2_fast(vec_t<double> x) {
   return r;
 }
 
+template <typename T>
+inline vec_t<T> load_unaligned(const T* p) {
+  vec_t<T> v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+template <typename T>
+inline void store_unaligned(T* p, vec_t<T> v) {
+  std::memcpy(p, &v, sizeof(v));
+}
+
+// In-register transpose of a width x width block: rows[i][j] <-> rows[j][i]. Each level k
+// swaps the off-diagonal k x k sub-blocks of every 2k x 2k block with two-input shuffles.
+template <typename T>
+inline void transpose_square(vec_t<T>* rows) {
+  constexpr int W = Vec<T>::width;
+  using I = typename Vec<T>::itype;
+#pragma GCC unroll 8
+  for (int k = W / 2; k >= 1; k /= 2) {
+    I lo, hi;
+#pragma GCC unroll 16
+    for (int p = 0; p < W; ++p) {
+      lo[p] = (p & k) ? W + p - k : p;
+      hi[p] = (p & k) ? W + p : p + k;
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < W; ++i) {
+      if (i & k) continue;
+      const vec_t<T> a = rows[i], b = rows[i + k];
+#if defined(__clang__)
+      for (int p = 0; p < W; ++p) {
+        rows[i][p] = lo[p] < W ? a[lo[p]] : b[lo[p] - W];
+        rows[i + k][p] = hi[p] < W ? a[hi[p]] : b[hi[p] - W];
+      }
+#else
+      rows[i] = __builtin_shuffle(a, b, lo);
+      rows[i + k] = __builtin_shuffle(a, b, hi);
+#endif
+    }
+  }
+}
+
 constexpr double kLog2e = 1.4426950408889634;
 
 template <typename T>

@@ -15,6 +15,7 @@ namespace smdim {
 namespace SMDIM_ISA {
 
 constexpr int64_t kMaxState = 256;
+constexpr int64_t kSpanChunks = 8;  // forward time span (in chunks) shared by a range's units
 
 // Everything here lives in the per-ISA namespace and no std template is instantiated:
 // identical template instantiations from differently targeted units would be merged by
@@ -66,8 +67,9 @@ inline int64_t time_of(const ScanShape& s, int64_t pos) {
   return s.reverse ? s.len - 1 - pos : pos;
 }
 
-// Gather a (lanes x cnt) slab of a (.., len) row-major tensor into tile[i][lane]; lanes
-// past geo.lanes are zero. Reads stream along each row; writes are contiguous.
+// Gather a (lanes x cnt) slab of a (.., len) row-major tensor into tile[i][lane] (i in
+// processing order); lanes past geo.lanes are zero. Full width x width blocks go through
+// registers (vector loads along each row + an in-register transpose); the rest is scalar.
 template <typename T>
 inline void load_tile(const ScanShape& s, const T* rows, const UnitGeometry<T>& geo, int64_t pos0,
                       int64_t cnt, vec_t<T>* tile) {
@@ -76,14 +78,19 @@ inline void load_tile(const ScanShape& s, const T* rows, const UnitGeometry<T>& 
   const int64_t start = s.reverse ? s.len - 1 - pos0 : pos0;
   const int64_t step = s.reverse ? -1 : 1;
   for (int w = 0; w < W; ++w) src[w] = rows + (geo.b * s.dim + geo.d0 + min64(w, geo.lanes - 1)) * s.len + start;
-  T* flat = reinterpret_cast<T*>(tile);
+  int64_t i0 = 0;
   if (geo.lanes == W) {
-    for (int64_t i = 0; i < cnt; ++i)
-      for (int w = 0; w < W; ++w) flat[i * W + w] = src[w][i * step];
-  } else {
-    for (int64_t i = 0; i < cnt; ++i)
-      for (int w = 0; w < W; ++w) flat[i * W + w] = w < geo.lanes ? src[w][i * step] : T(0);
+    vec_t<T> block[W];
+    for (; i0 + W <= cnt; i0 += W) {
+      for (int w = 0; w < W; ++w)
+        block[w] = load_unaligned<T>(s.reverse ? src[w] - i0 - (W - 1) : src[w] + i0);
+      transpose_square<T>(block);
+      for (int j = 0; j < W; ++j) tile[i0 + (s.reverse ? W - 1 - j : j)] = block[j];
+    }
   }
+  T* flat = reinterpret_cast<T*>(tile);
+  for (int64_t i = i0; i < cnt; ++i)
+    for (int w = 0; w < W; ++w) flat[i * W + w] = w < geo.lanes ? src[w][i * step] : T(0);
 }
 
 template <typename T>
@@ -92,11 +99,21 @@ inline void store_tile(const ScanShape& s, T* rows, const UnitGeometry<T>& geo, 
   constexpr int W = Vec<T>::width;
   const int64_t start = s.reverse ? s.len - 1 - pos0 : pos0;
   const int64_t step = s.reverse ? -1 : 1;
-  const T* flat = reinterpret_cast<const T*>(tile);
-  for (int64_t w = 0; w < geo.lanes; ++w) {
-    T* dst = rows + (geo.b * s.dim + geo.d0 + w) * s.len + start;
-    for (int64_t i = 0; i < cnt; ++i) dst[i * step] = flat[i * W + w];
+  T* dst[W];
+  for (int w = 0; w < W; ++w) dst[w] = rows + (geo.b * s.dim + geo.d0 + min64(w, geo.lanes - 1)) * s.len + start;
+  int64_t i0 = 0;
+  if (geo.lanes == W) {
+    vec_t<T> block[W];
+    for (; i0 + W <= cnt; i0 += W) {
+      for (int j = 0; j < W; ++j) block[j] = tile[i0 + (s.reverse ? W - 1 - j : j)];
+      transpose_square<T>(block);
+      for (int w = 0; w < W; ++w)
+        store_unaligned<T>(s.reverse ? dst[w] - i0 - (W - 1) : dst[w] + i0, block[w]);
+    }
   }
+  const T* flat = reinterpret_cast<const T*>(tile);
+  for (int64_t w = 0; w < geo.lanes; ++w)
+    for (int64_t i = i0; i < cnt; ++i) dst[w][i * step] = flat[i * W + w];
 }
 
 // Stage everything a chunk needs: u, dt (= softplus(delta + bias) or delta + bias), z,
@@ -224,31 +241,41 @@ void scan_forward(const ScanShape& s, const ScanInputs& in, const ScanForwardOut
   // Sized exactly for a compile-time N so the state can live in registers.
   constexpr int64_t kSlots = NS > 0 ? NS : kMaxState;
   V A2[kSlots], Bc[kSlots], Cc[kSlots], h[kSlots];
-  for (int64_t unit = begin; unit < end; ++unit) {
-    const int64_t block = unit % blocks, bg = unit / blocks;
-    const auto geo = geometry<T>(s, bg / s.groups, bg % s.groups, block);
-    load_channel_matrix<T>(s, N, in.A, geo, T(kLog2e), A2);
-    if (!s.var_B) load_channel_matrix<T>(s, N, in.B, geo, T(1), Bc);
-    if (!s.var_C) load_channel_matrix<T>(s, N, in.C, geo, T(1), Cc);
-    const V Dv = load_channel_vector<T>(s.has_D ? in.D : nullptr, geo);
-    const V bias = load_channel_vector<T>(s.has_bias ? in.bias : nullptr, geo);
-    load_state<T>(s, N, s.has_init ? in.init : nullptr, geo, 1, 0, h);
-    for (int64_t c = 0; c < s.n_chunks; ++c) {
-      const int64_t pos0 = c * kScanChunk, cnt = min64(kScanChunk, s.len - pos0);
-      store_state<T>(s, N, out.ckpt, geo, s.n_chunks, c, h);
-      stage_chunk<T>(s, in, geo, pos0, cnt, bias, tl);
-      for (int64_t i = 0; i < cnt; ++i) {
-        if (!tl.keep[i])
-          for (int64_t n = 0; n < N; ++n) h[n] = V{};
-        const V dt = tl.dt[i], u = tl.u[i];
-        V y = scan_step<T, NS, kVarB, kVarC, false>(N, dt, dt * u, A2, Bc, Cc, tl.B[i], tl.C[i], h,
-                                                   nullptr, nullptr);
-        y += Dv * u;
-        tl.aux[i] = s.has_z ? y * silu<T>(tl.z[i]) : y;
+  // Time runs in spans of kSpanChunks chunks, all of this range's units per span: the
+  // span's input-dependent B/C rows stay in cache while every channel block reads them.
+  // Each unit's state waits in `states` between spans.
+  Buffer<V> states((end - begin) * N);
+  for (int64_t c_lo = 0; c_lo < s.n_chunks; c_lo += kSpanChunks) {
+    const int64_t c_hi = min64(c_lo + kSpanChunks, s.n_chunks);
+    for (int64_t unit = begin; unit < end; ++unit) {
+      const int64_t block = unit % blocks, bg = unit / blocks;
+      const auto geo = geometry<T>(s, bg / s.groups, bg % s.groups, block);
+      V* saved = &states[(unit - begin) * N];
+      load_channel_matrix<T>(s, N, in.A, geo, T(kLog2e), A2);
+      if (!s.var_B) load_channel_matrix<T>(s, N, in.B, geo, T(1), Bc);
+      if (!s.var_C) load_channel_matrix<T>(s, N, in.C, geo, T(1), Cc);
+      const V Dv = load_channel_vector<T>(s.has_D ? in.D : nullptr, geo);
+      const V bias = load_channel_vector<T>(s.has_bias ? in.bias : nullptr, geo);
+      if (c_lo == 0) load_state<T>(s, N, s.has_init ? in.init : nullptr, geo, 1, 0, h);
+      else for (int64_t n = 0; n < N; ++n) h[n] = saved[n];
+      for (int64_t c = c_lo; c < c_hi; ++c) {
+        const int64_t pos0 = c * kScanChunk, cnt = min64(kScanChunk, s.len - pos0);
+        store_state<T>(s, N, out.ckpt, geo, s.n_chunks, c, h);
+        stage_chunk<T>(s, in, geo, pos0, cnt, bias, tl);
+        for (int64_t i = 0; i < cnt; ++i) {
+          if (!tl.keep[i])
+            for (int64_t n = 0; n < N; ++n) h[n] = V{};
+          const V dt = tl.dt[i], u = tl.u[i];
+          V y = scan_step<T, NS, kVarB, kVarC, false>(N, dt, dt * u, A2, Bc, Cc, tl.B[i], tl.C[i], h,
+                                                     nullptr, nullptr);
+          y += Dv * u;
+          tl.aux[i] = s.has_z ? y * silu<T>(tl.z[i]) : y;
+        }
+        store_tile<T>(s, static_cast<T*>(out.out), geo, pos0, cnt, tl.aux.data());
       }
-      store_tile<T>(s, static_cast<T*>(out.out), geo, pos0, cnt, tl.aux.data());
+      if (c_hi == s.n_chunks) store_state<T>(s, N, out.last, geo, 1, 0, h);
+      else for (int64_t n = 0; n < N; ++n) saved[n] = h[n];
     }
-    store_state<T>(s, N, out.last, geo, 1, 0, h);
   }
 }
 
