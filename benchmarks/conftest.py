@@ -1,0 +1,88 @@
+"""pytest configuration of the benchmark suite: the plan (--quick / env), thread pinning,
+the correctness guard, and the machine description stored in the benchmark JSON."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from .guard import CorrectnessGuard
+from .machine import describe_machine
+from .peers import MAMBAPY_MISSING, mambapy_available
+from .settings import BenchSettings
+
+_SETTINGS_KEY = pytest.StashKey[BenchSettings]()
+
+
+def pytest_addoption(parser):
+    parser.addoption("--quick", action="store_true", default=False,
+                     help="smdim benchmarks: L=512 only, few rounds (same as SMDIM_BENCH_QUICK=1)")
+
+
+def settings_for(config) -> BenchSettings:
+    """The session's benchmark plan, read once from --quick and the environment."""
+    if _SETTINGS_KEY not in config.stash:
+        config.stash[_SETTINGS_KEY] = BenchSettings.from_env(quick=config.getoption("--quick"))
+    return config.stash[_SETTINGS_KEY]
+
+
+def pytest_generate_tests(metafunc):
+    if "scan_case" in metafunc.fixturenames:
+        # Parametrised by id (a string, so the benchmark JSON's params stay readable).
+        case_ids = [case.id for case in settings_for(metafunc.config).cases()]
+        metafunc.parametrize("scan_case", case_ids, ids=case_ids, indirect=True)
+
+
+def pytest_report_header(config):
+    settings = settings_for(config)
+    mambapy = "available" if mambapy_available() else f"missing, pscan cases skip: {MAMBAPY_MISSING}"
+    return [f"smdim benchmarks: {'quick' if settings.quick else 'full'} plan, {settings.threads} threads, "
+            f"L {','.join(map(str, settings.lengths))}; naive fwd L<={settings.naive_forward_max_len}, "
+            f"naive fwd+bwd L<={settings.naive_backward_max_len}, pscan L<={settings.pscan_max_len}; "
+            f"mambapy {mambapy}"]
+
+
+@pytest.fixture
+def scan_case(request, bench_settings):
+    """The BenchCase this test instance runs."""
+    return {case.id: case for case in bench_settings.cases()}[request.param]
+
+
+@pytest.fixture(scope="session")
+def bench_settings(request) -> BenchSettings:
+    return settings_for(request.config)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def pinned_threads(bench_settings):
+    """Pin torch's intra-op threads for the whole session (restored afterwards)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(bench_settings.threads)
+    yield bench_settings.threads
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def scan_guard() -> CorrectnessGuard:
+    return CorrectnessGuard()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_benchmark_update_machine_info(config, machine_info):
+    """Name the machine in the JSON (CPU model, threads, torch, ISA) for the report's header."""
+    machine_info["smdim_bench"] = describe_machine(settings_for(config).threads)
+
+
+def _group_order(group):
+    """'selective_scan fwd+bwd L=1024' sorts by (name, pass, L as a number), not as text."""
+    match = re.fullmatch(r"(.*) L=(\d+)", group or "")
+    return (match.group(1), int(match.group(2))) if match else (group or "", 0)
+
+
+@pytest.hookimpl(wrapper=True, optionalhook=True)
+def pytest_benchmark_group_stats(config, benchmarks, group_by):
+    """Print the groups in pass, then numeric L order."""
+    groups = yield
+    return sorted(groups, key=lambda pair: _group_order(pair[0]))
