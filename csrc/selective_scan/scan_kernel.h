@@ -45,7 +45,6 @@ class Buffer {
   int64_t n_;
 };
 
-template <typename T>
 struct UnitGeometry {
   int64_t b, g, d0, lanes;  // batch row, group, first channel, valid lanes (<= width)
 };
@@ -71,7 +70,7 @@ inline int64_t time_of(const ScanShape& s, int64_t pos) {
 // processing order); lanes past geo.lanes are zero. Full width x width blocks go through
 // registers (vector loads along each row + an in-register transpose); the rest is scalar.
 template <typename T>
-inline void load_tile(const ScanShape& s, const T* rows, const UnitGeometry<T>& geo, int64_t pos0,
+inline void load_tile(const ScanShape& s, const T* rows, const UnitGeometry& geo, int64_t pos0,
                       int64_t cnt, vec_t<T>* tile) {
   constexpr int W = Vec<T>::width;
   const T* src[W];
@@ -94,7 +93,7 @@ inline void load_tile(const ScanShape& s, const T* rows, const UnitGeometry<T>& 
 }
 
 template <typename T>
-inline void store_tile(const ScanShape& s, T* rows, const UnitGeometry<T>& geo, int64_t pos0,
+inline void store_tile(const ScanShape& s, T* rows, const UnitGeometry& geo, int64_t pos0,
                        int64_t cnt, const vec_t<T>* tile) {
   constexpr int W = Vec<T>::width;
   const int64_t start = s.reverse ? s.len - 1 - pos0 : pos0;
@@ -119,7 +118,7 @@ inline void store_tile(const ScanShape& s, T* rows, const UnitGeometry<T>& geo, 
 // Stage everything a chunk needs: u, dt (= softplus(delta + bias) or delta + bias), z,
 // input-dependent B/C rows (time-major) and the packed-sequence reset flags.
 template <typename T>
-inline void stage_chunk(const ScanShape& s, const ScanInputs& in, const UnitGeometry<T>& geo,
+inline void stage_chunk(const ScanShape& s, const ScanInputs& in, const UnitGeometry& geo,
                         int64_t pos0, int64_t cnt, vec_t<T> bias, Tiles<T>& tl) {
   using V = vec_t<T>;
   const int64_t N = s.dstate;
@@ -150,7 +149,7 @@ inline void stage_chunk(const ScanShape& s, const ScanInputs& in, const UnitGeom
 }
 
 template <typename T>
-inline UnitGeometry<T> geometry(const ScanShape& s, int64_t b, int64_t g, int64_t block) {
+inline UnitGeometry geometry(const ScanShape& s, int64_t b, int64_t g, int64_t block) {
   constexpr int W = Vec<T>::width;
   const int64_t dpg = dims_per_group(s);
   const int64_t first = block * W;
@@ -160,7 +159,7 @@ inline UnitGeometry<T> geometry(const ScanShape& s, int64_t b, int64_t g, int64_
 // Per-channel (dim, dstate) parameter -> per-state vectors over the unit's lanes.
 template <typename T>
 inline void load_channel_matrix(const ScanShape& s, int64_t N, const void* src,
-                                const UnitGeometry<T>& geo, T scale, vec_t<T>* dst) {
+                                const UnitGeometry& geo, T scale, vec_t<T>* dst) {
   const T* p = static_cast<const T*>(src);
   for (int64_t n = 0; n < N; ++n) {
     dst[n] = vec_t<T>{};
@@ -169,7 +168,7 @@ inline void load_channel_matrix(const ScanShape& s, int64_t N, const void* src,
 }
 
 template <typename T>
-inline vec_t<T> load_channel_vector(const void* src, const UnitGeometry<T>& geo) {
+inline vec_t<T> load_channel_vector(const void* src, const UnitGeometry& geo) {
   vec_t<T> v{};
   if (src == nullptr) return v;
   const T* p = static_cast<const T*>(src);
@@ -179,7 +178,7 @@ inline vec_t<T> load_channel_vector(const void* src, const UnitGeometry<T>& geo)
 
 // (batch, dim, dstate) row of the unit <-> per-state vectors.
 template <typename T>
-inline void load_state(const ScanShape& s, int64_t N, const void* src, const UnitGeometry<T>& geo,
+inline void load_state(const ScanShape& s, int64_t N, const void* src, const UnitGeometry& geo,
                        int64_t chunks, int64_t chunk, vec_t<T>* h) {
   for (int64_t n = 0; n < N; ++n) h[n] = vec_t<T>{};
   if (src == nullptr) return;
@@ -191,7 +190,7 @@ inline void load_state(const ScanShape& s, int64_t N, const void* src, const Uni
 }
 
 template <typename T>
-inline void store_state(const ScanShape& s, int64_t N, void* dst, const UnitGeometry<T>& geo,
+inline void store_state(const ScanShape& s, int64_t N, void* dst, const UnitGeometry& geo,
                         int64_t chunks, int64_t chunk, const vec_t<T>* h) {
   T* p = static_cast<T*>(dst);
   for (int64_t w = 0; w < geo.lanes; ++w) {
