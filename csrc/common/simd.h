@@ -124,6 +124,39 @@ inline void transpose_square(vec_t<T>* rows) {
   }
 }
 
+// Lane sums of `width` vectors at once: result lane j = sum of v[j]'s lanes. Each level
+// halves the number of vectors, adding the two halves of every block of the pair it merges
+// (2 shuffles + 1 add per merge), so W sums cost 3(W - 1) operations instead of W log W.
+template <typename T>
+inline vec_t<T> lane_sums(const vec_t<T>* v) {
+  constexpr int W = Vec<T>::width;
+  using I = typename Vec<T>::itype;
+  vec_t<T> work[W];
+  for (int i = 0; i < W; ++i) work[i] = v[i];
+#pragma GCC unroll 8
+  for (int k = W / 2; k >= 1; k /= 2) {
+    I first, second;
+#pragma GCC unroll 16
+    for (int p = 0; p < W; ++p) {
+      const int q = p / k, o = p % k, r = q / 2;
+      first[p] = (q % 2 ? W : 0) + r * 2 * k + o;
+      second[p] = first[p] + k;
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < k; ++i) {
+      const vec_t<T> x = work[i], y = work[i + k];
+#if defined(__clang__)
+      for (int p = 0; p < W; ++p)
+        work[i][p] = (first[p] < W ? x[first[p]] : y[first[p] - W]) +
+                     (second[p] < W ? x[second[p]] : y[second[p] - W]);
+#else
+      work[i] = __builtin_shuffle(x, y, first) + __builtin_shuffle(x, y, second);
+#endif
+    }
+  }
+  return work[0];
+}
+
 constexpr double kLog2e = 1.4426950408889634;
 
 template <typename T>

@@ -310,95 +310,130 @@ void scan_backward(const ScanShape& s, const ScanInputs& in, const ScanBackwardI
     const int64_t block_lo = slot * blocks / slots, block_hi = (slot + 1) * blocks / slots;
     T* dB_var = s.var_B ? static_cast<T*>(io.dB_var) + (bg * slots + slot) * s.len * N : nullptr;
     T* dC_var = s.var_C ? static_cast<T*>(io.dC_var) + (bg * slots + slot) * s.len * N : nullptr;
-    for (int64_t block = block_lo; block < block_hi; ++block) {
-      const auto geo = geometry<T>(s, b, g, block);
-      load_channel_matrix<T>(s, N, in.A, geo, T(1), A);
-      load_channel_matrix<T>(s, N, in.A, geo, T(kLog2e), A2);
-      if (!s.var_B) load_channel_matrix<T>(s, N, in.B, geo, T(1), Bc);
-      if (!s.var_C) load_channel_matrix<T>(s, N, in.C, geo, T(1), Cc);
-      const V Dv = load_channel_vector<T>(s.has_D ? in.D : nullptr, geo);
-      const V bias = load_channel_vector<T>(s.has_bias ? in.bias : nullptr, geo);
-      load_state<T>(s, N, io.dlast, geo, 1, 0, lam);
-      for (int64_t n = 0; n < N; ++n) accA[n] = accB[n] = accC[n] = V{};
-      V accD{}, accBias{};
-      for (int64_t c = s.n_chunks - 1; c >= 0; --c) {
-        const int64_t pos0 = c * kScanChunk, cnt = min64(kScanChunk, s.len - pos0);
-        stage_chunk<T>(s, in, geo, pos0, cnt, bias, tl);
-        load_tile<T>(s, static_cast<const T*>(io.dout), geo, pos0, cnt, dout.data());
-        load_state<T>(s, N, io.ckpt, geo, s.n_chunks, c, h_start);
-        for (int64_t n = 0; n < N; ++n) h[n] = h_start[n];
-        for (int64_t i = 0; i < cnt; ++i) {
-          if (!tl.keep[i])
-            for (int64_t n = 0; n < N; ++n) h[n] = V{};
-          const V dt = tl.dt[i];
-          y_rec[i] = scan_step<T, NS, kVarB, kVarC, true>(N, dt, dt * tl.u[i], A2, Bc, Cc,
-                                                          tl.B[i], tl.C[i], h,
-                                                          &dA_rec[i * N], &h_rec[i * N]);
-        }
-        for (int64_t i = cnt - 1; i >= 0; --i) {
-          const V u = tl.u[i], dt = tl.dt[i];
-          V grad_y = dout[i];
-          if (s.has_z) {
-            const V zi = tl.z[i], sig = sigmoid<T>(zi);
-            const V y = y_rec[i] + Dv * u;
-            dz[i] = grad_y * y * sig * (T(1) + zi * (T(1) - sig));
-            grad_y = grad_y * zi * sig;
-          }
-          const bool keep = tl.keep[i];
-          const V* h_prev = i > 0 ? &h_rec[(i - 1) * N] : h_start;
-          const T* Bt = tl.B[i];
-          const T* Ct = tl.C[i];
-          const V dtu = dt * u;
-          V sumB{}, ddt{};
-#pragma GCC unroll 16
+    // As in the forward, time runs in spans (here from the last) with all of the slot's
+    // blocks per span, so the span's B/C rows and dB/dC partial rows stay in cache. Each
+    // block's adjoint state and accumulators wait in `carry` between spans.
+    const int64_t carry_size = 4 * N + 2;
+    Buffer<V> carry((block_hi - block_lo) * carry_size);
+    for (int64_t c_hi = s.n_chunks; c_hi > 0; c_hi -= kSpanChunks) {
+      const int64_t c_lo = c_hi > kSpanChunks ? c_hi - kSpanChunks : 0;
+      for (int64_t block = block_lo; block < block_hi; ++block) {
+        const auto geo = geometry<T>(s, b, g, block);
+        load_channel_matrix<T>(s, N, in.A, geo, T(1), A);
+        load_channel_matrix<T>(s, N, in.A, geo, T(kLog2e), A2);
+        if (!s.var_B) load_channel_matrix<T>(s, N, in.B, geo, T(1), Bc);
+        if (!s.var_C) load_channel_matrix<T>(s, N, in.C, geo, T(1), Cc);
+        const V Dv = load_channel_vector<T>(s.has_D ? in.D : nullptr, geo);
+        const V bias = load_channel_vector<T>(s.has_bias ? in.bias : nullptr, geo);
+        V* saved = &carry[(block - block_lo) * carry_size];
+        V accD{}, accBias{};
+        if (c_hi == s.n_chunks) {
+          load_state<T>(s, N, io.dlast, geo, 1, 0, lam);
+          for (int64_t n = 0; n < N; ++n) accA[n] = accB[n] = accC[n] = V{};
+        } else {
           for (int64_t n = 0; n < N; ++n) {
-            const V Bn = kVarB ? splat(Bt[n]) : Bc[n];
-            const V Cn = kVarC ? splat(Ct[n]) : Cc[n];
-            const V hn = h_rec[i * N + n];
-            const V ln = lam[n] + Cn * grad_y;
-            const V gCn = grad_y * hn;
-            const V gBn = ln * dtu;
-            if (kVarC) gC[i * N + n] = gCn; else accC[n] += gCn;
-            if (kVarB) gB[i * N + n] = gBn; else accB[n] += gBn;
-            sumB += ln * Bn;
-            const V dA = dA_rec[i * N + n];
-            const V carry = ln * dA;
-            if (keep) {
-              const V q = carry * h_prev[n];
-              ddt += q * A[n];
-              accA[n] += q * dt;
-              lam[n] = carry;
-            } else {
-              lam[n] = V{};
-            }
+            lam[n] = saved[n];
+            accA[n] = saved[N + n];
+            accB[n] = saved[2 * N + n];
+            accC[n] = saved[3 * N + n];
           }
-          du[i] = sumB * dt + Dv * grad_y;
-          ddt += sumB * u;
-          const V dd = s.softplus ? ddt * sigmoid<T>(tl.raw[i]) : ddt;
-          ddelta[i] = dd;
-          accD += grad_y * u;
-          accBias += dd;
+          accD = saved[4 * N];
+          accBias = saved[4 * N + 1];
         }
-        store_tile<T>(s, static_cast<T*>(io.du), geo, pos0, cnt, du.data());
-        store_tile<T>(s, static_cast<T*>(io.ddelta), geo, pos0, cnt, ddelta.data());
-        if (s.has_z) store_tile<T>(s, static_cast<T*>(io.dz), geo, pos0, cnt, dz.data());
-        auto reduce_rows = [&](const Buffer<V>& grad, T* rows) {
+        for (int64_t c = c_hi - 1; c >= c_lo; --c) {
+          const int64_t pos0 = c * kScanChunk, cnt = min64(kScanChunk, s.len - pos0);
+          stage_chunk<T>(s, in, geo, pos0, cnt, bias, tl);
+          load_tile<T>(s, static_cast<const T*>(io.dout), geo, pos0, cnt, dout.data());
+          load_state<T>(s, N, io.ckpt, geo, s.n_chunks, c, h_start);
+          for (int64_t n = 0; n < N; ++n) h[n] = h_start[n];
           for (int64_t i = 0; i < cnt; ++i) {
-            T* row = rows + time_of(s, pos0 + i) * N;
-            for (int64_t n = 0; n < N; ++n) row[n] += horizontal_sum<T>(grad[i * N + n]);
+            if (!tl.keep[i])
+              for (int64_t n = 0; n < N; ++n) h[n] = V{};
+            const V dt = tl.dt[i];
+            y_rec[i] = scan_step<T, NS, kVarB, kVarC, true>(N, dt, dt * tl.u[i], A2, Bc, Cc,
+                                                            tl.B[i], tl.C[i], h,
+                                                            &dA_rec[i * N], &h_rec[i * N]);
           }
-        };
-        if (s.var_B) reduce_rows(gB, dB_var);
-        if (s.var_C) reduce_rows(gC, dC_var);
-      }
-      // Lanes past geo.lanes hold zeros; store only the valid ones.
-      if (s.has_init) store_state<T>(s, N, io.dinit, geo, 1, 0, lam);
-      store_state<T>(s, N, io.dA, geo, 1, 0, accA);
-      if (!s.var_B) store_state<T>(s, N, io.dB_const, geo, 1, 0, accB);
-      if (!s.var_C) store_state<T>(s, N, io.dC_const, geo, 1, 0, accC);
-      for (int64_t w = 0; w < geo.lanes; ++w) {
-        if (s.has_D) static_cast<T*>(io.dD)[b * s.dim + geo.d0 + w] = accD[w];
-        if (s.has_bias) static_cast<T*>(io.dbias)[b * s.dim + geo.d0 + w] = accBias[w];
+          for (int64_t i = cnt - 1; i >= 0; --i) {
+            const V u = tl.u[i], dt = tl.dt[i];
+            V grad_y = dout[i];
+            if (s.has_z) {
+              const V zi = tl.z[i], sig = sigmoid<T>(zi);
+              const V y = y_rec[i] + Dv * u;
+              dz[i] = grad_y * y * sig * (T(1) + zi * (T(1) - sig));
+              grad_y = grad_y * zi * sig;
+            }
+            const bool keep = tl.keep[i];
+            const V* h_prev = i > 0 ? &h_rec[(i - 1) * N] : h_start;
+            const T* Bt = tl.B[i];
+            const T* Ct = tl.C[i];
+            const V dtu = dt * u;
+            V sumB{}, ddt{};
+  #pragma GCC unroll 16
+            for (int64_t n = 0; n < N; ++n) {
+              const V Bn = kVarB ? splat(Bt[n]) : Bc[n];
+              const V Cn = kVarC ? splat(Ct[n]) : Cc[n];
+              const V hn = h_rec[i * N + n];
+              const V ln = lam[n] + Cn * grad_y;
+              const V gCn = grad_y * hn;
+              const V gBn = ln * dtu;
+              if (kVarC) gC[i * N + n] = gCn; else accC[n] += gCn;
+              if (kVarB) gB[i * N + n] = gBn; else accB[n] += gBn;
+              sumB += ln * Bn;
+              const V dA = dA_rec[i * N + n];
+              const V carry = ln * dA;
+              if (keep) {
+                const V q = carry * h_prev[n];
+                ddt += q * A[n];
+                accA[n] += q * dt;
+                lam[n] = carry;
+              } else {
+                lam[n] = V{};
+              }
+            }
+            du[i] = sumB * dt + Dv * grad_y;
+            ddt += sumB * u;
+            const V dd = s.softplus ? ddt * sigmoid<T>(tl.raw[i]) : ddt;
+            ddelta[i] = dd;
+            accD += grad_y * u;
+            accBias += dd;
+          }
+          store_tile<T>(s, static_cast<T*>(io.du), geo, pos0, cnt, du.data());
+          store_tile<T>(s, static_cast<T*>(io.ddelta), geo, pos0, cnt, ddelta.data());
+          if (s.has_z) store_tile<T>(s, static_cast<T*>(io.dz), geo, pos0, cnt, dz.data());
+          // Input-dependent dB/dC: sum each step's per-lane terms over the block's channels.
+          auto reduce_rows = [&](const Buffer<V>& grad, T* rows) {
+            for (int64_t i = 0; i < cnt; ++i) {
+              T* row = rows + time_of(s, pos0 + i) * N;
+              const V* g = &grad[i * N];
+              int64_t n = 0;
+              for (; n + W <= N; n += W) store_unaligned<T>(row + n, load_unaligned<T>(row + n) + lane_sums<T>(g + n));
+              for (; n < N; ++n) row[n] += horizontal_sum<T>(g[n]);
+            }
+          };
+          if (s.var_B) reduce_rows(gB, dB_var);
+          if (s.var_C) reduce_rows(gC, dC_var);
+        }
+        if (c_lo > 0) {
+          for (int64_t n = 0; n < N; ++n) {
+            saved[n] = lam[n];
+            saved[N + n] = accA[n];
+            saved[2 * N + n] = accB[n];
+            saved[3 * N + n] = accC[n];
+          }
+          saved[4 * N] = accD;
+          saved[4 * N + 1] = accBias;
+          continue;
+        }
+        // Lanes past geo.lanes hold zeros; store only the valid ones.
+        if (s.has_init) store_state<T>(s, N, io.dinit, geo, 1, 0, lam);
+        store_state<T>(s, N, io.dA, geo, 1, 0, accA);
+        if (!s.var_B) store_state<T>(s, N, io.dB_const, geo, 1, 0, accB);
+        if (!s.var_C) store_state<T>(s, N, io.dC_const, geo, 1, 0, accC);
+        for (int64_t w = 0; w < geo.lanes; ++w) {
+          if (s.has_D) static_cast<T*>(io.dD)[b * s.dim + geo.d0 + w] = accD[w];
+          if (s.has_bias) static_cast<T*>(io.dbias)[b * s.dim + geo.d0 + w] = accBias[w];
+        }
       }
     }
   }
