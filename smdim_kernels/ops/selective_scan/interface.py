@@ -251,15 +251,31 @@ def _bwd_reference(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, delta
     return tuple(result)
 
 
+def _triton_module():
+    """The Triton kernels, or None (with a one-time warning) when triton cannot be imported."""
+    try:
+        from . import triton as triton_impl
+    except ImportError as exc:
+        if "cuda-triton" not in _reference_warned:
+            _reference_warned.add("cuda-triton")
+            warnings.warn(f"smdim_kernels: triton is unavailable ({exc}); CUDA selective scans run on the slow "
+                          f"PyTorch reference. Install it with: pip install -e '.[triton]'", RuntimeWarning,
+                          stacklevel=3)
+        return None
+    return triton_impl
+
+
 @torch.library.impl("smdim::selective_scan_fwd", "CUDA")
 def _fwd_cuda(*args):
-    from . import triton as triton_impl
-
+    triton_impl = _triton_module()
+    if triton_impl is None:
+        return _fwd_reference(*args)
     return triton_impl.selective_scan_fwd_triton(*args)
 
 
 @torch.library.impl("smdim::selective_scan_bwd", "CUDA")
 def _bwd_cuda(*args):
-    from . import triton as triton_impl
-
+    triton_impl = _triton_module()
+    if triton_impl is None:
+        return _bwd_reference(*args)
     return triton_impl.selective_scan_bwd_triton(*args)
