@@ -1,6 +1,8 @@
 """Random selective-scan problems shared by the scan tests."""
 from __future__ import annotations
 
+import itertools
+
 from dataclasses import dataclass
 from typing import Optional
 
@@ -29,6 +31,21 @@ class ScanProblem:
         for _, t in self.differentiable():
             t.requires_grad_(True)
         return self
+
+
+# Every on/off combination of the scan's options, as test parameters with readable ids.
+OPTION_NAMES = ["D", "z", "delta_bias", "initial_state", "seq_idx", "softplus"]
+OPTION_GRID = list(itertools.product([False, True], repeat=len(OPTION_NAMES)))
+
+
+def option_id(options):
+    return "".join("1" if x else "0" for x in options)
+
+
+def problem_options(options):
+    """(make_problem keyword flags, delta_softplus) of one OPTION_GRID entry."""
+    flags = dict(zip(OPTION_NAMES, options))
+    return flags, flags.pop("softplus")
 
 
 def bc_tensor(kind: str, batch: int, dim: int, dstate: int, length: int, groups: int, dtype, gen):

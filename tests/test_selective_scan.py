@@ -1,6 +1,4 @@
 """The C++ CPU selective scan against the PyTorch reference: values, gradients, options."""
-import itertools
-
 import pytest
 import torch
 
@@ -8,7 +6,7 @@ import smdim_kernels
 from smdim_kernels import selective_scan_fn, selective_scan_ref
 from smdim_kernels import _native
 
-from scan_inputs import make_problem, outputs_and_grads, run_scan
+from scan_inputs import OPTION_GRID, make_problem, option_id, outputs_and_grads, problem_options, run_scan
 
 # mamba_ssm's fp32 tolerance for out is rtol 6e-4 / atol 2e-3; the kernel is far tighter,
 # so these would catch a real bug (a wrong term is O(1e-1) here).
@@ -54,14 +52,9 @@ def test_all_layouts_and_lengths(length, bc, reverse):
     assert_matches_reference(p, reverse=reverse)
 
 
-OPTION_NAMES = ["D", "z", "delta_bias", "initial_state", "seq_idx", "softplus"]
-
-
-@pytest.mark.parametrize("options", list(itertools.product([False, True], repeat=len(OPTION_NAMES))),
-                         ids=lambda o: "".join("1" if x else "0" for x in o))
+@pytest.mark.parametrize("options", OPTION_GRID, ids=option_id)
 def test_every_option_combination(options):
-    flags = dict(zip(OPTION_NAMES, options))
-    softplus = flags.pop("softplus")
+    flags, softplus = problem_options(options)
     p = make_problem(batch=2, dim=20, length=70, dstate=5, groups=2, seed=sum(options), **flags)
     assert_matches_reference(p, delta_softplus=softplus, reverse=bool(sum(options) % 2))
 

@@ -14,8 +14,6 @@ import sys
 _TRITON_IMPORTED_COMPILED = "triton" in sys.modules and os.environ.get("TRITON_INTERPRET") != "1"
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
-import itertools  # noqa: E402
-
 import pytest  # noqa: E402
 
 pytest.importorskip("numpy")
@@ -35,7 +33,7 @@ from smdim_kernels import selective_scan_ref  # noqa: E402
 from smdim_kernels.ops.selective_scan import CHECKPOINT_CHUNK  # noqa: E402
 from smdim_kernels.ops.selective_scan import triton as scan_triton  # noqa: E402
 
-from scan_inputs import make_problem  # noqa: E402
+from scan_inputs import OPTION_GRID, make_problem, option_id, problem_options  # noqa: E402
 
 pytestmark = pytest.mark.triton
 DEVICE = "cpu" if INTERPRET else "cuda"
@@ -139,15 +137,10 @@ def test_layouts_and_lengths(length, bc, reverse):
     check_against_reference(p, reverse=reverse)
 
 
-OPTION_NAMES = ["D", "z", "delta_bias", "initial_state", "seq_idx", "softplus"]
-
-
-@pytest.mark.parametrize("options", list(itertools.product([False, True], repeat=len(OPTION_NAMES))),
-                         ids=lambda o: "".join("1" if x else "0" for x in o))
+@pytest.mark.parametrize("options", OPTION_GRID, ids=option_id)
 def test_every_option_combination(options):
     """All 64 on/off combinations of D, z, delta_bias, initial_state, seq_idx and softplus."""
-    flags = dict(zip(OPTION_NAMES, options))
-    softplus = flags.pop("softplus")
+    flags, softplus = problem_options(options)
     p = make_problem(batch=1, dim=4, length=20, dstate=3, groups=2, seed=sum(options), **flags)
     if p.seq_idx is not None:  # make sure the state really resets inside the sequence
         p.seq_idx[:, 6:] += 1
