@@ -118,8 +118,10 @@ def test_opcheck_forward_and_backward_ops():
     for kwargs in [dict(), dict(B_kind="const", C_kind="var3", D=False, z=False, seq_idx=True)]:
         p = make_problem(batch=2, dim=8, length=70, dstate=4, **kwargs)
         p.requires_grad_()
-        args = (p.u, p.delta, p.A, p.B, p.C, p.D, p.z, p.delta_bias, True, p.initial_state, p.seq_idx, False)
+        args = (p.u, p.delta, p.A, p.B, p.C, p.D, p.z, p.delta_bias, True, p.initial_state, p.seq_idx, False, True)
         torch.library.opcheck(torch.ops.smdim.selective_scan_fwd.default, args)
+        inference_args = tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args[:-1]) + (False,)
+        torch.library.opcheck(torch.ops.smdim.selective_scan_fwd.default, inference_args)
         with torch.no_grad():
             _, last, ckpt = torch.ops.smdim.selective_scan_fwd(*args)
         bwd_args = (torch.randn_like(p.u), torch.randn_like(last)) + args[:11] + (False, ckpt)
@@ -224,3 +226,15 @@ def test_reverse_equals_flipped_forward():
                                                           "initial_state": p.initial_state}))
     torch.testing.assert_close(rev[0], fwd[0].flip(-1))
     torch.testing.assert_close(rev[1], fwd[1])
+
+
+def test_inference_forward_skips_checkpoints():
+    p = make_problem(batch=2, dim=8, length=130, dstate=4, seq_idx=True)
+    args = (p.u, p.delta, p.A, p.B, p.C, p.D, p.z, p.delta_bias, True, p.initial_state, p.seq_idx, False)
+    out_saved, last_saved, ckpt = torch.ops.smdim.selective_scan_fwd(*args, True)
+    out, last, no_ckpt = torch.ops.smdim.selective_scan_fwd(*args, False)
+    assert ckpt.shape == (2, 8, 3, 4) and no_ckpt.shape == (2, 8, 0, 4)
+    assert torch.equal(out, out_saved) and torch.equal(last, last_saved)
+    torch.testing.assert_close(ckpt[:, :, 0], p.initial_state)  # the state before the first chunk
+    with pytest.raises(RuntimeError, match="checkpoints must be .* from a forward that saved them"):
+        torch.ops.smdim.selective_scan_bwd(torch.ones_like(p.u), None, *args, no_ckpt)

@@ -57,4 +57,4 @@ def test_direct_op_call_is_checked_in_cpp(p):
     """Callers that bypass the Python wrapper still get a named error, not a crash."""
     with pytest.raises(RuntimeError, match=r"delta must match u"):
         torch.ops.smdim.selective_scan_fwd(p.u, p.delta[..., :5], p.A, p.B, p.C, None, None, None, False,
-                                           None, None, False)
+                                           None, None, False, False)

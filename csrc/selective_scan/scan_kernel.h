@@ -259,7 +259,7 @@ void scan_forward(const ScanShape& s, const ScanInputs& in, const ScanForwardOut
       else for (int64_t n = 0; n < N; ++n) h[n] = saved[n];
       for (int64_t c = c_lo; c < c_hi; ++c) {
         const int64_t pos0 = c * kScanChunk, cnt = min64(kScanChunk, s.len - pos0);
-        store_state<T>(s, N, out.ckpt, geo, s.n_chunks, c, h);
+        if (out.ckpt != nullptr) store_state<T>(s, N, out.ckpt, geo, s.n_chunks, c, h);
         stage_chunk<T>(s, in, geo, pos0, cnt, bias, tl);
         for (int64_t i = 0; i < cnt; ++i) {
           if (!tl.keep[i])

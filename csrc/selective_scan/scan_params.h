@@ -38,7 +38,7 @@ struct ScanInputs {
 struct ScanForwardOutputs {
   void* out = nullptr;    // (batch, dim, len)
   void* last = nullptr;   // (batch, dim, dstate)
-  void* ckpt = nullptr;   // (batch, dim, n_chunks, dstate): state before each chunk
+  void* ckpt = nullptr;   // (batch, dim, n_chunks, dstate): state before each chunk; null: skip
 };
 
 struct ScanBackwardIO {

@@ -146,18 +146,18 @@ ScanInputs inputs_of(const Prepared& p) {
 std::tuple<Tensor, Tensor, Tensor> selective_scan_fwd_cpu(
     const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B, const Tensor& C,
     const OptTensor& D, const OptTensor& z, const OptTensor& delta_bias, bool delta_softplus,
-    const OptTensor& initial_state, const OptTensor& seq_idx, bool reverse) {
+    const OptTensor& initial_state, const OptTensor& seq_idx, bool reverse, bool save_checkpoints) {
   Prepared p = prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, seq_idx, reverse);
   const ScanShape& s = p.shape;
   auto opts = p.u.options();
   Tensor out = at::empty({s.batch, s.dim, s.len}, opts);
   Tensor last = at::empty({s.batch, s.dim, s.dstate}, opts);
-  Tensor ckpt = at::empty({s.batch, s.dim, s.n_chunks, s.dstate}, opts);
+  Tensor ckpt = at::empty({s.batch, s.dim, save_checkpoints ? s.n_chunks : 0, s.dstate}, opts);
   if (s.len == 0) {
     if (s.has_init) last.copy_(p.init); else last.zero_();
   } else if (s.batch * s.dim > 0) {
     ScanInputs in = inputs_of(p);
-    ScanForwardOutputs outs{out.data_ptr(), last.data_ptr(), ckpt.data_ptr()};
+    ScanForwardOutputs outs{out.data_ptr(), last.data_ptr(), save_checkpoints ? ckpt.data_ptr() : nullptr};
     const auto& k = kernels();
     auto fwd = p.compute == at::kDouble ? k.fwd_f64 : k.fwd_f32;
     const int64_t units = s.batch * s.groups * blocks_per_group(s, p.width);
@@ -178,7 +178,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tenso
   TORCH_CHECK(dout.sizes() == u.sizes(), "selective_scan backward: dout must match u ", u.sizes());
   TORCH_CHECK(checkpoints.dim() == 4 && checkpoints.size(0) == s.batch && checkpoints.size(1) == s.dim &&
                   checkpoints.size(2) == s.n_chunks && checkpoints.size(3) == s.dstate,
-              "selective_scan backward: checkpoints have the wrong shape ", checkpoints.sizes());
+              "selective_scan backward: checkpoints must be (batch, dim, n_chunks, N) from a forward that saved "
+              "them (an input required grad); got ", checkpoints.sizes());
   auto opts = p.u.options();
   const Tensor dout_c = to_compute(dout, p.compute);
   const Tensor ckpt_c = to_compute(checkpoints, p.compute);

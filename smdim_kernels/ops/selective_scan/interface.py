@@ -6,7 +6,8 @@
 Implementations: CPU in C++ (csrc/selective_scan, registered when `smdim_kernels._C` loads),
 CUDA in Triton (triton.py), any other device or a missing build on the reference (with a
 warning). `checkpoints` holds the state before every CHECKPOINT_CHUNK steps; the backward
-re-runs one chunk at a time from them instead of storing (batch, dim, L, N) states.
+re-runs one chunk at a time from them instead of storing (batch, dim, L, N) states. Without
+`save_checkpoints` (nothing needs a gradient) it has no chunks and the backward cannot run.
 """
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ MAX_DSTATE = 256
 
 _FWD_SCHEMA = (
     "(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D, Tensor? z, Tensor? delta_bias, "
-    "bool delta_softplus, Tensor? initial_state, Tensor? seq_idx, bool reverse) -> (Tensor, Tensor, Tensor)"
+    "bool delta_softplus, Tensor? initial_state, Tensor? seq_idx, bool reverse, bool save_checkpoints) "
+    "-> (Tensor, Tensor, Tensor)"
 )
 _BWD_SCHEMA = (
     "(Tensor dout, Tensor? dlast_state, Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D, "
@@ -121,8 +123,12 @@ def selective_scan_fn(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_
     fp16/bf16 inputs are computed with fp32 accumulation.
     """
     check_scan_inputs(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx)
+    # Inference needs no checkpoints: skip writing them (and allocating them).
+    save_checkpoints = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (u, delta, A, B, C, D, z, delta_bias, initial_state))
     out, last_state, _ = torch.ops.smdim.selective_scan_fwd(
-        u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus), initial_state, seq_idx, bool(reverse))
+        u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus), initial_state, seq_idx, bool(reverse),
+        save_checkpoints)
     return (out, last_state) if return_last_state else out
 
 
@@ -158,13 +164,14 @@ def selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, 
 # --- fake (meta) kernels: shapes and dtypes only -------------------------------------------
 
 @torch.library.register_fake("smdim::selective_scan_fwd")
-def _fwd_fake(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, seq_idx, reverse):
+def _fwd_fake(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, seq_idx, reverse,
+              save_checkpoints):
     batch, dim, length = u.shape
     dstate = A.shape[1]
     state_dtype = compute_dtype(u, delta, A, B, C)
     out = u.new_empty((batch, dim, length))
     last = u.new_empty((batch, dim, dstate), dtype=state_dtype)
-    ckpt = u.new_empty((batch, dim, _n_chunks(length), dstate), dtype=state_dtype)
+    ckpt = u.new_empty((batch, dim, _n_chunks(length) if save_checkpoints else 0, dstate), dtype=state_dtype)
     return out, last, ckpt
 
 
@@ -180,7 +187,7 @@ def _bwd_fake(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, delta_soft
 # --- autograd -------------------------------------------------------------------------------
 
 def _setup_context(ctx, inputs, output):
-    u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, seq_idx, reverse = inputs
+    u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, seq_idx, reverse, _save = inputs
     ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, output[2])
     ctx.delta_softplus = delta_softplus
     ctx.reverse = reverse
@@ -198,7 +205,7 @@ def _backward(ctx, dout, dlast_state, _dcheckpoints):
             None if delta_bias is None else dbias,
             None,
             None if initial_state is None else dinit,
-            None, None)
+            None, None, None)
 
 
 torch.library.register_autograd("smdim::selective_scan_fwd", _backward, setup_context=_setup_context)
@@ -218,11 +225,14 @@ def _warn_reference(device_type):
 
 
 @torch.library.impl("smdim::selective_scan_fwd", "CompositeExplicitAutograd")
-def _fwd_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, seq_idx, reverse):
+def _fwd_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, seq_idx, reverse,
+                   save_checkpoints):
     _warn_reference(u.device.type)
     out, last = selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus, True,
                                    initial_state=initial_state, reverse=reverse, seq_idx=seq_idx)
-    ckpt = last.new_zeros((u.shape[0], u.shape[1], _n_chunks(u.shape[2]), A.shape[1]))
+    # The reference backward re-runs the reference: its checkpoints are placeholders of the right shape.
+    n_chunks = _n_chunks(u.shape[2]) if save_checkpoints else 0
+    ckpt = last.new_zeros((u.shape[0], u.shape[1], n_chunks, A.shape[1]))
     return out, last, ckpt
 
 

@@ -185,7 +185,7 @@ def _selective_scan_fwd_kernel(
     dim, L, dstate, groups, dim_per_group, n_chunks,
     VAR_B: tl.constexpr, VAR_C: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
     HAS_BIAS: tl.constexpr, HAS_INIT: tl.constexpr, HAS_SEQ: tl.constexpr,
-    DELTA_SOFTPLUS: tl.constexpr, REVERSE: tl.constexpr, COMPUTE: tl.constexpr,
+    DELTA_SOFTPLUS: tl.constexpr, REVERSE: tl.constexpr, COMPUTE: tl.constexpr, SAVE_CKPT: tl.constexpr,
     CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     """Grid (batch * groups, cdiv(dim_per_group, BLOCK_D)).
@@ -206,7 +206,8 @@ def _selective_scan_fwd_kernel(
     else:
         h = tl.zeros((BLOCK_D, BLOCK_N), COMPUTE)
     for c in range(0, n_chunks):
-        tl.store(ckpt_ptr + ckpt_off + c * dstate, h, mask=mask2)
+        if SAVE_CKPT:
+            tl.store(ckpt_ptr + ckpt_off + c * dstate, h, mask=mask2)
         pos0 = c * CHUNK
         for pos in range(pos0, tl.minimum(pos0 + CHUNK, L)):
             h, u, t = _advance(h, pos, L, u_ptr + row, delta_ptr + row, seq_row, B_ptr, B_const, bc_base, n,
@@ -395,7 +396,7 @@ def _or(t, placeholder):
 
 
 def selective_scan_fwd_triton(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, seq_idx,
-                              reverse, *, block_d=None):
+                              reverse, save_checkpoints=True, *, block_d=None):
     """Forward scan. Returns (out (batch, dim, L) in u's dtype, last_state (batch, dim, N),
     checkpoints (batch, dim, ceil(L / CHECKPOINT_CHUNK), N)), states in fp32 (fp64 for fp64 inputs).
 
@@ -404,7 +405,8 @@ def selective_scan_fwd_triton(u, delta, A, B, C, D, z, delta_bias, delta_softplu
     a, s, flags = _prepare(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, block_d)
     out = torch.empty((s.batch, s.dim, s.length), dtype=u.dtype, device=u.device)
     last = torch.empty((s.batch, s.dim, s.dstate), dtype=s.compute, device=u.device)
-    ckpt = torch.empty((s.batch, s.dim, s.n_chunks, s.dstate), dtype=s.compute, device=u.device)
+    ckpt = torch.empty((s.batch, s.dim, s.n_chunks if save_checkpoints else 0, s.dstate), dtype=s.compute,
+                       device=u.device)
     if s.batch * s.dim == 0:
         return out, last, ckpt
     grid = (s.batch * s.groups, s.n_blocks)
@@ -414,7 +416,7 @@ def selective_scan_fwd_triton(u, delta, A, B, C, D, z, delta_bias, delta_softplu
         out, last, ckpt,
         s.dim, s.length, s.dstate, s.groups, s.dim_per_group, s.n_chunks,
         HAS_INIT=initial_state is not None, DELTA_SOFTPLUS=bool(delta_softplus), REVERSE=bool(reverse),
-        num_warps=_num_warps(s.block_d, s.block_n), **flags,
+        SAVE_CKPT=bool(save_checkpoints), num_warps=_num_warps(s.block_d, s.block_n), **flags,
     )
     return out, last, ckpt
 
