@@ -27,6 +27,7 @@ template <>
 struct Vec<float> {
   typedef float type __attribute__((vector_size(SMDIM_VEC_BYTES)));
   typedef int32_t itype __attribute__((vector_size(SMDIM_VEC_BYTES)));
+  typedef int32_t index;  // element type of itype (shuffle indices)
   static constexpr int width = SMDIM_VEC_BYTES / 4;
 };
 
@@ -34,6 +35,7 @@ template <>
 struct Vec<double> {
   typedef double type __attribute__((vector_size(SMDIM_VEC_BYTES)));
   typedef int64_t itype __attribute__((vector_size(SMDIM_VEC_BYTES)));
+  typedef int64_t index;
   static constexpr int width = SMDIM_VEC_BYTES / 8;
 };
 
@@ -93,35 +95,80 @@ inline void store_unaligned(T* p, vec_t<T> v) {
   std::memcpy(p, &v, sizeof(v));
 }
 
-// In-register transpose of a width x width block: rows[i][j] <-> rows[j][i]. Each level k
-// swaps the off-diagonal k x k sub-blocks of every 2k x 2k block with two-input shuffles.
-template <typename T>
-inline void transpose_square(vec_t<T>* rows) {
-  constexpr int W = Vec<T>::width;
-  using I = typename Vec<T>::itype;
-#pragma GCC unroll 8
-  for (int k = W / 2; k >= 1; k /= 2) {
-    I lo, hi;
-#pragma GCC unroll 16
+// Compile-time shuffle masks (index vectors for two-input shuffles), one pair per level k.
+template <typename Index, int W, int K>
+struct TransposeMasks {  // swap the off-diagonal K x K sub-blocks of each 2K x 2K block
+  Index first[W], second[W];
+  constexpr TransposeMasks() : first(), second() {
     for (int p = 0; p < W; ++p) {
-      lo[p] = (p & k) ? W + p - k : p;
-      hi[p] = (p & k) ? W + p : p + k;
-    }
-#pragma GCC unroll 16
-    for (int i = 0; i < W; ++i) {
-      if (i & k) continue;
-      const vec_t<T> a = rows[i], b = rows[i + k];
-#if defined(__clang__)
-      for (int p = 0; p < W; ++p) {
-        rows[i][p] = lo[p] < W ? a[lo[p]] : b[lo[p] - W];
-        rows[i + k][p] = hi[p] < W ? a[hi[p]] : b[hi[p] - W];
-      }
-#else
-      rows[i] = __builtin_shuffle(a, b, lo);
-      rows[i + k] = __builtin_shuffle(a, b, hi);
-#endif
+      first[p] = (p & K) ? W + p - K : p;
+      second[p] = (p & K) ? W + p : p + K;
     }
   }
+};
+
+template <typename Index, int W, int K>
+struct HalvingMasks {  // blocks of 2K of (x, y) -> blocks of K: even from x, odd from y, both halves
+  Index first[W], second[W];
+  constexpr HalvingMasks() : first(), second() {
+    for (int p = 0; p < W; ++p) {
+      const int q = p / K, o = p % K, r = q / 2;
+      first[p] = (q % 2 ? W : 0) + r * 2 * K + o;
+      second[p] = first[p] + K;
+    }
+  }
+};
+
+template <typename T, typename Masks>
+__attribute__((always_inline)) inline void shuffle_pair(vec_t<T> x, vec_t<T> y, vec_t<T>& first,
+                                                        vec_t<T>& second) {
+  using I = typename Vec<T>::itype;
+  static constexpr Masks masks{};
+  I m1, m2;
+  std::memcpy(&m1, masks.first, sizeof(I));
+  std::memcpy(&m2, masks.second, sizeof(I));
+#if defined(__clang__)
+  for (int p = 0; p < Vec<T>::width; ++p) {
+    first[p] = m1[p] < Vec<T>::width ? x[m1[p]] : y[m1[p] - Vec<T>::width];
+    second[p] = m2[p] < Vec<T>::width ? x[m2[p]] : y[m2[p] - Vec<T>::width];
+  }
+#else
+  first = __builtin_shuffle(x, y, m1);
+  second = __builtin_shuffle(x, y, m2);
+#endif
+}
+
+template <typename T, int K>
+__attribute__((always_inline)) inline void transpose_levels(vec_t<T>* rows) {
+  constexpr int W = Vec<T>::width;
+  using Index = typename Vec<T>::index;
+  for (int i = 0; i < W; ++i) {
+    if (i & K) continue;
+    vec_t<T> a, b;
+    shuffle_pair<T, TransposeMasks<Index, W, K>>(rows[i], rows[i + K], a, b);
+    rows[i] = a;
+    rows[i + K] = b;
+  }
+  if constexpr (K > 1) transpose_levels<T, K / 2>(rows);
+}
+
+// In-register transpose of a width x width block: rows[i][j] <-> rows[j][i]. Each level K
+// swaps the off-diagonal K x K sub-blocks of every 2K x 2K block with two-input shuffles.
+template <typename T>
+__attribute__((always_inline)) inline void transpose_square(vec_t<T>* rows) {
+  transpose_levels<T, Vec<T>::width / 2>(rows);
+}
+
+template <typename T, int K>
+__attribute__((always_inline)) inline void halving_levels(vec_t<T>* work) {
+  constexpr int W = Vec<T>::width;
+  using Index = typename Vec<T>::index;
+  for (int i = 0; i < K; ++i) {
+    vec_t<T> a, b;
+    shuffle_pair<T, HalvingMasks<Index, W, K>>(work[i], work[i + K], a, b);
+    work[i] = a + b;
+  }
+  if constexpr (K > 1) halving_levels<T, K / 2>(work);
 }
 
 // Lane sums of `width` vectors at once: result lane j = sum of v[j]'s lanes. Each level
@@ -129,31 +176,9 @@ inline void transpose_square(vec_t<T>* rows) {
 // (2 shuffles + 1 add per merge), so W sums cost 3(W - 1) operations instead of W log W.
 template <typename T>
 inline vec_t<T> lane_sums(const vec_t<T>* v) {
-  constexpr int W = Vec<T>::width;
-  using I = typename Vec<T>::itype;
-  vec_t<T> work[W];
-  for (int i = 0; i < W; ++i) work[i] = v[i];
-#pragma GCC unroll 8
-  for (int k = W / 2; k >= 1; k /= 2) {
-    I first, second;
-#pragma GCC unroll 16
-    for (int p = 0; p < W; ++p) {
-      const int q = p / k, o = p % k, r = q / 2;
-      first[p] = (q % 2 ? W : 0) + r * 2 * k + o;
-      second[p] = first[p] + k;
-    }
-#pragma GCC unroll 16
-    for (int i = 0; i < k; ++i) {
-      const vec_t<T> x = work[i], y = work[i + k];
-#if defined(__clang__)
-      for (int p = 0; p < W; ++p)
-        work[i][p] = (first[p] < W ? x[first[p]] : y[first[p] - W]) +
-                     (second[p] < W ? x[second[p]] : y[second[p] - W]);
-#else
-      work[i] = __builtin_shuffle(x, y, first) + __builtin_shuffle(x, y, second);
-#endif
-    }
-  }
+  vec_t<T> work[Vec<T>::width];
+  for (int i = 0; i < Vec<T>::width; ++i) work[i] = v[i];
+  halving_levels<T, Vec<T>::width / 2>(work);
   return work[0];
 }
 

@@ -92,6 +92,20 @@ inline void load_tile(const ScanShape& s, const T* rows, const UnitGeometry& geo
     for (int w = 0; w < W; ++w) flat[i * W + w] = w < geo.lanes ? src[w][i * step] : T(0);
 }
 
+// Ask for the next chunk's slab of a (.., len) tensor while this chunk computes: the rows of
+// a block are far apart, more streams than the hardware prefetchers follow.
+template <typename T>
+inline void prefetch_tile(const ScanShape& s, const T* rows, const UnitGeometry& geo, int64_t pos0, int64_t cnt) {
+  constexpr int64_t kLine = 64 / sizeof(T);
+  if (cnt <= 0) return;
+  const int64_t first = s.reverse ? s.len - pos0 - cnt : pos0;
+  for (int64_t w = 0; w < geo.lanes; ++w) {
+    const T* row = rows + (geo.b * s.dim + geo.d0 + w) * s.len + first;
+    for (int64_t i = 0; i < cnt; i += kLine) __builtin_prefetch(row + i);
+    __builtin_prefetch(row + cnt - 1);
+  }
+}
+
 template <typename T>
 inline void store_tile(const ScanShape& s, T* rows, const UnitGeometry& geo, int64_t pos0,
                        int64_t cnt, const vec_t<T>* tile) {
@@ -261,6 +275,10 @@ void scan_forward(const ScanShape& s, const ScanInputs& in, const ScanForwardOut
         const int64_t pos0 = c * kScanChunk, cnt = min64(kScanChunk, s.len - pos0);
         if (out.ckpt != nullptr) store_state<T>(s, N, out.ckpt, geo, s.n_chunks, c, h);
         stage_chunk<T>(s, in, geo, pos0, cnt, bias, tl);
+        const int64_t next = pos0 + kScanChunk, next_cnt = min64(kScanChunk, s.len - next);
+        prefetch_tile<T>(s, static_cast<const T*>(in.u), geo, next, next_cnt);
+        prefetch_tile<T>(s, static_cast<const T*>(in.delta), geo, next, next_cnt);
+        if (s.has_z) prefetch_tile<T>(s, static_cast<const T*>(in.z), geo, next, next_cnt);
         for (int64_t i = 0; i < cnt; ++i) {
           if (!tl.keep[i])
             for (int64_t n = 0; n < N; ++n) h[n] = V{};
