@@ -64,3 +64,16 @@ def test_every_isa_build_matches_reference(isa):
                                                    atol=tol["atol"] * b[2][k].abs().max().item())
     """, SMDIM_CPU_ISA=isa)
     assert result.stdout.split()[0] == isa
+
+
+def test_unknown_isa_cap_is_an_error():
+    code = """
+        import torch, smdim_kernels
+        x = torch.randn(1, 2, 3)
+        smdim_kernels.selective_scan_fn(x, x.abs(), -torch.ones(2, 4), torch.randn(2, 4), torch.randn(2, 4))
+    """
+    full_env = {**os.environ, "SMDIM_CPU_ISA": "sse9"}
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                            env=full_env, timeout=300)
+    assert result.returncode != 0
+    assert "SMDIM_CPU_ISA must be one of avx512, avx2, generic; got 'sse9'" in result.stderr

@@ -29,7 +29,9 @@ bool cpu_has(const char* feature_set) {
 const ScanKernelTable& kernels() {
   static const ScanKernelTable* table = [] {
     const char* cap = std::getenv("SMDIM_CPU_ISA");
-    std::string want = cap ? cap : "avx512";
+    std::string want = cap && *cap ? cap : "avx512";
+    TORCH_CHECK(want == "avx512" || want == "avx2" || want == "generic",
+                "SMDIM_CPU_ISA must be one of avx512, avx2, generic; got '", want, "'");
     if (want == "avx512" && cpu_has("avx512")) return &scan_kernels_avx512();
     if ((want == "avx512" || want == "avx2") && cpu_has("avx2")) return &scan_kernels_avx2();
     return &scan_kernels_generic();
