@@ -1,0 +1,139 @@
+// CPU implementations of smdim::causal_conv1d_fwd / smdim::causal_conv1d_bwd: a depthwise
+// causal convolution (optionally followed by SiLU). Schemas, fake kernels and autograd live in
+// smdim_kernels/ops/causal_conv1d/interface.py. One (batch, channel) row per work item; the
+// inner loops over time are plain loops the compiler vectorises.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <optional>
+#include <tuple>
+#include <vector>
+
+namespace smdim {
+namespace {
+
+using at::Tensor;
+using OptTensor = std::optional<Tensor>;
+
+template <typename T>
+inline T sigmoid(T v) {
+  return T(1) / (T(1) + std::exp(-v));
+}
+
+// pre[t] = bias + sum_k w[k] * x[t - (width - 1) + k], zero left padding.
+template <typename T>
+void conv_row(const T* x, const T* w, T bias, int64_t len, int64_t width, T* pre) {
+  for (int64_t t = 0; t < len; ++t) pre[t] = bias;
+  for (int64_t k = 0; k < width; ++k) {
+    const int64_t shift = width - 1 - k;
+    const T wk = w[k];
+    for (int64_t t = shift; t < len; ++t) pre[t] += wk * x[t - shift];
+  }
+}
+
+struct ConvShape {
+  int64_t batch, dim, len, width;
+};
+
+ConvShape check(const Tensor& x, const Tensor& weight, const OptTensor& bias) {
+  TORCH_CHECK(x.dim() == 3, "causal_conv1d: x must be (batch, dim, L), got ", x.sizes());
+  TORCH_CHECK(weight.dim() == 2 && weight.size(0) == x.size(1),
+              "causal_conv1d: weight must be (dim, width), got ", weight.sizes());
+  if (bias.has_value())
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == x.size(1), "causal_conv1d: bias must be (dim,), got ", bias->sizes());
+  return {x.size(0), x.size(1), x.size(2), weight.size(1)};
+}
+
+at::ScalarType compute_type(const Tensor& x, const Tensor& weight) {
+  return (x.scalar_type() == at::kDouble || weight.scalar_type() == at::kDouble) ? at::kDouble : at::kFloat;
+}
+
+Tensor causal_conv1d_fwd_cpu(const Tensor& x, const Tensor& weight, const OptTensor& bias, bool silu) {
+  const ConvShape s = check(x, weight, bias);
+  const auto ct = compute_type(x, weight);
+  const Tensor xc = x.to(ct).contiguous(), wc = weight.to(ct).contiguous();
+  const Tensor bc = bias.has_value() ? bias->to(ct).contiguous() : at::zeros({s.dim}, xc.options());
+  Tensor out = at::empty({s.batch, s.dim, s.len}, xc.options());
+  AT_DISPATCH_FLOATING_TYPES(ct, "causal_conv1d_fwd_cpu", [&] {
+    const scalar_t* xp = xc.data_ptr<scalar_t>();
+    const scalar_t* wp = wc.data_ptr<scalar_t>();
+    const scalar_t* bp = bc.data_ptr<scalar_t>();
+    scalar_t* op = out.data_ptr<scalar_t>();
+    at::parallel_for(0, s.batch * s.dim, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t row = begin; row < end; ++row) {
+        const int64_t d = row % s.dim;
+        scalar_t* o = op + row * s.len;
+        conv_row<scalar_t>(xp + row * s.len, wp + d * s.width, bp[d], s.len, s.width, o);
+        if (silu)
+          for (int64_t t = 0; t < s.len; ++t) o[t] = o[t] * sigmoid(o[t]);
+      }
+    });
+  });
+  return out.to(x.scalar_type());
+}
+
+std::tuple<Tensor, Tensor, Tensor> causal_conv1d_bwd_cpu(const Tensor& dout, const Tensor& x, const Tensor& weight,
+                                                         const OptTensor& bias, bool silu) {
+  const ConvShape s = check(x, weight, bias);
+  TORCH_CHECK(dout.sizes() == x.sizes(), "causal_conv1d backward: dout must match x ", x.sizes());
+  const auto ct = compute_type(x, weight);
+  const Tensor xc = x.to(ct).contiguous(), wc = weight.to(ct).contiguous(), gc = dout.to(ct).contiguous();
+  const Tensor bc = bias.has_value() ? bias->to(ct).contiguous() : at::zeros({s.dim}, xc.options());
+  Tensor dx = at::empty({s.batch, s.dim, s.len}, xc.options());
+  // Per-batch partials of the weight and bias gradients, summed in a fixed order below.
+  Tensor dw_part = at::zeros({s.batch, s.dim, s.width}, xc.options());
+  Tensor db_part = at::zeros({s.batch, s.dim}, xc.options());
+  AT_DISPATCH_FLOATING_TYPES(ct, "causal_conv1d_bwd_cpu", [&] {
+    const scalar_t* xp = xc.data_ptr<scalar_t>();
+    const scalar_t* wp = wc.data_ptr<scalar_t>();
+    const scalar_t* bp = bc.data_ptr<scalar_t>();
+    const scalar_t* gp = gc.data_ptr<scalar_t>();
+    scalar_t* dxp = dx.data_ptr<scalar_t>();
+    scalar_t* dwp = dw_part.data_ptr<scalar_t>();
+    scalar_t* dbp = db_part.data_ptr<scalar_t>();
+    at::parallel_for(0, s.batch * s.dim, 1, [&](int64_t begin, int64_t end) {
+      std::vector<scalar_t> dpre(s.len);
+      for (int64_t row = begin; row < end; ++row) {
+        const int64_t d = row % s.dim;
+        const scalar_t* xr = xp + row * s.len;
+        const scalar_t* w = wp + d * s.width;
+        const scalar_t* g = gp + row * s.len;
+        if (silu) {  // recompute the pre-activation rather than saving it
+          conv_row<scalar_t>(xr, w, bp[d], s.len, s.width, dpre.data());
+          for (int64_t t = 0; t < s.len; ++t) {
+            const scalar_t v = dpre[t], sig = sigmoid(v);
+            dpre[t] = g[t] * sig * (scalar_t(1) + v * (scalar_t(1) - sig));
+          }
+        } else {
+          for (int64_t t = 0; t < s.len; ++t) dpre[t] = g[t];
+        }
+        scalar_t* dxr = dxp + row * s.len;
+        for (int64_t t = 0; t < s.len; ++t) dxr[t] = 0;
+        scalar_t db = 0;
+        for (int64_t t = 0; t < s.len; ++t) db += dpre[t];
+        dbp[row] = db;
+        for (int64_t k = 0; k < s.width; ++k) {
+          const int64_t shift = s.width - 1 - k;
+          scalar_t dw = 0;
+          for (int64_t t = shift; t < s.len; ++t) {
+            dw += dpre[t] * xr[t - shift];
+            dxr[t - shift] += w[k] * dpre[t];
+          }
+          dwp[row * s.width + k] = dw;
+        }
+      }
+    });
+  });
+  return {dx.to(x.scalar_type()), dw_part.sum(0).to(weight.scalar_type()),
+          bias.has_value() ? db_part.sum(0).to(bias->scalar_type()) : at::empty({0}, x.options())};
+}
+
+}  // namespace
+}  // namespace smdim
+
+TORCH_LIBRARY_IMPL(smdim, CPU, m) {
+  m.impl("causal_conv1d_fwd", &smdim::causal_conv1d_fwd_cpu);
+  m.impl("causal_conv1d_bwd", &smdim::causal_conv1d_bwd_cpu);
+}

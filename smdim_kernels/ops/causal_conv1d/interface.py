@@ -1,0 +1,104 @@
+"""Depthwise causal conv1d (+ optional SiLU) declared once as `torch.library` ops.
+
+    smdim::causal_conv1d_fwd(x, weight, bias, silu) -> out
+    smdim::causal_conv1d_bwd(dout, x, weight, bias, silu) -> (dx, dweight, dbias)
+
+CPU: C++ (csrc/causal_conv1d). Other devices (CUDA until its Triton kernel lands) run the
+reference, with a one-time warning. The backward recomputes the pre-activation instead of
+saving it.
+"""
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from ...validation import check_float, check_same_device, check_shape, check_tensor
+from .reference import causal_conv1d_ref
+
+torch.library.define("smdim::causal_conv1d_fwd", "(Tensor x, Tensor weight, Tensor? bias, bool silu) -> Tensor")
+torch.library.define("smdim::causal_conv1d_bwd",
+                     "(Tensor dout, Tensor x, Tensor weight, Tensor? bias, bool silu) -> (Tensor, Tensor, Tensor)")
+
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+ACTIVATIONS = (None, "silu", "swish")
+
+
+def causal_conv1d_fn(x, weight, bias=None, activation=None):
+    """Depthwise causal convolution over time, optionally followed by SiLU.
+
+    x: (batch, dim, L); weight: (dim, width); bias: (dim,) or None; activation: None, "silu" or
+    "swish" (= "silu"). out[b, d, t] = act(bias[d] + sum_k weight[d, k] x[b, d, t - width + 1 + k]),
+    zeros before t = 0. Returns (batch, dim, L) in x's dtype; differentiable in x, weight, bias.
+    """
+    check_tensor("x", x)
+    check_tensor("weight", weight)
+    if x.dim() != 3:
+        raise ValueError(f"x must be (batch, dim, L); got shape {tuple(x.shape)}")
+    if weight.dim() != 2 or weight.shape[0] != x.shape[1] or weight.shape[1] < 1:
+        raise ValueError(f"weight must be (dim, width) = ({x.shape[1]}, width >= 1); got shape {tuple(weight.shape)}")
+    for name, t in (("x", x), ("weight", weight), ("bias", bias)):
+        if t is not None:
+            check_tensor(name, t)
+            check_float(name, t, _FLOAT_DTYPES)
+    if bias is not None:
+        check_shape("bias", bias, (x.shape[1],), "(dim,)")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be None, 'silu' or 'swish'; got {activation!r}")
+    check_same_device({"x": x, "weight": weight, "bias": bias})
+    return torch.ops.smdim.causal_conv1d_fwd(x, weight, bias, activation is not None)
+
+
+@torch.library.register_fake("smdim::causal_conv1d_fwd")
+def _fwd_fake(x, weight, bias, silu):
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+@torch.library.register_fake("smdim::causal_conv1d_bwd")
+def _bwd_fake(dout, x, weight, bias, silu):
+    dbias = x.new_empty((0,)) if bias is None else torch.empty_like(bias, memory_format=torch.contiguous_format)
+    return (torch.empty_like(x, memory_format=torch.contiguous_format),
+            torch.empty_like(weight, memory_format=torch.contiguous_format), dbias)
+
+
+def _setup_context(ctx, inputs, output):
+    x, weight, bias, silu = inputs
+    ctx.save_for_backward(x, weight, bias)
+    ctx.silu = silu
+
+
+def _backward(ctx, dout):
+    x, weight, bias = ctx.saved_tensors
+    dx, dweight, dbias = torch.ops.smdim.causal_conv1d_bwd(dout, x, weight, bias, ctx.silu)
+    return dx, dweight, None if bias is None else dbias, None
+
+
+torch.library.register_autograd("smdim::causal_conv1d_fwd", _backward, setup_context=_setup_context)
+
+_warned = set()
+
+
+def _warn_reference(device_type):
+    if device_type not in _warned:
+        _warned.add(device_type)
+        warnings.warn(f"smdim_kernels: no fused causal_conv1d kernel for device '{device_type}' in this install; "
+                      f"running the PyTorch reference (see smdim_kernels.backend_info()).", RuntimeWarning,
+                      stacklevel=3)
+
+
+@torch.library.impl("smdim::causal_conv1d_fwd", "CompositeExplicitAutograd")
+def _fwd_reference(x, weight, bias, silu):
+    _warn_reference(x.device.type)
+    return causal_conv1d_ref(x, weight, bias, "silu" if silu else None).contiguous()
+
+
+@torch.library.impl("smdim::causal_conv1d_bwd", "CompositeExplicitAutograd")
+def _bwd_reference(dout, x, weight, bias, silu):
+    _warn_reference(x.device.type)
+    leaves = [t.detach().requires_grad_(True) for t in (x, weight)]
+    b = None if bias is None else bias.detach().requires_grad_(True)
+    with torch.enable_grad():
+        out = causal_conv1d_ref(leaves[0], leaves[1], b, "silu" if silu else None)
+        grads = torch.autograd.grad(out, leaves + ([b] if b is not None else []), dout)
+    dbias = x.new_empty((0,)) if b is None else grads[2]
+    return grads[0].contiguous(), grads[1].contiguous(), dbias

@@ -1,0 +1,97 @@
+"""The C++ causal conv1d against the PyTorch reference: values, gradients, options, errors."""
+import pytest
+import torch
+
+from smdim_kernels import causal_conv1d_fn, causal_conv1d_ref
+
+
+def make(batch=2, dim=7, length=130, width=4, bias=True, dtype=torch.float32, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, dim, length, generator=gen, dtype=dtype, requires_grad=True)
+    w = torch.randn(dim, width, generator=gen, dtype=dtype, requires_grad=True)
+    b = torch.randn(dim, generator=gen, dtype=dtype, requires_grad=True) if bias else None
+    return x, w, b
+
+
+def outputs_and_grads(fn, x, w, b, activation):
+    out = fn(x, w, b, activation)
+    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(3)).to(out.dtype)
+    leaves = [t for t in (x, w, b) if t is not None]
+    return out.detach(), torch.autograd.grad((out.float() * g.float()).sum(), leaves)
+
+
+@pytest.mark.parametrize("width", [1, 2, 3, 4])
+@pytest.mark.parametrize("length", [1, 3, 130])
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("activation", [None, "silu"])
+def test_matches_reference(width, length, bias, activation):
+    x, w, b = make(length=length, width=width, bias=bias, seed=width * length)
+    out, grads = outputs_and_grads(causal_conv1d_fn, x, w, b, activation)
+    ref, ref_grads = outputs_and_grads(causal_conv1d_ref, x, w, b, activation)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-5 * r.abs().max().item())
+
+
+def test_fp64_gradcheck():
+    x, w, b = make(batch=2, dim=3, length=9, width=4, dtype=torch.float64)
+    for activation in (None, "silu"):
+        assert torch.autograd.gradcheck(lambda *a: causal_conv1d_fn(*a, activation=activation), (x, w, b))
+
+
+def test_half_inputs():
+    x, w, b = make(dtype=torch.bfloat16)
+    out = causal_conv1d_fn(x, w, b, "silu")
+    ref = causal_conv1d_ref(x.float(), w.float(), b.float(), "silu")
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), ref, rtol=1e-2, atol=1e-2)
+
+
+def test_non_contiguous_input():
+    x, w, b = make(length=40)
+    x_t = x.detach().transpose(1, 2).contiguous().transpose(1, 2)
+    assert not x_t.is_contiguous()
+    assert torch.equal(causal_conv1d_fn(x_t, w, b, "silu"), causal_conv1d_fn(x.detach(), w, b, "silu"))
+
+
+def test_opcheck_and_compile():
+    x, w, b = make(length=33)
+    torch.library.opcheck(torch.ops.smdim.causal_conv1d_fwd.default, (x, w, b, True))
+    torch.library.opcheck(torch.ops.smdim.causal_conv1d_fwd.default, (x, w, None, False))
+    g = torch.randn_like(x)
+    torch.library.opcheck(torch.ops.smdim.causal_conv1d_bwd.default,
+                          (g, x.detach(), w.detach(), b.detach(), True))
+    torch._dynamo.reset()
+    step = torch.compile(lambda x, w, b: causal_conv1d_fn(x, w, b, "silu").square().sum(), fullgraph=True,
+                         backend="aot_eager")
+    grads = torch.autograd.grad(step(x, w, b), (x, w, b))
+    ref = torch.autograd.grad(causal_conv1d_ref(x, w, b, "silu").square().sum(), (x, w, b))
+    for a, r in zip(grads, ref):
+        torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-5)
+
+
+def test_deterministic_across_thread_counts():
+    x, w, b = make(batch=3, dim=16, length=300)
+    threads = torch.get_num_threads()
+    try:
+        results = []
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            results.append(outputs_and_grads(causal_conv1d_fn, x, w, b, "silu"))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(results[0][0], results[1][0])
+    assert all(torch.equal(a, c) for a, c in zip(results[0][1], results[1][1]))
+
+
+@pytest.mark.parametrize("args, error, pattern", [
+    ((torch.randn(4, 10), torch.randn(4, 3)), ValueError, r"x must be \(batch, dim, L\)"),
+    ((torch.randn(1, 4, 10), torch.randn(5, 3)), ValueError, r"weight must be \(dim, width\) = \(4, width >= 1\)"),
+    ((torch.randn(1, 4, 10), torch.randn(4, 3), torch.randn(3)), ValueError, r"bias must be \(dim,\) = \(4,\)"),
+    ((torch.ones(1, 4, 10, dtype=torch.long), torch.randn(4, 3)), TypeError, r"x must have a floating dtype"),
+    ((torch.randn(1, 4, 10), torch.randn(4, 3), None, "relu"), ValueError, r"activation must be None, 'silu'"),
+    ((torch.randn(1, 4, 10), torch.randn(4, 3, device="meta")), ValueError, r"one device"),
+])
+def test_bad_input_is_named(args, error, pattern):
+    with pytest.raises(error, match=pattern):
+        causal_conv1d_fn(*args)
