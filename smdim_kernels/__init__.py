@@ -5,7 +5,7 @@ CUDA: Triton kernels. Both behind `torch.library` ops, so autograd, `torch.compi
 `torch.library.opcheck` work. `backend_info()` says which implementation each op uses.
 """
 from . import _native
-from .ops.causal_conv1d import causal_conv1d_fn, causal_conv1d_ref
+from .ops.causal_conv1d import causal_conv1d_fn, causal_conv1d_ref, causal_conv1d_update
 from .ops.selective_scan import (
     CHECKPOINT_CHUNK,
     selective_scan_fn,
@@ -25,6 +25,7 @@ __all__ = [
     "backend_info",
     "causal_conv1d_fn",
     "causal_conv1d_ref",
+    "causal_conv1d_update",
     "format_backend_info",
     "selective_scan_fn",
     "selective_scan_ref",

@@ -9,7 +9,7 @@ import torch
 from . import _native
 
 OPS = ("selective_scan", "causal_conv1d")
-TRITON_OPS = ("selective_scan",)  # CUDA kernels that exist; the others run the reference there
+TRITON_OPS = ("selective_scan", "causal_conv1d")  # CUDA kernels that exist; others run the reference
 
 
 def _triton_status() -> str:

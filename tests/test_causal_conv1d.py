@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from smdim_kernels import causal_conv1d_fn, causal_conv1d_ref
+from smdim_kernels import causal_conv1d_fn, causal_conv1d_ref, causal_conv1d_update
 
 
 def make(batch=2, dim=7, length=130, width=4, bias=True, dtype=torch.float32, seed=0):
@@ -95,3 +95,15 @@ def test_deterministic_across_thread_counts():
 def test_bad_input_is_named(args, error, pattern):
     with pytest.raises(error, match=pattern):
         causal_conv1d_fn(*args)
+
+
+def test_update_steps_reproduce_the_convolution():
+    x, w, b = make(batch=2, dim=5, length=12, width=4)
+    x, w, b = x.detach(), w.detach(), b.detach()
+    full = causal_conv1d_fn(x, w, b, "silu")
+    state = torch.zeros(2, 5, 4)
+    steps = [causal_conv1d_update(x[..., t], state, w, b, "silu") for t in range(12)]
+    torch.testing.assert_close(torch.stack(steps, -1), full, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(state, x[..., -4:])
+    with pytest.raises(ValueError, match=r"conv_state must be \(batch, dim, width\) = \(2, 5, 4\)"):
+        causal_conv1d_update(x[..., 0], torch.zeros(2, 5, 3), w, b)

@@ -1,4 +1,4 @@
-from .interface import causal_conv1d_fn
+from .interface import causal_conv1d_fn, causal_conv1d_update
 from .reference import causal_conv1d_ref
 
-__all__ = ["causal_conv1d_fn", "causal_conv1d_ref"]
+__all__ = ["causal_conv1d_fn", "causal_conv1d_ref", "causal_conv1d_update"]

@@ -3,8 +3,8 @@
     smdim::causal_conv1d_fwd(x, weight, bias, silu) -> out
     smdim::causal_conv1d_bwd(dout, x, weight, bias, silu) -> (dx, dweight, dbias)
 
-CPU: C++ (csrc/causal_conv1d). Other devices (CUDA until its Triton kernel lands) run the
-reference, with a one-time warning. The backward recomputes the pre-activation instead of
+CPU: C++ (csrc/causal_conv1d). CUDA: Triton (triton.py). Other devices run the reference,
+with a one-time warning. The backward recomputes the pre-activation instead of
 saving it.
 """
 from __future__ import annotations
@@ -47,6 +47,33 @@ def causal_conv1d_fn(x, weight, bias=None, activation=None):
         raise ValueError(f"activation must be None, 'silu' or 'swish'; got {activation!r}")
     check_same_device({"x": x, "weight": weight, "bias": bias})
     return torch.ops.smdim.causal_conv1d_fwd(x, weight, bias, activation is not None)
+
+
+def causal_conv1d_update(x, conv_state, weight, bias=None, activation=None):
+    """One decoding step of `causal_conv1d_fn`, updating `conv_state` in place.
+
+    x: (batch, dim) the new input; conv_state: (batch, dim, width) the last `width` inputs (oldest
+    first), shifted left and appended with x; weight: (dim, width); bias: (dim,). Returns the
+    output at the new step, (batch, dim) in x's dtype. A few (batch, dim, width) tensor ops: no
+    kernel to fuse at this size.
+    """
+    check_tensor("x", x)
+    check_tensor("conv_state", conv_state)
+    if x.dim() != 2:
+        raise ValueError(f"x must be (batch, dim); got shape {tuple(x.shape)}")
+    if weight.dim() != 2 or weight.shape[0] != x.shape[1]:
+        raise ValueError(f"weight must be (dim, width) = ({x.shape[1]}, width); got shape {tuple(weight.shape)}")
+    check_shape("conv_state", conv_state, (x.shape[0], x.shape[1], weight.shape[1]), "(batch, dim, width)")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be None, 'silu' or 'swish'; got {activation!r}")
+    with torch.no_grad():
+        conv_state.copy_(torch.cat([conv_state[..., 1:], x.unsqueeze(-1).to(conv_state.dtype)], dim=-1))
+    out = (conv_state.to(weight.dtype) * weight).sum(-1)
+    if bias is not None:
+        out = out + bias
+    if activation is not None:
+        out = torch.nn.functional.silu(out)
+    return out.to(x.dtype)
 
 
 @torch.library.register_fake("smdim::causal_conv1d_fwd")
@@ -102,3 +129,17 @@ def _bwd_reference(dout, x, weight, bias, silu):
         grads = torch.autograd.grad(out, leaves + ([b] if b is not None else []), dout)
     dbias = x.new_empty((0,)) if b is None else grads[2]
     return grads[0].contiguous(), grads[1].contiguous(), dbias
+
+
+@torch.library.impl("smdim::causal_conv1d_fwd", "CUDA")
+def _fwd_cuda(x, weight, bias, silu):
+    from . import triton as triton_impl
+
+    return triton_impl.causal_conv1d_fwd_triton(x, weight, bias, silu)
+
+
+@torch.library.impl("smdim::causal_conv1d_bwd", "CUDA")
+def _bwd_cuda(dout, x, weight, bias, silu):
+    from . import triton as triton_impl
+
+    return triton_impl.causal_conv1d_bwd_triton(dout, x, weight, bias, silu)
