@@ -5,6 +5,7 @@ CUDA: Triton kernels. Both behind `torch.library` ops, so autograd, `torch.compi
 `torch.library.opcheck` work. `backend_info()` says which implementation each op uses.
 """
 from . import _native
+from .ops.add_norm import add_norm_fn, add_norm_ref
 from .ops.causal_conv1d import causal_conv1d_fn, causal_conv1d_ref, causal_conv1d_update
 from .ops.selective_scan import (
     CHECKPOINT_CHUNK,
@@ -22,6 +23,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CHECKPOINT_CHUNK",
+    "add_norm_fn",
+    "add_norm_ref",
     "backend_info",
     "causal_conv1d_fn",
     "causal_conv1d_ref",

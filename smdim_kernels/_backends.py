@@ -8,7 +8,7 @@ import torch
 
 from . import _native
 
-OPS = ("selective_scan", "causal_conv1d")
+OPS = ("selective_scan", "causal_conv1d", "add_norm")
 TRITON_OPS = ("selective_scan", "causal_conv1d")  # CUDA kernels that exist; others run the reference
 
 

@@ -77,3 +77,22 @@ def test_unknown_isa_cap_is_an_error():
                             env=full_env, timeout=300)
     assert result.returncode != 0
     assert "SMDIM_CPU_ISA must be one of avx512, avx2, generic; got 'sse9'" in result.stderr
+
+
+def test_reference_fallback_of_every_op_has_correct_gradients():
+    """The CompositeExplicitAutograd fallbacks (devices without a kernel) match autograd on the references."""
+    run_python("""
+        import warnings
+        warnings.simplefilter("ignore")
+        import torch, smdim_kernels as sk
+        torch.manual_seed(0)
+        x = torch.randn(2, 4, 9, dtype=torch.float64, requires_grad=True)
+        w = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+        b = torch.randn(4, dtype=torch.float64, requires_grad=True)
+        assert torch.autograd.gradcheck(lambda *a: sk.causal_conv1d_fn(*a, activation="silu"), (x, w, b))
+        r = torch.randn(2, 4, 9, dtype=torch.float64, requires_grad=True)
+        g = torch.randn(9, dtype=torch.float64, requires_grad=True)
+        for rms in (False, True):
+            f = lambda *a: sk.add_norm_fn(*a, eps=1e-5, prenorm=True, is_rms_norm=rms)
+            assert torch.autograd.gradcheck(f, (x, g, None, r))
+    """, SMDIM_DISABLE_NATIVE="1")
