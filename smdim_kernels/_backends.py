@@ -9,7 +9,6 @@ import torch
 from . import _native
 
 OPS = ("selective_scan", "causal_conv1d", "add_norm")
-TRITON_OPS = ("selective_scan", "causal_conv1d")  # CUDA kernels that exist; others run the reference
 
 
 def _triton_status() -> str:
@@ -27,8 +26,7 @@ def backend_info() -> Dict[str, Dict[str, str]]:
     else:
         cpu = f"PyTorch reference (C++ extension unavailable: {_native.unavailable_reason()})"
     cuda = _triton_status()
-    return {op: {"cpu": cpu, "cuda": cuda if op in TRITON_OPS else "PyTorch reference (no Triton kernel yet)",
-                 "other": "PyTorch reference"} for op in OPS}
+    return {op: {"cpu": cpu, "cuda": cuda, "other": "PyTorch reference"} for op in OPS}
 
 
 def format_backend_info() -> str:

@@ -5,7 +5,8 @@
     smdim::add_norm_bwd(dout, dresidual_out, residual_out, weight, bias, mean, rstd, rms)
         -> (dh, dweight, dbias)                  dh is the gradient of both x and residual
 
-CPU: C++ (csrc/add_norm). Other devices run the reference with a one-time warning.
+CPU: C++ (csrc/add_norm). CUDA: Triton (triton.py). Other devices run the reference with a
+one-time warning.
 """
 from __future__ import annotations
 
@@ -132,3 +133,17 @@ def _bwd_reference(dout, dresidual_out, residual_out, weight, bias, mean, rstd, 
     dweight = (g * xhat).sum(0).to(weight.dtype)
     dbias = weight.new_empty((0,)) if bias is None else g.sum(0).to(bias.dtype)
     return dh.reshape(residual_out.shape).contiguous(), dweight, dbias
+
+
+@torch.library.impl("smdim::add_norm_fwd", "CUDA")
+def _fwd_cuda(x, residual, weight, bias, eps, rms, residual_in_fp32):
+    from . import triton as triton_impl
+
+    return triton_impl.add_norm_fwd_triton(x, residual, weight, bias, eps, rms, residual_in_fp32)
+
+
+@torch.library.impl("smdim::add_norm_bwd", "CUDA")
+def _bwd_cuda(dout, dresidual_out, residual_out, weight, bias, mean, rstd, rms):
+    from . import triton as triton_impl
+
+    return triton_impl.add_norm_bwd_triton(dout, dresidual_out, residual_out, weight, bias, mean, rstd, rms)
