@@ -10,10 +10,9 @@ one-time warning.
 """
 from __future__ import annotations
 
-import warnings
-
 import torch
 
+from .._fallback import triton_kernels, warn_reference
 from ...validation import check_float, check_same_device, check_shape, check_tensor
 from .reference import add_norm_ref
 
@@ -100,15 +99,9 @@ def _backward(ctx, dout, dresidual_out, _dmean, _drstd):
 
 torch.library.register_autograd("smdim::add_norm_fwd", _backward, setup_context=_setup_context)
 
-_warned = set()
-
-
 @torch.library.impl("smdim::add_norm_fwd", "CompositeExplicitAutograd")
 def _fwd_reference(x, residual, weight, bias, eps, rms, residual_in_fp32):
-    if x.device.type not in _warned:
-        _warned.add(x.device.type)
-        warnings.warn(f"smdim_kernels: no fused add_norm kernel for device '{x.device.type}'; running the "
-                      f"PyTorch reference (see smdim_kernels.backend_info()).", RuntimeWarning, stacklevel=3)
+    warn_reference("add_norm", x.device.type)
     stats = _stats_dtype(x, weight)
     out, h = add_norm_ref(x, weight, bias, residual, eps, True, residual_in_fp32, rms)
     hs = h.to(stats)
@@ -120,6 +113,7 @@ def _fwd_reference(x, residual, weight, bias, eps, rms, residual_in_fp32):
 
 @torch.library.impl("smdim::add_norm_bwd", "CompositeExplicitAutograd")
 def _bwd_reference(dout, dresidual_out, residual_out, weight, bias, mean, rstd, rms):
+    warn_reference("add_norm", residual_out.device.type)
     stats = mean.dtype
     hidden = residual_out.shape[-1]
     h = residual_out.to(stats).reshape(-1, hidden)
@@ -137,13 +131,15 @@ def _bwd_reference(dout, dresidual_out, residual_out, weight, bias, mean, rstd, 
 
 @torch.library.impl("smdim::add_norm_fwd", "CUDA")
 def _fwd_cuda(x, residual, weight, bias, eps, rms, residual_in_fp32):
-    from . import triton as triton_impl
-
+    triton_impl = triton_kernels(__package__, "add_norm")
+    if triton_impl is None:
+        return _fwd_reference(x, residual, weight, bias, eps, rms, residual_in_fp32)
     return triton_impl.add_norm_fwd_triton(x, residual, weight, bias, eps, rms, residual_in_fp32)
 
 
 @torch.library.impl("smdim::add_norm_bwd", "CUDA")
 def _bwd_cuda(dout, dresidual_out, residual_out, weight, bias, mean, rstd, rms):
-    from . import triton as triton_impl
-
+    triton_impl = triton_kernels(__package__, "add_norm")
+    if triton_impl is None:
+        return _bwd_reference(dout, dresidual_out, residual_out, weight, bias, mean, rstd, rms)
     return triton_impl.add_norm_bwd_triton(dout, dresidual_out, residual_out, weight, bias, mean, rstd, rms)

@@ -9,10 +9,9 @@ saving it.
 """
 from __future__ import annotations
 
-import warnings
-
 import torch
 
+from .._fallback import triton_kernels, warn_reference
 from ...validation import check_float, check_same_device, check_shape, check_tensor
 from .reference import causal_conv1d_ref
 
@@ -102,26 +101,15 @@ def _backward(ctx, dout):
 
 torch.library.register_autograd("smdim::causal_conv1d_fwd", _backward, setup_context=_setup_context)
 
-_warned = set()
-
-
-def _warn_reference(device_type):
-    if device_type not in _warned:
-        _warned.add(device_type)
-        warnings.warn(f"smdim_kernels: no fused causal_conv1d kernel for device '{device_type}' in this install; "
-                      f"running the PyTorch reference (see smdim_kernels.backend_info()).", RuntimeWarning,
-                      stacklevel=3)
-
-
 @torch.library.impl("smdim::causal_conv1d_fwd", "CompositeExplicitAutograd")
 def _fwd_reference(x, weight, bias, silu):
-    _warn_reference(x.device.type)
+    warn_reference("causal_conv1d", x.device.type)
     return causal_conv1d_ref(x, weight, bias, "silu" if silu else None).contiguous()
 
 
 @torch.library.impl("smdim::causal_conv1d_bwd", "CompositeExplicitAutograd")
 def _bwd_reference(dout, x, weight, bias, silu):
-    _warn_reference(x.device.type)
+    warn_reference("causal_conv1d", x.device.type)
     leaves = [t.detach().requires_grad_(True) for t in (x, weight)]
     b = None if bias is None else bias.detach().requires_grad_(True)
     with torch.enable_grad():
@@ -133,13 +121,15 @@ def _bwd_reference(dout, x, weight, bias, silu):
 
 @torch.library.impl("smdim::causal_conv1d_fwd", "CUDA")
 def _fwd_cuda(x, weight, bias, silu):
-    from . import triton as triton_impl
-
+    triton_impl = triton_kernels(__package__, "causal_conv1d")
+    if triton_impl is None:
+        return _fwd_reference(x, weight, bias, silu)
     return triton_impl.causal_conv1d_fwd_triton(x, weight, bias, silu)
 
 
 @torch.library.impl("smdim::causal_conv1d_bwd", "CUDA")
 def _bwd_cuda(dout, x, weight, bias, silu):
-    from . import triton as triton_impl
-
+    triton_impl = triton_kernels(__package__, "causal_conv1d")
+    if triton_impl is None:
+        return _bwd_reference(dout, x, weight, bias, silu)
     return triton_impl.causal_conv1d_bwd_triton(dout, x, weight, bias, silu)

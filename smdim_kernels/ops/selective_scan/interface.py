@@ -11,11 +11,9 @@ re-runs one chunk at a time from them instead of storing (batch, dim, L, N) stat
 """
 from __future__ import annotations
 
-import warnings
-from typing import Optional
-
 import torch
 
+from .._fallback import triton_kernels, warn_reference
 from ...validation import check_float, check_same_device, check_shape, check_tensor
 from .reference import compute_dtype, selective_scan_ref, selective_state_update_ref
 
@@ -213,21 +211,10 @@ torch.library.register_autograd("smdim::selective_scan_fwd", _backward, setup_co
 
 # --- reference implementations: devices without a kernel, or a missing C++ build ------------
 
-_reference_warned = set()
-
-
-def _warn_reference(device_type):
-    if device_type not in _reference_warned:
-        _reference_warned.add(device_type)
-        warnings.warn(f"smdim_kernels: no fused selective-scan kernel for device '{device_type}' in this "
-                      f"install; running the slow PyTorch reference (see smdim_kernels.backend_info()).",
-                      RuntimeWarning, stacklevel=3)
-
-
 @torch.library.impl("smdim::selective_scan_fwd", "CompositeExplicitAutograd")
 def _fwd_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, seq_idx, reverse,
                    save_checkpoints):
-    _warn_reference(u.device.type)
+    warn_reference("selective_scan", u.device.type)
     out, last = selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus, True,
                                    initial_state=initial_state, reverse=reverse, seq_idx=seq_idx)
     # The reference backward re-runs the reference: its checkpoints are placeholders of the right shape.
@@ -239,7 +226,7 @@ def _fwd_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_
 @torch.library.impl("smdim::selective_scan_bwd", "CompositeExplicitAutograd")
 def _bwd_reference(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state,
                    seq_idx, reverse, checkpoints):
-    _warn_reference(u.device.type)
+    warn_reference("selective_scan", u.device.type)
     named = [u, delta, A, B, C, D, z, delta_bias, initial_state]
     leaves = [None if t is None else t.detach().requires_grad_(True) for t in named]
     with torch.enable_grad():
@@ -261,23 +248,9 @@ def _bwd_reference(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, delta
     return tuple(result)
 
 
-def _triton_module():
-    """The Triton kernels, or None (with a one-time warning) when triton cannot be imported."""
-    try:
-        from . import triton as triton_impl
-    except ImportError as exc:
-        if "cuda-triton" not in _reference_warned:
-            _reference_warned.add("cuda-triton")
-            warnings.warn(f"smdim_kernels: triton is unavailable ({exc}); CUDA selective scans run on the slow "
-                          f"PyTorch reference. Install it with: pip install -e '.[triton]'", RuntimeWarning,
-                          stacklevel=3)
-        return None
-    return triton_impl
-
-
 @torch.library.impl("smdim::selective_scan_fwd", "CUDA")
 def _fwd_cuda(*args):
-    triton_impl = _triton_module()
+    triton_impl = triton_kernels(__package__, "selective_scan")
     if triton_impl is None:
         return _fwd_reference(*args)
     return triton_impl.selective_scan_fwd_triton(*args)
@@ -285,7 +258,7 @@ def _fwd_cuda(*args):
 
 @torch.library.impl("smdim::selective_scan_bwd", "CUDA")
 def _bwd_cuda(*args):
-    triton_impl = _triton_module()
+    triton_impl = triton_kernels(__package__, "selective_scan")
     if triton_impl is None:
         return _bwd_reference(*args)
     return triton_impl.selective_scan_bwd_triton(*args)
