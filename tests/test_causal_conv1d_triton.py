@@ -1,23 +1,12 @@
 """The Triton causal conv1d (CUDA path) against the reference, under the Triton interpreter."""
-import os
+import pytest
+import torch
+from triton_support import DEVICE
 
-os.environ.setdefault("TRITON_INTERPRET", "1")
-
-import pytest  # noqa: E402
-
-pytest.importorskip("numpy")
-pytest.importorskip("triton")
-
-import torch  # noqa: E402
-
-if os.environ.get("TRITON_INTERPRET") != "1" and not torch.cuda.is_available():
-    pytest.skip("Triton kernels need a CUDA device, or TRITON_INTERPRET=1", allow_module_level=True)
-
-from smdim_kernels import causal_conv1d_ref  # noqa: E402
-from smdim_kernels.ops.causal_conv1d import triton as conv_triton  # noqa: E402
+from smdim_kernels import causal_conv1d_ref
+from smdim_kernels.ops.causal_conv1d import triton as conv_triton
 
 pytestmark = pytest.mark.triton
-DEVICE = "cpu" if os.environ.get("TRITON_INTERPRET") == "1" else "cuda"
 
 
 @pytest.mark.parametrize("width", [1, 4])
