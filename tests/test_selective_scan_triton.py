@@ -1,42 +1,22 @@
 """The Triton selective scan (CUDA path) against the PyTorch reference.
 
-Runs on CPU tensors under the Triton interpreter (TRITON_INTERPRET=1, the default set here before
+Runs on CPU tensors under the Triton interpreter (TRITON_INTERPRET=1, the default set by conftest.py before
 triton is imported), or compiled on a GPU with TRITON_INTERPRET=0 in the environment. The interpreter is
 slow (~1 s per program per 70 steps of forward + backward), so shapes are tiny; odd sizes (dim not
 a multiple of the channel block, N not a power of two, L crossing the 64-step checkpoint chunk)
 exercise the masks and the checkpointed backward.
 """
-import os
-import sys
+import pytest
+import torch
+from triton_support import DEVICE, INTERPRET
 
-# Triton reads TRITON_INTERPRET when it is imported: a triton imported earlier without it
-# cannot run the kernels on CPU tensors.
-_TRITON_IMPORTED_COMPILED = "triton" in sys.modules and os.environ.get("TRITON_INTERPRET") != "1"
-os.environ.setdefault("TRITON_INTERPRET", "1")
+from smdim_kernels import selective_scan_ref
+from smdim_kernels.ops.selective_scan import CHECKPOINT_CHUNK
+from smdim_kernels.ops.selective_scan import triton as scan_triton
 
-import pytest  # noqa: E402
-
-pytest.importorskip("numpy")
-pytest.importorskip("triton")
-
-import torch  # noqa: E402
-
-INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-if not INTERPRET and not torch.cuda.is_available():
-    pytest.skip("Triton kernels need a CUDA device, or TRITON_INTERPRET=1 to run on CPU in the interpreter",
-                allow_module_level=True)
-if INTERPRET and _TRITON_IMPORTED_COMPILED:
-    pytest.skip("triton was imported before TRITON_INTERPRET=1 was set; run pytest with TRITON_INTERPRET=1 "
-                "in the environment", allow_module_level=True)
-
-from smdim_kernels import selective_scan_ref  # noqa: E402
-from smdim_kernels.ops.selective_scan import CHECKPOINT_CHUNK  # noqa: E402
-from smdim_kernels.ops.selective_scan import triton as scan_triton  # noqa: E402
-
-from scan_inputs import OPTION_GRID, make_problem, option_id, problem_options  # noqa: E402
+from scan_inputs import OPTION_GRID, make_problem, option_id, problem_options
 
 pytestmark = pytest.mark.triton
-DEVICE = "cpu" if INTERPRET else "cuda"
 GRAD_NAMES = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state"]
 
 # Observed errors are ~1e-7 relative; a wrong term is O(1e-1). mamba_ssm's target for out is
