@@ -14,7 +14,7 @@ import torch
 
 from .._fallback import triton_kernels, warn_reference
 from ...validation import check_float, check_same_device, check_shape, check_tensor
-from .reference import add_norm_ref
+from .reference import add_norm_ref, residual_out_dtype, stats_dtype
 
 torch.library.define(
     "smdim::add_norm_fwd",
@@ -57,15 +57,10 @@ def add_norm_fn(x, weight, bias=None, residual=None, eps=1e-6, prenorm=False, re
     return (out, residual_out) if prenorm else out
 
 
-def _stats_dtype(x, weight):
-    return torch.float64 if torch.float64 in (x.dtype, weight.dtype) else torch.float32
-
-
 @torch.library.register_fake("smdim::add_norm_fwd")
 def _fwd_fake(x, residual, weight, bias, eps, rms, residual_in_fp32):
-    stats = _stats_dtype(x, weight)
-    res_dtype = stats if stats == torch.float64 else (torch.float32 if residual_in_fp32 else
-                                                      (x.dtype if residual is None else residual.dtype))
+    stats = stats_dtype(x, weight)
+    res_dtype = residual_out_dtype(x, residual, weight, residual_in_fp32)
     rows = x.numel() // max(x.shape[-1], 1)
     return (torch.empty_like(x, memory_format=torch.contiguous_format),
             torch.empty_like(x, dtype=res_dtype, memory_format=torch.contiguous_format),
@@ -102,7 +97,7 @@ torch.library.register_autograd("smdim::add_norm_fwd", _backward, setup_context=
 @torch.library.impl("smdim::add_norm_fwd", "CompositeExplicitAutograd")
 def _fwd_reference(x, residual, weight, bias, eps, rms, residual_in_fp32):
     warn_reference("add_norm", x.device.type)
-    stats = _stats_dtype(x, weight)
+    stats = stats_dtype(x, weight)
     out, h = add_norm_ref(x, weight, bias, residual, eps, True, residual_in_fp32, rms)
     hs = h.to(stats)
     mu = torch.zeros(hs.shape[:-1], dtype=stats, device=x.device) if rms else hs.mean(-1)

@@ -11,6 +11,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .reference import residual_out_dtype, stats_dtype
+
 ROWS = 4
 _TL = {torch.float32: tl.float32, torch.float64: tl.float64}
 
@@ -80,15 +82,10 @@ def _bwd_kernel(dout_ptr, dres_out_ptr, h_ptr, w_ptr, mean_ptr, rstd_ptr, dh_ptr
     tl.store(db_part_ptr + part, db, mask=cmask)
 
 
-def _stats_dtype(x, weight):
-    return torch.float64 if torch.float64 in (x.dtype, weight.dtype) else torch.float32
-
-
 def add_norm_fwd_triton(x, residual, weight, bias, eps, rms, residual_in_fp32):
     """(out, residual_out, mean (rows,), rstd (rows,)) as smdim::add_norm_fwd."""
-    stats = _stats_dtype(x, weight)
-    res_dtype = stats if stats == torch.float64 else (torch.float32 if residual_in_fp32 else
-                                                      (x.dtype if residual is None else residual.dtype))
+    stats = stats_dtype(x, weight)
+    res_dtype = residual_out_dtype(x, residual, weight, residual_in_fp32)
     hidden = x.shape[-1]
     n_rows = x.numel() // max(hidden, 1)
     xc = x.contiguous()
