@@ -7,6 +7,7 @@ CUDA: Triton kernels. Both behind `torch.library` ops, so autograd, `torch.compi
 from . import _native
 from .ops.add_norm import add_norm_fn, add_norm_ref
 from .ops.causal_conv1d import causal_conv1d_fn, causal_conv1d_ref, causal_conv1d_update
+from .ops.mamba_inner import mamba_inner_fn, mamba_inner_ref
 from .ops.selective_scan import (
     CHECKPOINT_CHUNK,
     selective_scan_fn,
@@ -15,6 +16,7 @@ from .ops.selective_scan import (
     selective_state_update_ref,
 )
 from ._backends import backend_info, format_backend_info
+from .modules import InferenceParams, Mamba
 
 # After the op schemas above are defined: the C++ library registers CPU implementations of them.
 _native.load()
@@ -22,6 +24,8 @@ _native.load()
 __version__ = "0.1.0"
 
 __all__ = [
+    "InferenceParams",
+    "Mamba",
     "CHECKPOINT_CHUNK",
     "add_norm_fn",
     "add_norm_ref",
@@ -30,6 +34,8 @@ __all__ = [
     "causal_conv1d_ref",
     "causal_conv1d_update",
     "format_backend_info",
+    "mamba_inner_fn",
+    "mamba_inner_ref",
     "selective_scan_fn",
     "selective_scan_ref",
     "selective_state_update",
