@@ -21,6 +21,11 @@ from ..ops.selective_scan import selective_scan_fn, selective_state_update
 from ..validation import check_tensor
 
 
+def _fp32(t):
+    """Half-precision parameters enter the scan in fp32 (as in mamba_ssm); fp64 stays fp64."""
+    return t if t is None or t.dtype in (torch.float32, torch.float64) else t.float()
+
+
 @dataclass
 class InferenceParams:
     """Decoding state shared by the layers of a model (mamba_ssm's `InferenceParams`).
@@ -164,8 +169,8 @@ class Mamba(nn.Module):
     def _inner(self, xz, suffix, out_proj_weight, out_proj_bias):
         conv1d, x_proj, dt_proj, A_log, D = self._branch(suffix)
         return mamba_inner_fn(xz, conv1d.weight, conv1d.bias, x_proj.weight, dt_proj.weight, out_proj_weight,
-                              out_proj_bias, -torch.exp(A_log.float()), None, None, D.float(),
-                              delta_bias=dt_proj.bias.float(), delta_softplus=True)
+                              out_proj_bias, -torch.exp(_fp32(A_log)), None, None, _fp32(D),
+                              delta_bias=_fp32(dt_proj.bias), delta_softplus=True)
 
     def _unfused(self, xz, conv_state=None, ssm_state=None):
         x, z = xz.chunk(2, dim=1)
@@ -183,8 +188,8 @@ class Mamba(nn.Module):
         x = causal_conv1d_fn(x, conv1d.weight.reshape(self.d_inner, self.d_conv), conv1d.bias, self.activation)
         dt, B, C = torch.split(x_proj(x.transpose(1, 2)), [self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = torch.matmul(dt_proj.weight, dt.transpose(1, 2))
-        y = selective_scan_fn(x, delta, -torch.exp(A_log.float()), B.transpose(1, 2).contiguous(),
-                              C.transpose(1, 2).contiguous(), D.float(), z, dt_proj.bias.float(),
+        y = selective_scan_fn(x, delta, -torch.exp(_fp32(A_log)), B.transpose(1, 2).contiguous(),
+                              C.transpose(1, 2).contiguous(), _fp32(D), z, _fp32(dt_proj.bias),
                               delta_softplus=True, return_last_state=ssm_state is not None)
         if ssm_state is not None:
             y, last_state = y
@@ -217,8 +222,8 @@ class Mamba(nn.Module):
                                  self.conv1d.bias, self.activation)
         dt, B, C = torch.split(self.x_proj(x), [self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt = F.linear(dt, self.dt_proj.weight)
-        y = selective_state_update(ssm_state, x, dt, -torch.exp(self.A_log.float()), B, C, self.D.float(), z=z,
-                                   dt_bias=self.dt_proj.bias.float(), dt_softplus=True)
+        y = selective_state_update(ssm_state, x, dt, -torch.exp(_fp32(self.A_log)), B, C, _fp32(self.D), z=z,
+                                   dt_bias=_fp32(self.dt_proj.bias), dt_softplus=True)
         return self.out_proj(y).unsqueeze(1), conv_state, ssm_state
 
     def allocate_inference_cache(self, batch_size, max_seqlen=None, dtype=None, **kwargs):
