@@ -17,6 +17,8 @@ from .ops.selective_scan import (
 )
 from ._backends import backend_info, format_backend_info
 from .modules import InferenceParams, Mamba
+from . import flops
+from .flops import FlopReport, count_flops, fvcore_handles, register_flop_formulas
 
 # After the op schemas above are defined: the C++ library registers CPU implementations of them.
 _native.load()
@@ -24,6 +26,10 @@ _native.load()
 __version__ = "0.1.0"
 
 __all__ = [
+    "FlopReport",
+    "count_flops",
+    "fvcore_handles",
+    "register_flop_formulas",
     "InferenceParams",
     "Mamba",
     "CHECKPOINT_CHUNK",

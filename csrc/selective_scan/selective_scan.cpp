@@ -193,9 +193,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tenso
     dlast_c = to_compute(*dlast_state, p.compute);
   }
   const int64_t slots = slots_per_group(s, p.width);
-  Tensor du = at::zeros({s.batch, s.dim, s.len}, opts);
-  Tensor ddelta = at::zeros({s.batch, s.dim, s.len}, opts);
-  Tensor dz = s.has_z ? at::zeros({s.batch, s.dim, s.len}, opts) : Tensor();
+  // The kernel stores every element of du, ddelta and dz (checked by filling them with NaN).
+  Tensor du = at::empty({s.batch, s.dim, s.len}, opts);
+  Tensor ddelta = at::empty({s.batch, s.dim, s.len}, opts);
+  Tensor dz = s.has_z ? at::empty({s.batch, s.dim, s.len}, opts) : Tensor();
   Tensor dinit = s.has_init ? at::zeros({s.batch, s.dim, s.dstate}, opts) : Tensor();
   if (s.has_init && s.len == 0 && dlast_c.defined()) dinit.copy_(dlast_c);
   Tensor dA_part = at::zeros({s.batch, s.dim, s.dstate}, opts);

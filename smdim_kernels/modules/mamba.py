@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..ops._gemm import batched_mm
 from ..ops.causal_conv1d import causal_conv1d_fn, causal_conv1d_update
 from ..ops.mamba_inner import mamba_inner_fn
 from ..ops.selective_scan import selective_scan_fn, selective_state_update
@@ -152,7 +153,7 @@ class Mamba(nn.Module):
                 out, _, _ = self.step(hidden_states, conv_state, ssm_state)
                 return out
         # xz: (batch, 2*d_inner, L), channel-major as the kernels want it.
-        xz = torch.matmul(self.in_proj.weight, hidden_states.transpose(1, 2))
+        xz = batched_mm(self.in_proj.weight, hidden_states.transpose(1, 2))
         if self.in_proj.bias is not None:
             xz = xz + self.in_proj.bias.to(xz.dtype)[:, None]
         if self.use_fast_path and conv_state is None:
@@ -164,7 +165,7 @@ class Mamba(nn.Module):
             return self._inner(xz, "", self.out_proj.weight, self.out_proj.bias)
         y_fwd = self._inner(xz, "", None, None)
         y_bwd = self._inner(xz.flip(-1), "_b", None, None).flip(-1)
-        return F.linear(((y_fwd + y_bwd) * 0.5).transpose(1, 2), self.out_proj.weight, self.out_proj.bias)
+        return self._out_proj((y_fwd + y_bwd) * 0.5)
 
     def _inner(self, xz, suffix, out_proj_weight, out_proj_bias):
         conv1d, x_proj, dt_proj, A_log, D = self._branch(suffix)
@@ -178,7 +179,12 @@ class Mamba(nn.Module):
         if self.bidirectional:
             y_bwd = self._scan_branch(x.flip(-1), z.flip(-1), "_b", None, None).flip(-1)
             y = (y + y_bwd) * 0.5
-        return self.out_proj(y.transpose(1, 2))
+        return self._out_proj(y)
+
+    def _out_proj(self, y):
+        """(batch, d_inner, L) -> (batch, L, d_model), reading y transposed in place."""
+        out = batched_mm(y.transpose(1, 2), self.out_proj.weight.t())
+        return out if self.out_proj.bias is None else out + self.out_proj.bias
 
     def _scan_branch(self, x, z, suffix, conv_state, ssm_state):
         """One direction as separate ops; fills the decoding states when given. -> (batch, d_inner, L)."""
@@ -187,7 +193,7 @@ class Mamba(nn.Module):
             conv_state.copy_(F.pad(x, (self.d_conv - x.shape[-1], 0))[..., -self.d_conv:])
         x = causal_conv1d_fn(x, conv1d.weight.reshape(self.d_inner, self.d_conv), conv1d.bias, self.activation)
         dt, B, C = torch.split(x_proj(x.transpose(1, 2)), [self.dt_rank, self.d_state, self.d_state], dim=-1)
-        delta = torch.matmul(dt_proj.weight, dt.transpose(1, 2))
+        delta = batched_mm(dt_proj.weight, dt.transpose(1, 2))
         y = selective_scan_fn(x, delta, -torch.exp(_fp32(A_log)), B.transpose(1, 2).contiguous(),
                               C.transpose(1, 2).contiguous(), _fp32(D), z, _fp32(dt_proj.bias),
                               delta_softplus=True, return_last_state=ssm_state is not None)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 
+from .._gemm import batched_mm
 from ...validation import check_float, check_same_device, check_shape, check_tensor
 from ..selective_scan.interface import CHECKPOINT_CHUNK, MAX_DSTATE
 from .reference import mamba_inner_ref
@@ -129,7 +130,7 @@ def _split(xz):
 
 def _delta(x_dbl, delta_proj_weight):
     """delta (batch, d_inner, L) = delta_proj_weight @ the dt part of x_dbl (batch, L, dt_rank + 2N)."""
-    return torch.matmul(delta_proj_weight, x_dbl[..., :delta_proj_weight.shape[1]].transpose(1, 2))
+    return batched_mm(delta_proj_weight, x_dbl[..., :delta_proj_weight.shape[1]].transpose(1, 2))
 
 
 def _B_C(x_dbl, dt_rank, dstate, B_proj_bias, C_proj_bias):
@@ -152,7 +153,7 @@ def _fwd(xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight, out_p
          delta_bias, B_proj_bias, C_proj_bias, delta_softplus, checkpoint_lvl, save_for_backward):
     x, z = _split(xz)
     conv_out = torch.ops.smdim.causal_conv1d_fwd(x, conv1d_weight, conv1d_bias, True)
-    x_dbl = torch.matmul(conv_out.transpose(1, 2), x_proj_weight.t())  # (batch, L, dt_rank + 2N)
+    x_dbl = batched_mm(conv_out.transpose(1, 2), x_proj_weight.t())  # (batch, L, dt_rank + 2N)
     delta = _delta(x_dbl, delta_proj_weight)
     B, C = _B_C(x_dbl, delta_proj_weight.shape[1], A.shape[1], B_proj_bias, C_proj_bias)
     y, _, checkpoints = torch.ops.smdim.selective_scan_fwd(
@@ -161,7 +162,7 @@ def _fwd(xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight, out_p
     saved_conv, saved_delta = (conv_out, delta) if keep else (_empty(xz), _empty(xz))
     if out_proj_weight is None:
         return y, x_dbl, _empty(xz), checkpoints, saved_conv, saved_delta
-    out = torch.matmul(y.transpose(1, 2), out_proj_weight.t())
+    out = batched_mm(y.transpose(1, 2), out_proj_weight.t())
     if out_proj_bias is not None:
         out = out + out_proj_bias
     return out, x_dbl, y if save_for_backward else _empty(xz), checkpoints, saved_conv, saved_delta
@@ -169,7 +170,9 @@ def _fwd(xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight, out_p
 
 def _batched_weight_grad(a, b):
     """sum over batch of a[i] @ b[i]: a (batch, m, L), b (batch, L, n) -> (m, n)."""
-    return torch.matmul(a, b).sum(0) if a.shape[0] > 1 else torch.matmul(a[0], b[0])
+    if a.shape[0] == 1:
+        return torch.mm(a[0], b[0])
+    return torch.bmm(a, b).sum(0)
 
 
 @torch.library.impl("smdim::mamba_inner_bwd", "CompositeExplicitAutograd")
@@ -186,17 +189,17 @@ def _bwd(dout, xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight,
         dy = dout.contiguous()
         dout_proj_weight, dout_proj_bias = _empty(xz), _empty(xz)
     else:
-        dy = torch.matmul(out_proj_weight.t(), dout.transpose(1, 2))  # (batch, d_inner, L)
+        dy = batched_mm(out_proj_weight.t(), dout.transpose(1, 2))  # (batch, d_inner, L)
         dout_proj_weight = _batched_weight_grad(dout.transpose(1, 2), y.transpose(1, 2))
         dout_proj_bias = _empty(xz) if out_proj_bias is None else dout.sum((0, 1))
 
     du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, _ = torch.ops.smdim.selective_scan_bwd(
         dy, None, conv_out, delta, A, B, C, D, z, delta_bias, delta_softplus, None, None, False, checkpoints)
 
-    ddt = torch.matmul(ddelta.transpose(1, 2), delta_proj_weight)  # (batch, L, dt_rank)
+    ddt = batched_mm(ddelta.transpose(1, 2), delta_proj_weight)  # (batch, L, dt_rank)
     ddelta_proj_weight = _batched_weight_grad(ddelta, x_dbl[..., :dt_rank])
     dx_dbl = torch.cat([ddt, dB.transpose(1, 2), dC.transpose(1, 2)], dim=-1)  # (batch, L, dt_rank + 2N)
-    du = du + torch.matmul(x_proj_weight.t(), dx_dbl.transpose(1, 2))
+    du = du + batched_mm(x_proj_weight.t(), dx_dbl.transpose(1, 2))
     dx_proj_weight = _batched_weight_grad(dx_dbl.transpose(1, 2), conv_out.transpose(1, 2))
     dx, dconv_weight, dconv_bias = torch.ops.smdim.causal_conv1d_bwd(du, x, conv1d_weight, conv1d_bias, True)
 

@@ -1,0 +1,18 @@
+"""GEMMs on channel-major activations without layout copies."""
+from __future__ import annotations
+
+import torch
+
+
+def batched_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a @ b per batch entry, where one side may be an unbatched (m, k) / (k, n) weight.
+
+    torch.matmul copies a transposed 3-D operand before folding it into one GEMM; bmm takes
+    transposed strides directly, and a weight expanded over the batch costs nothing.
+    """
+    batch = a.shape[0] if a.dim() == 3 else b.shape[0]
+    if a.dim() == 2:
+        a = a.expand(batch, -1, -1)
+    if b.dim() == 2:
+        b = b.expand(batch, -1, -1)
+    return torch.bmm(a, b)
