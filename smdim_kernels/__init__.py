@@ -16,7 +16,8 @@ from .ops.selective_scan import (
     selective_state_update_ref,
 )
 from ._backends import backend_info, format_backend_info
-from .modules import InferenceParams, Mamba
+from .modules import (FeedForward, InferenceParams, LayerNorm, Mamba, MFABlock, MFAStack, RMSNorm,
+                      SelfAttention)
 from . import flops
 from .flops import FlopReport, count_flops, fvcore_handles, register_flop_formulas
 
@@ -30,8 +31,14 @@ __all__ = [
     "count_flops",
     "fvcore_handles",
     "register_flop_formulas",
+    "FeedForward",
     "InferenceParams",
+    "LayerNorm",
+    "MFABlock",
+    "MFAStack",
     "Mamba",
+    "RMSNorm",
+    "SelfAttention",
     "CHECKPOINT_CHUNK",
     "add_norm_fn",
     "add_norm_ref",

@@ -26,7 +26,11 @@ def backend_info() -> Dict[str, Dict[str, str]]:
     else:
         cpu = f"PyTorch reference (C++ extension unavailable: {_native.unavailable_reason()})"
     cuda = _triton_status()
-    return {op: {"cpu": cpu, "cuda": cuda, "other": "PyTorch reference"} for op in OPS}
+    info = {op: {"cpu": cpu, "cuda": cuda, "other": "PyTorch reference"} for op in OPS}
+    # mamba_inner has no kernel of its own: it composes the ops above with GEMMs on every device.
+    info["mamba_inner"] = {device: "composite: causal_conv1d + selective_scan + GEMMs (see rows above)"
+                           for device in ("cpu", "cuda", "other")}
+    return info
 
 
 def format_backend_info() -> str:

@@ -1,4 +1,9 @@
 """Drop-in nn.Modules built on the fused ops (the maths stays in `smdim_kernels.ops`)."""
+from .attention import SelfAttention
+from .feedforward import FeedForward
 from .mamba import InferenceParams, Mamba
+from .mfa import MFABlock, MFAStack
+from .norm import LayerNorm, RMSNorm
 
-__all__ = ["InferenceParams", "Mamba"]
+__all__ = ["FeedForward", "InferenceParams", "LayerNorm", "MFABlock", "MFAStack", "Mamba", "RMSNorm",
+           "SelfAttention"]

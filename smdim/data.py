@@ -1,0 +1,531 @@
+"""Token corpora and training windows.
+
+    corpus = load_corpus()                      # the embedded Han folk songs (music21), cached
+    corpus = load_corpus("~/data/maestro-v3.0.0")   # MAESTRO / POP909 / any MIDI folder, auto-detected
+    train = TokenDataset(corpus, 512, split="train", transpose=5)
+    valid = TokenDataset(corpus, 512, split="valid", train=False)
+
+`load_corpus` lists the pieces of a source (`smdim.corpora`), tokenizes them (`smdim.tokenizer`),
+skips broken, empty and non-MIDI files with one summary warning, splits by piece and caches the
+token ids on disk (`$SMDIM_CACHE`, default ``~/.cache/smdim``), keyed by the tokenizer and the
+source files' paths, sizes and modification times.
+"""
+from __future__ import annotations
+
+import bisect
+import hashlib
+import json
+import math
+import os
+import random
+import tempfile
+import time
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from smdim import corpora
+from smdim.corpora import SourceItem
+from smdim.tokenizer import (
+    bar_id,
+    encode,
+    make_tokenizer,
+    pad_id,
+    pitch_tokens,
+    tokenizer_from_dict,
+    tokenizer_to_dict,
+)
+
+__all__ = [
+    "CACHE_FORMAT",
+    "DataSkipWarning",
+    "Corpus",
+    "default_cache_dir",
+    "load_corpus",
+    "make_splits",
+    "TokenDataset",
+]
+
+#: bump when the way pieces become tokens changes (invalidates every cache file)
+CACHE_FORMAT = 1
+SPLITS = ("train", "valid", "test")
+_PROGRESS_MIN_ITEMS = 16
+_EXAMPLES_PER_REASON = 5
+
+
+class DataSkipWarning(UserWarning):
+    """Some source files were skipped (broken, empty, not MIDI, missing)."""
+
+
+def default_cache_dir() -> Path:
+    """``$SMDIM_CACHE`` if set, else ``~/.cache/smdim``."""
+    env = os.environ.get("SMDIM_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "smdim"
+
+
+# --------------------------------------------------------------------------------------------
+# Corpus
+# --------------------------------------------------------------------------------------------
+@dataclass
+class Corpus:
+    """Tokenized pieces of one source.
+
+    pieces: token ids per piece; names: where each came from; splits: {"train", "valid", "test"}
+    -> piece indices (disjoint, by piece); skipped: reason -> number of files (or tunes) left out,
+    with up to five names per reason in `skipped_files`.
+    """
+
+    pieces: List[List[int]]
+    names: List[str]
+    splits: Dict[str, List[int]]
+    skipped: Dict[str, int]
+    tokenizer: Any = field(repr=False)
+    layout: str = ""
+    source: str = ""
+    skipped_files: Dict[str, List[str]] = field(default_factory=dict, repr=False)
+    cache_path: Optional[Path] = None
+    from_cache: bool = False
+    load_seconds: float = 0.0
+
+    def __len__(self) -> int:
+        return len(self.pieces)
+
+    def split(self, name: str) -> List[List[int]]:
+        """The pieces of one split ("train", "valid" or "test")."""
+        if name not in self.splits:
+            raise KeyError(f"unknown split {name!r}; expected one of {tuple(self.splits)}")
+        return [self.pieces[i] for i in self.splits[name]]
+
+    def stats(self) -> Dict[str, Any]:
+        lengths = np.array([len(p) for p in self.pieces], dtype=np.int64)
+        return {
+            "pieces": len(self.pieces),
+            "tokens": int(lengths.sum()) if len(lengths) else 0,
+            "median_tokens": float(np.median(lengths)) if len(lengths) else 0.0,
+            "max_tokens": int(lengths.max()) if len(lengths) else 0,
+            "splits": {k: len(v) for k, v in self.splits.items()},
+            "skipped": dict(self.skipped),
+            "layout": self.layout,
+            "from_cache": self.from_cache,
+            "load_seconds": round(self.load_seconds, 3),
+        }
+
+
+def make_splits(n: int, fractions: Sequence[float] = (0.9, 0.05, 0.05), seed: int = 0) -> Dict[str, List[int]]:
+    """Seeded split of ``range(n)`` into train/valid/test by `fractions` (normalised). With
+    n >= 3, every split with a positive fraction gets at least one piece."""
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or sum(fractions) <= 0:
+        raise ValueError(f"split fractions must be three non-negative numbers, got {fractions}")
+    total = float(sum(fractions))
+    fr = [f / total for f in fractions]
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    n_valid = int(round(n * fr[1]))
+    n_test = int(round(n * fr[2]))
+    if n >= 3:
+        n_valid = max(n_valid, 1 if fr[1] > 0 else 0)
+        n_test = max(n_test, 1 if fr[2] > 0 else 0)
+    n_valid = min(n_valid, n)
+    n_test = min(n_test, n - n_valid)
+    n_train = n - n_valid - n_test
+    if fr[0] == 0 and n_train > 0:  # no train fraction: give the rest to valid
+        n_valid += n_train
+        n_train = 0
+    return {
+        "train": sorted(order[:n_train]),
+        "valid": sorted(order[n_train:n_train + n_valid]),
+        "test": sorted(order[n_train + n_valid:]),
+    }
+
+
+def _splits_with_metadata(labels: Sequence[Optional[str]], fractions, seed) -> Dict[str, List[int]]:
+    """Metadata split where a piece has one; the unlabelled pieces are split by seed."""
+    out: Dict[str, List[int]] = {s: [] for s in SPLITS}
+    unlabelled = []
+    for i, lab in enumerate(labels):
+        (out[lab] if lab in out else unlabelled).append(i)
+    if unlabelled:
+        extra = make_splits(len(unlabelled), fractions, seed)
+        for s in SPLITS:
+            out[s].extend(unlabelled[j] for j in extra[s])
+    return {s: sorted(v) for s, v in out.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# tokenizing items
+# --------------------------------------------------------------------------------------------
+def _tokenize_item(tok, item: SourceItem, parsed=None) -> Tuple[Optional[List[int]], Optional[str], str]:
+    """(ids, None, "") or (None, reason, detail). `parsed`: the item's Score (or parse error)
+    when it was parsed already."""
+    if isinstance(parsed, Exception):
+        return None, "unreadable", f"{type(parsed).__name__}: {parsed}"
+    try:
+        score = parsed if parsed is not None else corpora.load_score(item)
+    except Exception as exc:  # unreadable / not MIDI / truncated
+        return None, "unreadable", f"{type(exc).__name__}: {exc}"
+    try:
+        if score.note_num() == 0:
+            return None, "empty", "no notes"
+        ids = encode(tok, score)
+    except Exception as exc:  # a tokenizer failure must not stop the corpus
+        return None, "error", f"{type(exc).__name__}: {exc}"
+    if not ids:
+        return None, "empty", "no notes in the tokenizer's pitch range"
+    return ids, None, ""
+
+
+_WORKER_TOKENIZER = None
+
+
+def _worker_init(tok_dict: Dict[str, Any]) -> None:
+    global _WORKER_TOKENIZER
+    torch.set_num_threads(1)
+    _WORKER_TOKENIZER = tokenizer_from_dict(tok_dict)
+
+
+def _worker_tokenize(item: SourceItem):
+    return _tokenize_item(_WORKER_TOKENIZER, item)
+
+
+def _progress(iterable: Iterable, total: int, desc: str, enabled: bool):
+    if not enabled:
+        return iterable
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        return iterable
+    return tqdm(iterable, total=total, desc=desc, unit="piece", leave=False, dynamic_ncols=True)
+
+
+def _tokenize_items(tok, items: List[SourceItem], num_workers: int, show: bool, desc: str):
+    abc = [i for i, it in enumerate(items) if it.abc_text is not None]
+    if abc:  # ABC tunes: parsed in one batch, tokenized here
+        parsed = dict(zip(abc, corpora.parse_abc_tunes([items[i].abc_text for i in abc])))
+        return [_tokenize_item(tok, it, parsed.get(i))
+                for i, it in _progress(enumerate(items), len(items), desc, show)]
+    if num_workers and num_workers > 1 and len(items) > 1:
+        with ProcessPoolExecutor(max_workers=num_workers, initializer=_worker_init,
+                                 initargs=(tokenizer_to_dict(tok),)) as ex:
+            chunk = max(1, min(32, len(items) // (num_workers * 8) or 1))
+            return list(_progress(ex.map(_worker_tokenize, items, chunksize=chunk), len(items), desc, show))
+    return [_tokenize_item(tok, it) for it in _progress(items, len(items), desc, show)]
+
+
+# --------------------------------------------------------------------------------------------
+# cache
+# --------------------------------------------------------------------------------------------
+def _cache_key(tok, layout: str, items: List[SourceItem], missing: List[str]) -> str:
+    files = []
+    for path in sorted({it.path for it in items}):
+        try:
+            st = os.stat(path)
+            files.append([path, st.st_size, st.st_mtime_ns])
+        except OSError:
+            files.append([path, -1, -1])
+    tok_d = tokenizer_to_dict(tok)
+    material = {
+        "cache_format": CACHE_FORMAT,
+        "tokenizer": {k: tok_d[k] for k in ("config", "vocab", "miditok_version", "symusic_version")},
+        "layout": layout,
+        "items": [[it.name, it.path, it.split] for it in items],
+        "files": files,
+        "missing": sorted(missing),
+    }
+    blob = json.dumps(material, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def _write_cache(path: Path, key: str, pieces, names, labels, skipped, skipped_files) -> None:
+    """Atomic write: a temporary file in the same folder, then os.replace."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lengths = np.array([len(p) for p in pieces], dtype=np.int64)
+    offsets = np.zeros(len(pieces) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    tokens = np.fromiter((t for p in pieces for t in p), dtype=np.int32, count=int(offsets[-1]))
+    meta = json.dumps({"key": key, "cache_format": CACHE_FORMAT, "names": names, "labels": labels,
+                       "skipped": skipped, "skipped_files": skipped_files}).encode()
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=str(path.parent))
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, tokens=tokens, offsets=offsets, meta=np.frombuffer(meta, dtype=np.uint8))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _read_cache(path: Path, key: str):
+    """(pieces, names, labels, skipped, skipped_files); raises on any inconsistency."""
+    with np.load(path, allow_pickle=False) as z:
+        tokens = z["tokens"]
+        offsets = z["offsets"]
+        meta = json.loads(bytes(z["meta"]).decode())
+    if meta.get("key") != key or meta.get("cache_format") != CACHE_FORMAT:
+        raise ValueError("cache key mismatch")
+    names, labels = meta["names"], meta["labels"]
+    n = len(names)
+    if (len(offsets) != n + 1 or len(labels) != n or offsets[0] != 0 or offsets[-1] != len(tokens)
+            or np.any(np.diff(offsets) <= 0)):
+        raise ValueError("inconsistent cache arrays")
+    flat = tokens.tolist()
+    bounds = offsets.tolist()
+    pieces = [flat[bounds[i]:bounds[i + 1]] for i in range(n)]
+    return pieces, names, labels, meta["skipped"], meta.get("skipped_files", {})
+
+
+# --------------------------------------------------------------------------------------------
+# load_corpus
+# --------------------------------------------------------------------------------------------
+def load_corpus(
+    source: Union[str, Path, None] = None,
+    *,
+    layout: str = "auto",
+    tokenizer=None,
+    cache_dir: Union[str, Path, None] = None,
+    use_cache: bool = True,
+    seed: int = 0,
+    split_fractions: Sequence[float] = (0.9, 0.05, 0.05),
+    num_workers: int = 0,
+    progress: Optional[bool] = None,
+) -> Corpus:
+    """Tokenized pieces of `source`.
+
+    source: None or "han" for the embedded Han folk songs; a .mid/.midi/.abc file; a folder of
+    MIDI (recursive) or ABC files; a MAESTRO v3 folder (its metadata split is used) or a POP909
+    folder. layout: "auto" or one of ``smdim.corpora.LAYOUTS``. tokenizer: default
+    ``make_tokenizer()``. Splits are by piece and seeded by `seed` (`split_fractions` =
+    train/valid/test) except where MAESTRO metadata gives them. Token ids are cached in
+    `cache_dir` (default `default_cache_dir()`); a corrupt cache file is rebuilt with a warning.
+    num_workers > 1 tokenizes MIDI files in that many processes. progress: a tqdm bar (default: when more
+    than a few files). Unreadable, empty or missing files are skipped with one DataSkipWarning.
+    """
+    t0 = time.perf_counter()
+    tok = tokenizer if tokenizer is not None else make_tokenizer()
+    layout, items, missing = corpora.list_items(source, layout)
+    source_str = "music21:essenFolksong/han1+han2" if layout == "han" else str(Path(source).expanduser())
+    cache_path: Optional[Path] = None
+    loaded = None
+    key = None
+    if use_cache:
+        key = _cache_key(tok, layout, items, missing)
+        cache_path = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+        cache_path = cache_path / f"{layout}-{key[:24]}.npz"
+        if cache_path.exists():
+            try:
+                loaded = _read_cache(cache_path, key)
+            except Exception as exc:
+                warnings.warn(f"smdim: token cache {cache_path} is unreadable ({type(exc).__name__}: {exc}); "
+                              "rebuilding it", stacklevel=2)
+                loaded = None
+    from_cache = loaded is not None
+    if loaded is None:
+        show = (len(items) > _PROGRESS_MIN_ITEMS) if progress is None else bool(progress)
+        results = _tokenize_items(tok, items, num_workers, show, f"tokenizing {layout}")
+        pieces, names, labels = [], [], []
+        skipped: Dict[str, int] = {}
+        skipped_files: Dict[str, List[str]] = {}
+        if missing:
+            skipped["missing"] = len(missing)
+            skipped_files["missing"] = list(missing[:_EXAMPLES_PER_REASON])
+        for item, (ids, reason, detail) in zip(items, results):
+            if ids is None:
+                skipped[reason] = skipped.get(reason, 0) + 1
+                ex = skipped_files.setdefault(reason, [])
+                if len(ex) < _EXAMPLES_PER_REASON:
+                    ex.append(f"{item.name} ({detail})" if detail else item.name)
+                continue
+            pieces.append(ids)
+            names.append(item.name)
+            labels.append(item.split)
+        if use_cache and cache_path is not None:
+            try:
+                _write_cache(cache_path, key, pieces, names, labels, skipped, skipped_files)
+            except OSError as exc:
+                warnings.warn(f"smdim: could not write the token cache {cache_path}: {exc}", stacklevel=2)
+                cache_path = None
+    else:
+        pieces, names, labels, skipped, skipped_files = loaded
+
+    if skipped:
+        n_skipped = sum(skipped.values())
+        total = n_skipped + len(pieces)
+        what = "tunes" if layout in ("han", "abc") else "files"
+        reasons = ", ".join(f"{k}: {v}" for k, v in sorted(skipped.items()))
+        examples = "; ".join(e for v in skipped_files.values() for e in v[:2])
+        warnings.warn(f"smdim: skipped {n_skipped} of {total} {what} in {source_str} ({reasons})"
+                      + (f"; e.g. {examples}" if examples else ""), DataSkipWarning, stacklevel=2)
+    if not pieces:
+        warnings.warn(f"smdim: no usable pieces in {source_str}", DataSkipWarning, stacklevel=2)
+
+    if any(lab is not None for lab in labels):
+        splits = _splits_with_metadata(labels, split_fractions, seed)
+    else:
+        splits = make_splits(len(pieces), split_fractions, seed)
+    return Corpus(pieces=pieces, names=names, splits=splits, skipped=dict(skipped), tokenizer=tok,
+                  layout=layout, source=source_str, skipped_files=dict(skipped_files),
+                  cache_path=cache_path, from_cache=from_cache, load_seconds=time.perf_counter() - t0)
+
+
+# --------------------------------------------------------------------------------------------
+# TokenDataset
+# --------------------------------------------------------------------------------------------
+class TokenDataset(Dataset):
+    """Fixed-length windows of token pieces.
+
+    Items are ``dict(tokens=LongTensor(seq_len), pad_mask=BoolTensor(seq_len), piece=int,
+    start=int, transpose=int)``; ``pad_mask`` is True at real tokens and False at the PAD
+    padding that the loss ignores (the convention of ``smdim.diffusion.diffusion_loss``).
+
+    train=True: each piece gives ``ceil(len / seq_len)`` items per epoch (at least one), each a
+    random crop of seq_len tokens that starts at a Bar token when the piece has one early
+    enough; shorter pieces come whole and padded. With ``transpose=t`` every Pitch token of a crop
+    moves by the same k, drawn uniformly from the shifts in [-t, t] that keep all its pitches in
+    the tokenizer's range. Randomness: ``seed=None`` draws from torch's global RNG (seeded per
+    DataLoader worker by torch); an int seed makes item i of epoch e depend only on
+    (seed, e, i) -- call ``set_epoch(e)`` every epoch, e.g. for exact resume.
+
+    train=False: deterministic non-overlapping windows that cover every token once; with
+    ``bar_aligned`` each window ends before the last Bar token that fits, so windows start at
+    bars; the rest is padding.
+    """
+
+    def __init__(
+        self,
+        pieces: Union[Corpus, Sequence[Sequence[int]]],
+        seq_len: int,
+        *,
+        split: Optional[str] = None,
+        tokenizer=None,
+        train: bool = True,
+        transpose: int = 0,
+        seed: Optional[int] = None,
+        bar_aligned: bool = True,
+    ) -> None:
+        if seq_len < 1:
+            raise ValueError("seq_len must be >= 1")
+        if transpose < 0:
+            raise ValueError("transpose must be >= 0 (the range is [-transpose, transpose])")
+        if isinstance(pieces, Corpus):
+            tokenizer = tokenizer if tokenizer is not None else pieces.tokenizer
+            pieces = pieces.split(split) if split is not None else pieces.pieces
+        elif split is not None:
+            raise ValueError("split= needs a Corpus")
+        if tokenizer is None:
+            raise ValueError("pass a tokenizer (or a Corpus) so PAD, Bar and Pitch ids are known")
+        self.seq_len = int(seq_len)
+        self.train = bool(train)
+        self.transpose = int(transpose)
+        self.seed = seed
+        self.epoch = 0
+        self.bar_aligned = bool(bar_aligned)
+        self.pad_id = pad_id(tokenizer)
+        self.bar_id = bar_id(tokenizer)
+        vocab = len(tokenizer.vocab)
+        pitches = pitch_tokens(tokenizer)
+        self._pitch_of = torch.full((vocab,), -1, dtype=torch.long)
+        self._id_of_pitch = torch.full((128,), -1, dtype=torch.long)
+        for i, p in pitches.items():
+            self._pitch_of[i] = p
+            self._id_of_pitch[p] = i
+        self.pitch_min = min(pitches.values())
+        self.pitch_max = max(pitches.values())
+        self.pieces = [torch.as_tensor(np.asarray(p, dtype=np.int64)) for p in pieces]
+        self._bars = [torch.nonzero(p == self.bar_id).flatten() for p in self.pieces]
+        nonempty = [i for i, p in enumerate(self.pieces) if len(p) > 0]
+        if self.train:
+            counts = [max(1, math.ceil(len(self.pieces[i]) / self.seq_len)) for i in nonempty]
+            self._items: List[Tuple[int, int, int]] = [
+                (i, -1, -1) for i, c in zip(nonempty, counts) for _ in range(c)]
+        else:
+            self._items = [w for i in nonempty for w in self._eval_windows(i)]
+
+    # windows ----------------------------------------------------------------------------------
+    def _eval_windows(self, i: int) -> List[Tuple[int, int, int]]:
+        n = len(self.pieces[i])
+        bars = self._bars[i].tolist() if self.bar_aligned else []
+        out, start = [], 0
+        while start < n:
+            end = min(start + self.seq_len, n)
+            if end < n and bars:
+                # the next window starts at the last Bar inside (start, end]
+                j = bisect.bisect_right(bars, end) - 1
+                if j >= 0 and bars[j] > start:
+                    end = bars[j]
+            out.append((i, start, end))
+            start = end
+        return out
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the crops of epoch `epoch` (used when `seed` is an int)."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def _rng(self, index: int) -> np.random.Generator:
+        if self.seed is None:
+            entropy = int(torch.randint(0, 2**62, (1,)).item())
+            return np.random.default_rng(entropy)
+        return np.random.default_rng([int(self.seed) & 0xFFFFFFFFFFFF, self.epoch, index])
+
+    def __getitem__(self, index: int) -> Dict[str, Any]:
+        if index < 0:
+            index += len(self)
+        piece_idx, start, end = self._items[index]
+        piece = self.pieces[piece_idx]
+        n = len(piece)
+        k = 0
+        if self.train:
+            rng = self._rng(index)
+            if n <= self.seq_len:
+                start, end = 0, n
+            else:
+                last = n - self.seq_len
+                bars = self._bars[piece_idx]
+                cands = bars[bars <= last] if self.bar_aligned else bars[:0]
+                if len(cands):
+                    start = int(cands[int(rng.integers(len(cands)))])
+                else:
+                    start = int(rng.integers(last + 1))
+                end = start + self.seq_len
+            window = piece[start:end]
+            if self.transpose > 0:
+                window, k = self._transpose(window, rng)
+        else:
+            window = piece[start:end]
+        length = len(window)
+        tokens = torch.full((self.seq_len,), self.pad_id, dtype=torch.long)
+        tokens[:length] = window
+        pad_mask = torch.zeros(self.seq_len, dtype=torch.bool)
+        pad_mask[:length] = True  # True = real token
+        return {"tokens": tokens, "pad_mask": pad_mask, "piece": piece_idx, "start": start, "transpose": k}
+
+    def _transpose(self, window: torch.Tensor, rng: np.random.Generator) -> Tuple[torch.Tensor, int]:
+        pitch = self._pitch_of[window]
+        is_pitch = pitch >= 0
+        if not bool(is_pitch.any()):
+            return window, 0
+        lo = int(pitch[is_pitch].min())
+        hi = int(pitch[is_pitch].max())
+        k_min = max(-self.transpose, self.pitch_min - lo)
+        k_max = min(self.transpose, self.pitch_max - hi)
+        if k_max < k_min:  # cannot happen for in-range pitches; keep the crop as is
+            return window, 0
+        k = int(rng.integers(k_min, k_max + 1))
+        if k == 0:
+            return window, 0
+        moved = self._id_of_pitch[(pitch + k).clamp(0, 127)]
+        ok = is_pitch & (moved >= 0)
+        out = torch.where(ok, moved, window)
+        return out, k

@@ -1,0 +1,199 @@
+"""The SMDIM denoiser and its transformer-diffusion baseline (same skeleton, same width).
+
+    tokens (batch, L) -> embedding (batch, L, d_embed)
+      -> Conv1d(kernel c, stride c): (batch, L/c, d_model)      c = compression (4)
+      -> n_layers blocks: MFABlock (bidirectional Mamba -> FFN -> attention) or, for the baseline,
+         TransformerBlock (attention -> FFN)
+      -> final norm -> ConvTranspose1d(c, stride c): (batch, L, d_embed)
+      -> + embedding (token-level skip) -> norm -> head tied to the embedding: (batch, L, vocab)
+
+Lengths not divisible by c are right-padded with PAD and the logits cropped back. The layers come
+from smdim_kernels; this module only wires them.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.utils.checkpoint
+
+from smdim_kernels import FeedForward, LayerNorm, MFABlock, SelfAttention
+
+BLOCK_TYPES = ("mfa", "transformer")
+
+
+@dataclass
+class SMDIMConfig:
+    """Sizes and options of the denoiser (our choices: the paper publishes none).
+
+    attn_window is counted in compressed steps (one step = `compression` tokens); None = full
+    attention. pos_encoding adds sinusoidal positions after compression ("none" for SMDIM, whose
+    Mamba layers carry order; attention-only baselines need them).
+    """
+    vocab_size: int
+    pad_id: int
+    mask_id: int
+    block: str = "mfa"
+    d_model: int = 256
+    d_embed: int = 128
+    n_layers: int = 6
+    num_heads: int = 4
+    d_state: int = 16
+    expand: int = 2
+    compression: int = 4
+    attn_window: Optional[int] = 32
+    ffn: str = "gelu"
+    ffn_hidden: Optional[int] = None
+    pos_encoding: str = "none"
+    dropout: float = 0.0
+
+    def __post_init__(self):
+        if self.block not in BLOCK_TYPES:
+            raise ValueError(f"block must be one of {BLOCK_TYPES}; got {self.block!r}")
+        if self.pos_encoding not in ("none", "sinusoidal"):
+            raise ValueError(f"pos_encoding must be 'none' or 'sinusoidal'; got {self.pos_encoding!r}")
+        for name in ("vocab_size", "d_model", "d_embed", "n_layers", "num_heads", "compression"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer; got {value!r}")
+        if self.d_model % self.num_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by num_heads ({self.num_heads})")
+        for name in ("pad_id", "mask_id"):
+            if not 0 <= getattr(self, name) < self.vocab_size:
+                raise ValueError(f"{name} must be a token id in [0, vocab_size={self.vocab_size}); "
+                                 f"got {getattr(self, name)}")
+
+    def to_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values):
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+        return cls(**values)
+
+
+PRESETS = {
+    # Trains in minutes on 2 CPU cores (the demo).
+    "tiny": dict(d_model=128, d_embed=96, n_layers=4, num_heads=4, d_state=16, attn_window=32),
+    "small": dict(d_model=256, d_embed=128, n_layers=8, num_heads=4, d_state=16, attn_window=32),
+    # Near the paper's scale (SCHmUBERT's width 512, 8 heads).
+    "base": dict(d_model=512, d_embed=256, n_layers=12, num_heads=8, d_state=16, attn_window=64),
+}
+
+
+def preset_config(name, vocab_size, pad_id, mask_id, block="mfa", **overrides):
+    """SMDIMConfig of a named size preset; block="transformer" gives the parameter-matched baseline."""
+    if name not in PRESETS:
+        raise ValueError(f"preset must be one of {sorted(PRESETS)}; got {name!r}")
+    config = SMDIMConfig(vocab_size=vocab_size, pad_id=pad_id, mask_id=mask_id, **dict(PRESETS[name], **overrides))
+    return matched_baseline_config(config) if block == "transformer" else config
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm residual self-attention -> FeedForward (4*d_model GELU), with the fused add+norm;
+    same residual-stream interface as MFABlock: forward(h, residual) -> (h, residual)."""
+
+    def __init__(self, d_model, num_heads, attn_window=None, ffn="gelu", ffn_hidden=None, dropout=0.0):
+        super().__init__()
+        self.norm = LayerNorm(d_model)
+        self.attn = SelfAttention(d_model, num_heads, window=attn_window, dropout=dropout)
+        self.norm2 = LayerNorm(d_model)
+        self.mlp = FeedForward(d_model, hidden_features=ffn_hidden, activation=ffn)
+
+    def forward(self, hidden_states, residual=None):
+        for norm, layer in ((self.norm, self.attn), (self.norm2, self.mlp)):
+            normed, residual = norm(hidden_states, residual, prenorm=True, residual_in_fp32=True)
+            hidden_states = layer(normed)
+        return hidden_states, residual
+
+
+def sinusoidal_positions(length, dim, device=None, dtype=torch.float32):
+    """(length, dim) sine/cosine position table."""
+    pos = torch.arange(length, device=device, dtype=torch.float32)[:, None]
+    freq = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    table = torch.zeros(length, dim, device=device)
+    table[:, 0::2] = torch.sin(pos * freq)
+    table[:, 1::2] = torch.cos(pos * freq)[:, : dim // 2]
+    return table.to(dtype)
+
+
+class SMDIM(nn.Module):
+    """The denoiser: tokens (batch, L) -> logits (batch, L, vocab_size); see the module docstring."""
+
+    def __init__(self, config: SMDIMConfig):
+        super().__init__()
+        self.config = c = config
+        self.embedding = nn.Embedding(c.vocab_size, c.d_embed)
+        nn.init.normal_(self.embedding.weight, std=c.d_embed ** -0.5)
+        self.compress = nn.Conv1d(c.d_embed, c.d_model, kernel_size=c.compression, stride=c.compression)
+        if c.block == "mfa":
+            blocks = [MFABlock(c.d_model, num_heads=c.num_heads, d_state=c.d_state, expand=c.expand,
+                               attn_window=c.attn_window, ffn=c.ffn, ffn_hidden=c.ffn_hidden,
+                               attn_dropout=c.dropout, layer_idx=i) for i in range(c.n_layers)]
+        else:
+            blocks = [TransformerBlock(c.d_model, c.num_heads, attn_window=c.attn_window, ffn=c.ffn,
+                                       ffn_hidden=c.ffn_hidden, dropout=c.dropout) for _ in range(c.n_layers)]
+        self.layers = nn.ModuleList(blocks)
+        self.norm_f = LayerNorm(c.d_model)
+        self.expand_out = nn.ConvTranspose1d(c.d_model, c.d_embed, kernel_size=c.compression, stride=c.compression)
+        self.norm_out = LayerNorm(c.d_embed)
+        self.gradient_checkpointing = False
+
+    def forward(self, tokens):
+        """tokens: (batch, L) int64 -> logits (batch, L, vocab_size) (fp32)."""
+        c = self.config
+        if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2 or tokens.dtype not in (torch.int64, torch.int32):
+            shape = tuple(tokens.shape) if isinstance(tokens, torch.Tensor) else type(tokens).__name__
+            raise ValueError(f"tokens must be an integer tensor (batch, L); got {shape}")
+        batch, length = tokens.shape
+        padded = -(-length // c.compression) * c.compression
+        if padded != length:
+            tokens = F.pad(tokens, (0, padded - length), value=c.pad_id)
+        emb = self.embedding(tokens)                                      # (batch, L', d_embed)
+        h = self.compress(emb.transpose(1, 2)).transpose(1, 2)           # (batch, L'/c, d_model)
+        if c.pos_encoding == "sinusoidal":
+            h = h + sinusoidal_positions(h.shape[1], c.d_model, h.device, h.dtype)
+        residual = None
+        for layer in self.layers:
+            if self.gradient_checkpointing and self.training:
+                h, residual = torch.utils.checkpoint.checkpoint(layer, h, residual, use_reentrant=False)
+            else:
+                h, residual = layer(h, residual)
+        h = self.norm_f(h, residual)
+        up = self.expand_out(h.transpose(1, 2)).transpose(1, 2)          # (batch, L', d_embed)
+        out = self.norm_out(up, emb)                                      # token-level skip
+        logits = F.linear(out, self.embedding.weight)                    # tied head
+        return logits[:, :length].float()
+
+    def num_parameters(self):
+        return sum(p.numel() for p in self.parameters())
+
+
+def _size_by_depth(config: SMDIMConfig):
+    """(parameters outside the blocks, parameters per block) of a config, from two shallow builds."""
+    one = SMDIM(replace(config, n_layers=1)).num_parameters()
+    two = SMDIM(replace(config, n_layers=2)).num_parameters()
+    return 2 * one - two, two - one
+
+
+def matched_baseline_config(config: SMDIMConfig, tolerance=0.10) -> SMDIMConfig:
+    """The transformer-diffusion baseline of `config`: same skeleton and width, full attention,
+    sinusoidal positions, 4*d_model FFN, and the depth whose parameter count is closest to
+    SMDIM's (required within `tolerance`)."""
+    base, per_block = _size_by_depth(config)
+    target = base + config.n_layers * per_block
+    baseline = replace(config, block="transformer", attn_window=None, pos_encoding="sinusoidal",
+                       ffn_hidden=4 * config.d_model)
+    t_base, t_block = _size_by_depth(baseline)
+    n_layers = max(1, round((target - t_base) / t_block))
+    gap = abs(t_base + n_layers * t_block - target) / target
+    if gap > tolerance:
+        raise ValueError(f"no transformer depth matches SMDIM's {target} parameters within {tolerance:.0%}")
+    return replace(baseline, n_layers=n_layers)

@@ -1,0 +1,196 @@
+"""Ancestral sampling of the masked diffusion model: generation, infilling, continuation,
+sliding-window generation beyond the training length, and constrained sampling.
+
+One step goes from time t to s < t (K steps from t = 1 to 0): every masked position is revealed
+with probability (t - s) / t, drawing its token from the denoiser's SUBS distribution; visible
+tokens never change (so clamped tokens of an infilling or a prefix are kept exactly). The model
+has no time input, so when a step reveals nothing its last forward pass is reused.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from .diffusion import subs_log_probs, uniform
+
+
+@dataclass
+class Constraints:
+    """Sampling-time constraints, enforced by masking the logits of tokens that would break them.
+
+    pitch_of_token: (vocab,) int64, the MIDI pitch of each Pitch token, -1 for other tokens.
+    is_boundary: (vocab,) bool, True for tokens that start a new onset group (Bar, Position).
+    pitch_range: (low, high) inclusive; Pitch tokens outside it are never sampled.
+    max_chord: at most this many notes start at one onset (Pitch tokens between two boundary
+        tokens); None = unlimited.
+    """
+    pitch_of_token: torch.Tensor
+    is_boundary: torch.Tensor
+    pitch_range: Optional[Sequence[int]] = None
+    max_chord: Optional[int] = None
+
+    def __post_init__(self):
+        if self.pitch_range is not None:
+            low, high = self.pitch_range
+            if not 0 <= low <= high <= 127:
+                raise ValueError(f"pitch_range must be (low, high) with 0 <= low <= high <= 127; got {self.pitch_range}")
+        if self.max_chord is not None and self.max_chord < 1:
+            raise ValueError(f"max_chord must be >= 1; got {self.max_chord}")
+
+    @property
+    def is_pitch(self):
+        return self.pitch_of_token >= 0
+
+    def static_logit_mask(self):
+        """(vocab,) bool: tokens never allowed (pitches out of range)."""
+        banned = torch.zeros_like(self.is_boundary)
+        if self.pitch_range is not None:
+            low, high = self.pitch_range
+            banned |= self.is_pitch & ((self.pitch_of_token < low) | (self.pitch_of_token > high))
+        return banned
+
+    def chord_counts(self, x, mask_id):
+        """For every position, the number of known Pitch tokens in its onset span: the tokens between
+        the nearest known boundary on the left and the nearest known boundary on the right (MASKs
+        inside may later split the span, so this over-counts — safe). x: (batch, L) -> (batch, L)."""
+        known = x != mask_id
+        boundary = self.is_boundary.to(x.device)[x] & known
+        pitch = self.is_pitch.to(x.device)[x] & known
+        span = torch.cumsum(boundary.long(), dim=1)            # span id; a boundary opens a new span
+        counts = torch.zeros_like(span).scatter_add_(1, span, pitch.long())
+        return counts.gather(1, span)
+
+    def overflow(self, x, mask_id, newly_revealed):
+        """Newly revealed Pitch tokens beyond max_chord in their span (the rightmost ones) -> bool (batch, L)."""
+        if self.max_chord is None:
+            return torch.zeros_like(newly_revealed)
+        known = x != mask_id
+        pitch = self.is_pitch.to(x.device)[x] & known
+        span = torch.cumsum((self.is_boundary.to(x.device)[x] & known).long(), dim=1)
+        old = pitch & ~newly_revealed
+        old_counts = torch.zeros_like(span).scatter_add_(1, span, old.long()).gather(1, span)
+        new = pitch & newly_revealed
+        seen = torch.cumsum(new.long(), dim=1)                 # new pitches up to and including i
+        before = torch.full_like(span, torch.iinfo(torch.int64).max).scatter_reduce_(
+            1, span, seen - new.long(), "amin", include_self=True)  # new pitches before each span starts
+        rank = seen - before.gather(1, span)                   # 1-based rank among the span's new pitches
+        return new & (old_counts + rank > self.max_chord)
+
+    def apply(self, log_probs, x, mask_id):
+        """Ban out-of-range pitches everywhere and any Pitch where the span is full. In place."""
+        banned = self.static_logit_mask().to(log_probs.device)
+        log_probs[..., banned] = -math.inf
+        if self.max_chord is not None:
+            full = self.chord_counts(x, mask_id) >= self.max_chord          # (batch, L)
+            pitch_cols = self.is_pitch.to(log_probs.device)
+            log_probs.masked_fill_(full[..., None] & pitch_cols, -math.inf)
+        return log_probs
+
+
+def _draw(log_probs, temperature, generator):
+    """Categorical draws from log_probs (batch, L, vocab) with a temperature, via Gumbel-max."""
+    gumbel = -torch.log(-torch.log(uniform(log_probs.shape, generator, log_probs.device).clamp_min(1e-20)))
+    return torch.argmax(log_probs / max(temperature, 1e-6) + gumbel, dim=-1)
+
+
+@torch.no_grad()
+def sample(model, x_init, *, steps, mask_id, generator=None, temperature=1.0,
+           constraints: Optional[Constraints] = None, progress=False, desc="sampling"):
+    """Fill every MASK of x_init (batch, L) in `steps` ancestral steps; other tokens are kept.
+    Returns (tokens (batch, L), number of denoiser calls)."""
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1; got {steps}")
+    x = x_init.clone()
+    cached, calls = None, 0
+    bar = tqdm(range(steps, 0, -1), desc=desc, disable=not progress, leave=False)
+    for k in bar:
+        masked = x == mask_id
+        if not masked.any():
+            break
+        t, s = k / steps, (k - 1) / steps
+        if cached is None:
+            cached = subs_log_probs(model(x), mask_id)
+            calls += 1
+        log_probs = cached if constraints is None else constraints.apply(cached.clone(), x, mask_id)
+        reveal = masked & (uniform(x.shape, generator, x.device) < (t - s) / t)
+        if k == 1:
+            reveal = masked
+        x = torch.where(reveal, _draw(log_probs, temperature, generator), x)
+        if constraints is not None and constraints.max_chord is not None:
+            undo = constraints.overflow(x, mask_id, reveal)
+            x = torch.where(undo, torch.full_like(x, mask_id), x)
+            reveal &= ~undo
+        if reveal.any():
+            cached = None
+    # Constraint repairs can leave a few masks after the last step: finish them (at most a few rounds).
+    for _ in range(16):
+        masked = x == mask_id
+        if not masked.any():
+            break
+        log_probs = subs_log_probs(model(x), mask_id)
+        calls += 1
+        if constraints is not None:
+            log_probs = constraints.apply(log_probs, x, mask_id)
+        x = torch.where(masked, _draw(log_probs, temperature, generator), x)
+        if constraints is not None and constraints.max_chord is not None:
+            x = torch.where(constraints.overflow(x, mask_id, masked), torch.full_like(x, mask_id), x)
+    if (x == mask_id).any():
+        raise RuntimeError("sampling left masked tokens after the repair rounds; this is a bug")
+    return x, calls
+
+
+def generate(model, batch, length, *, steps, mask_id, **kwargs):
+    """Unconditional generation: (batch, length) tokens from all-MASK."""
+    device = next(model.parameters()).device
+    x = torch.full((batch, length), mask_id, dtype=torch.long, device=device)
+    return sample(model, x, steps=steps, mask_id=mask_id, **kwargs)[0]
+
+
+def infill(model, tokens, region, *, steps, mask_id, **kwargs):
+    """Regenerate tokens where `region` (same shape, bool) is True; every other token is kept."""
+    if region.shape != tokens.shape:
+        raise ValueError(f"region must have the shape of tokens {tuple(tokens.shape)}; got {tuple(region.shape)}")
+    x = torch.where(region, torch.full_like(tokens, mask_id), tokens)
+    return sample(model, x, steps=steps, mask_id=mask_id, **kwargs)[0]
+
+
+def continue_sequence(model, prefix, total_length, *, steps, mask_id, window=None, **kwargs):
+    """Extend prefix (batch, P) to total_length tokens; the prefix is kept exactly. Longer than
+    `window` (the training length) is generated by sliding windows (see `generate_long`)."""
+    batch, plen = prefix.shape
+    if total_length < plen:
+        raise ValueError(f"total_length ({total_length}) must be >= the prefix length ({plen})")
+    if window is None or total_length <= window:
+        x = torch.full((batch, total_length), mask_id, dtype=prefix.dtype, device=prefix.device)
+        x[:, :plen] = prefix
+        return sample(model, x, steps=steps, mask_id=mask_id, **kwargs)[0]
+    return generate_long(model, batch, total_length, window=window, steps=steps, mask_id=mask_id, prefix=prefix,
+                         **kwargs)
+
+
+def generate_long(model, batch, length, *, window, steps, mask_id, hop=None, prefix=None, progress=False,
+                  **kwargs):
+    """Sliding-window generation of `length` tokens with a model trained on `window` tokens: each new
+    window keeps its last `window - hop` known tokens as context and fills `hop` new ones."""
+    hop = window // 2 if hop is None else hop
+    if not 0 < hop <= window:
+        raise ValueError(f"hop must be in (0, window={window}]; got {hop}")
+    device = next(model.parameters()).device
+    out = torch.full((batch, length), mask_id, dtype=torch.long, device=device)
+    if prefix is not None:
+        out[:, :prefix.shape[1]] = prefix
+    end = min(window, length)
+    out[:, :end] = sample(model, out[:, :end], steps=steps, mask_id=mask_id, **kwargs)[0]
+    bar = tqdm(total=length, initial=end, desc="sliding windows", disable=not progress, leave=False)
+    while end < length:
+        new_end = min(end + hop, length)
+        start = max(0, new_end - window)
+        out[:, start:new_end] = sample(model, out[:, start:new_end], steps=steps, mask_id=mask_id, **kwargs)[0]
+        bar.update(new_end - end)
+        end = new_end
+    bar.close()
+    return out

@@ -1,0 +1,292 @@
+"""Training: AdamW with warm-up + cosine decay, EMA weights, gradient clipping, periodic validation
+NLL, atomic checkpoints with exact resume, Ctrl-C saves, optional DDP (torchrun; gloo on CPU,
+NCCL on GPU).
+
+Exact resume: every random draw comes from (a) a per-epoch permutation seeded by (seed, epoch),
+(b) the trainer's generator (diffusion times and masks) and (c) torch's global RNG (dataset crops,
+dropout); the checkpoint stores the position in the epoch and both RNG states.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import torch
+import torch.distributed as dist
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm.auto import tqdm
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .diffusion import diffusion_loss, evaluate_nll
+from .model import SMDIM, SMDIMConfig
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 2000
+    batch_size: int = 16
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.01
+    betas: tuple = (0.9, 0.98)
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    eval_every: int = 200
+    eval_batches: int = 8
+    checkpoint_every: int = 200
+    seed: int = 0
+    time_budget_s: Optional[float] = None  # stop (and checkpoint) after this much wall time
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "eval_every", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0; got {self.lr}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1); got {self.ema_decay}")
+
+
+def lr_factor(step, config: TrainConfig):
+    """Linear warm-up to 1, then cosine decay to min_lr_ratio at `steps`."""
+    if step < config.warmup_steps:
+        return (step + 1) / config.warmup_steps
+    progress = min(1.0, (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps))
+    return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def param_groups(model, weight_decay):
+    """Weight decay on matrices (linear, conv, embedding); none on biases, norm weights, A_log, D."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if p.dim() < 2 or getattr(p, "_no_weight_decay", False):
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _collate(items):
+    return torch.stack([it["tokens"] for it in items]), torch.stack([it["pad_mask"] for it in items])
+
+
+class EpochBatches:
+    """Batches of dataset indices: a permutation per epoch seeded by (seed, epoch), sharded across
+    DDP ranks; (epoch, batch_index) locate the next batch exactly (for resume)."""
+
+    def __init__(self, n_items, batch_size, seed, rank=0, world_size=1):
+        if n_items < 1:
+            raise ValueError("the training set is empty")
+        self.n_items, self.batch_size, self.seed = n_items, batch_size, seed
+        self.rank, self.world_size = rank, world_size
+        self.epoch, self.batch_index = 0, 0
+        self._order = None
+
+    def _epoch_order(self):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(self.n_items, generator=g)
+        per_step = self.batch_size * self.world_size
+        if order.numel() < per_step:  # tiny datasets: repeat to fill one global batch
+            order = order.repeat(-(-per_step // order.numel()))
+        usable = order.numel() // per_step * per_step
+        return order[:usable].view(-1, self.world_size, self.batch_size)[:, self.rank]
+
+    def next(self):
+        if self._order is None:
+            self._order = self._epoch_order()
+        if self.batch_index >= self._order.shape[0]:
+            self.epoch, self.batch_index = self.epoch + 1, 0
+            self._order = self._epoch_order()
+        batch = self._order[self.batch_index].tolist()
+        self.batch_index += 1
+        return batch
+
+    def state_dict(self):
+        return {"epoch": self.epoch, "batch_index": self.batch_index}
+
+    def load_state_dict(self, state):
+        self.epoch, self.batch_index, self._order = state["epoch"], state["batch_index"], None
+
+
+@dataclass
+class TrainResult:
+    step: int
+    history: List[Dict[str, float]] = field(default_factory=list)
+    checkpoint: Optional[Path] = None
+    interrupted: bool = False
+
+
+def _distributed():
+    return dist.is_available() and dist.is_initialized()
+
+
+class Trainer:
+    """Trains an SMDIM denoiser on a TokenDataset-like object (items: dict(tokens, pad_mask))."""
+
+    def __init__(self, model_config: SMDIMConfig, train_config: TrainConfig, train_set, valid_set=None, *,
+                 out_dir, tokenizer_config=None, device="cpu", progress=True,
+                 log: Callable[[str], None] = print):
+        self.model_config, self.config = model_config, train_config
+        self.train_set, self.valid_set = train_set, valid_set
+        self.out_dir = Path(out_dir)
+        self.tokenizer_config = tokenizer_config
+        self.device = torch.device(device)
+        self.log = log
+        self.rank = dist.get_rank() if _distributed() else 0
+        self.world_size = dist.get_world_size() if _distributed() else 1
+        self.progress = progress and self.rank == 0
+
+        torch.manual_seed(train_config.seed)
+        self.model = SMDIM(model_config).to(self.device)
+        self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(train_config.ema_decay))
+        self.optimizer = torch.optim.AdamW(param_groups(self.model, train_config.weight_decay), lr=train_config.lr,
+                                           betas=tuple(train_config.betas))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, train_config))
+        self.ddp_model = self.model
+        if self.world_size > 1:
+            self.ddp_model = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.batches = EpochBatches(len(train_set), train_config.batch_size, train_config.seed, self.rank,
+                                    self.world_size)
+        self.generator = torch.Generator().manual_seed(train_config.seed * 7919 + self.rank)
+        self.step = 0
+        self.history: List[Dict[str, float]] = []
+
+    # --- checkpoints ------------------------------------------------------------------------
+
+    @property
+    def checkpoint_path(self):
+        return self.out_dir / "checkpoint.pt"
+
+    def state_dict(self):
+        return {
+            "model": self.model.state_dict(), "ema": self.ema.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "step": self.step, "batches": self.batches.state_dict(), "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(), "history": self.history,
+            "model_config": self.model_config.to_dict(), "train_config": asdict(self.config),
+            "tokenizer": self.tokenizer_config,
+        }
+
+    def save(self, path=None):
+        if self.rank != 0:
+            return None
+        return save_checkpoint(path or self.checkpoint_path, self.state_dict())
+
+    def resume(self, path=None):
+        state = load_checkpoint(path or self.checkpoint_path, map_location=self.device)
+        if state["model_config"] != self.model_config.to_dict():
+            raise ValueError("resume: the checkpoint's model config differs from this run's; "
+                             f"checkpoint has {state['model_config']}")
+        self.model.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step = state["step"]
+        self.batches.load_state_dict(state["batches"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        self.history = list(state["history"])
+        return self.step
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def _batch(self):
+        tokens, pad_mask = _collate([self.train_set[i] for i in self.batches.next()])
+        return tokens.to(self.device), pad_mask.to(self.device)
+
+    def validate(self):
+        if self.valid_set is None or len(self.valid_set) == 0:
+            return None
+        n = min(len(self.valid_set), self.config.eval_batches * self.config.batch_size)
+        items = [self.valid_set[i] for i in range(n)]
+        batches = [_collate(items[i:i + self.config.batch_size]) for i in range(0, n, self.config.batch_size)]
+        batches = [(x.to(self.device), m.to(self.device)) for x, m in batches]
+        return evaluate_nll(self.ema.module, batches, mask_id=self.model_config.mask_id, seed=self.config.seed)
+
+    def _agree(self, flag: bool) -> bool:
+        """Under DDP every rank must stop at the same step: True if any rank says so."""
+        if self.world_size == 1:
+            return flag
+        t = torch.tensor([int(flag)], device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
+    def train(self) -> TrainResult:
+        c = self.config
+        start = time.monotonic()
+        self.model.train()
+        bar = tqdm(total=c.steps, initial=self.step, desc="training", disable=not self.progress, unit="step")
+        tokens_seen, interrupted, last_saved = 0, False, None
+        try:
+            while self.step < c.steps:
+                tokens, pad_mask = self._batch()
+                result = diffusion_loss(self.ddp_model, tokens, pad_mask, mask_id=self.model_config.mask_id,
+                                        generator=self.generator)
+                self.optimizer.zero_grad(set_to_none=True)
+                result.loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
+                self.optimizer.step()
+                self.scheduler.step()
+                self.ema.update_parameters(self.model)
+                self.step += 1
+                tokens_seen += result.n_tokens * self.world_size
+                elapsed = time.monotonic() - start
+                record = {"step": self.step, "loss_bits": result.bits_per_token, "grad_norm": float(grad_norm),
+                          "lr": self.scheduler.get_last_lr()[0]}
+                bar.set_postfix(bits=f"{result.bits_per_token:.3f}", tok_s=f"{tokens_seen / max(elapsed, 1e-9):.0f}")
+                bar.update(1)
+                out_of_time = self._agree(c.time_budget_s is not None and elapsed >= c.time_budget_s)
+                if self.step % c.eval_every == 0 or self.step == c.steps or out_of_time:
+                    valid = self.validate() if self.rank == 0 else None
+                    if valid is not None:
+                        record["valid_bits"] = valid
+                        bar.write(f"step {self.step}: train {result.bits_per_token:.3f} bits/token, "
+                                  f"valid (EMA) {valid:.3f} bits/token")
+                self.history.append(record)
+                if self.step % c.checkpoint_every == 0 or self.step == c.steps or out_of_time:
+                    last_saved = self.save()
+                if out_of_time:
+                    bar.write(f"time budget of {c.time_budget_s:.0f} s reached at step {self.step}")
+                    break
+        except KeyboardInterrupt:
+            interrupted = True
+            last_saved = self.save()
+            self.log(f"\ninterrupted at step {self.step}; checkpoint saved to {last_saved} "
+                     f"(continue with --resume)")
+        finally:
+            bar.close()
+        return TrainResult(step=self.step, history=self.history, checkpoint=last_saved, interrupted=interrupted)
+
+
+def load_model(path, use_ema=True, map_location="cpu"):
+    """(model in eval mode, checkpoint state) from a training checkpoint."""
+    state = load_checkpoint(path, map_location=map_location)
+    model = SMDIM(SMDIMConfig.from_dict(state["model_config"]))
+    if use_ema:
+        ema = {k[len("module."):]: v for k, v in state["ema"].items() if k.startswith("module.")}
+        model.load_state_dict(ema)
+    else:
+        model.load_state_dict(state["model"])
+    return model.eval(), state
+
+
+def init_distributed():
+    """Initialise torch.distributed from torchrun's environment (gloo on CPU, NCCL on GPU); returns
+    the device this rank should use. No-op without torchrun."""
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if torch.cuda.is_available():
+        local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        torch.cuda.set_device(local_rank)
+        dist.init_process_group("nccl")
+        return torch.device("cuda", local_rank)
+    dist.init_process_group("gloo")
+    return torch.device("cpu")

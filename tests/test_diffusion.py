@@ -1,0 +1,223 @@
+"""Masked diffusion: times, masking, the NELBO against a hand computation, the sampler's
+unmasking schedule and caching, clamping, sliding windows and constrained sampling."""
+import math
+
+import pytest
+import torch
+
+from smdim.diffusion import T_MIN, diffusion_loss, mask_tokens, sample_times, subs_log_probs
+from smdim.sampling import Constraints, continue_sequence, generate, generate_long, infill, sample
+
+PAD, MASK, BAR, POS = 0, 1, 2, 3
+PITCHES = list(range(4, 14))  # token ids of MIDI pitches 60..69
+VOCAB = 14
+
+
+class TableModel(torch.nn.Module):
+    """A denoiser whose logits depend only on the token id at each position (plus a fixed bias)."""
+
+    def __init__(self, vocab=VOCAB, seed=0, max_len=None):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.table = torch.nn.Parameter(torch.randn(vocab, vocab, generator=g))
+        self.calls = 0
+        self.max_len = max_len
+
+    def forward(self, tokens):
+        self.calls += 1
+        if self.max_len is not None:
+            assert tokens.shape[1] <= self.max_len, "the sampler passed a window longer than the model's"
+        return self.table[tokens]
+
+
+def test_sample_times_are_stratified():
+    t = sample_times(8, torch.Generator().manual_seed(3))
+    assert t.min() >= T_MIN and t.max() <= 1
+    u = torch.sort((t - T_MIN) / (1 - T_MIN)).values
+    gaps = u[1:] - u[:-1]
+    torch.testing.assert_close(gaps, torch.full_like(gaps, 1 / 8), atol=1e-6, rtol=0)
+
+
+def test_masking_rate_and_maskable():
+    x0 = torch.randint(2, VOCAB, (4, 5000))
+    maskable = torch.ones_like(x0, dtype=torch.bool)
+    maskable[:, :100] = False
+    t = torch.tensor([0.1, 0.5, 0.9, 1.0])
+    x_t, masked = mask_tokens(x0, t, MASK, maskable, torch.Generator().manual_seed(0))
+    assert not masked[:, :100].any()
+    assert torch.equal(x_t[masked], torch.full_like(x_t[masked], MASK))
+    assert torch.equal(x_t[~masked], x0[~masked])
+    rates = masked[:, 100:].float().mean(1)
+    torch.testing.assert_close(rates, t, atol=0.02, rtol=0)
+
+
+def test_subs_never_predicts_mask():
+    log_probs = subs_log_probs(torch.randn(2, 3, VOCAB), MASK)
+    assert torch.isneginf(log_probs[..., MASK]).all()
+    torch.testing.assert_close(log_probs.exp().sum(-1), torch.ones(2, 3))
+
+
+def test_loss_matches_hand_computation():
+    model = TableModel()
+    x0 = torch.tensor([[5, 6, 7, 8, PAD], [9, 2, 3, 4, 10]])
+    pad_mask = x0 != PAD
+    t = torch.tensor([0.4, 0.8])
+    g = torch.Generator().manual_seed(11)
+    result = diffusion_loss(model, x0, pad_mask, mask_id=MASK, generator=g, t=t)
+    # Redo the same draws by hand.
+    x_t, masked = mask_tokens(x0, t, MASK, pad_mask, torch.Generator().manual_seed(11))
+    total = 0.0
+    for b in range(2):
+        for i in range(5):
+            if masked[b, i]:
+                logits = model.table[x_t[b, i]].detach().clone()
+                logits[MASK] = -math.inf
+                total += -torch.log_softmax(logits, -1)[x0[b, i]].item() / t[b].item()
+    expected = total / 9  # nine real tokens
+    assert masked.any()
+    assert result.loss.item() == pytest.approx(expected, rel=1e-6)
+    assert result.bits_per_token == pytest.approx(expected / math.log(2), rel=1e-6)
+    assert result.n_tokens == 9
+    result.loss.backward()
+    assert model.table.grad is not None
+
+
+def test_unmasking_schedule_reveals_one_kth_per_step():
+    """With K steps, the first step reveals each masked token with probability (1 - (K-1)/K) / 1 = 1/K."""
+    model = TableModel()
+    steps = 10
+    x = torch.full((1, 20000), MASK)
+    g = torch.Generator().manual_seed(0)
+    first = sample(model, x, steps=1, mask_id=MASK, generator=g)[0]
+    assert not (first == MASK).any()  # one step reveals everything
+    # Run one step of a 10-step schedule by hand via the probabilities: (t - s) / t at t = 1, s = 0.9.
+    revealed = []
+    for k in range(steps, 0, -1):
+        t, s = k / steps, (k - 1) / steps
+        revealed.append((t - s) / t)
+    assert revealed[0] == pytest.approx(0.1) and revealed[-1] == 1.0
+    # Empirically, after all steps none is masked and the model was called at most once per step.
+    model.calls = 0
+    out, calls = sample(model, x, steps=steps, mask_id=MASK, generator=g)
+    assert not (out == MASK).any() and calls <= steps and model.calls == calls
+
+
+def test_reveal_fraction_per_step_empirically():
+    class Recorder(TableModel):
+        def __init__(self):
+            super().__init__()
+            self.masked_counts = []
+
+        def forward(self, tokens):
+            self.masked_counts.append(int((tokens == MASK).sum()))
+            return super().forward(tokens)
+
+    model = Recorder()
+    n, steps = 40000, 4
+    sample(model, torch.full((1, n), MASK), steps=steps, mask_id=MASK, generator=torch.Generator().manual_seed(1))
+    # Remaining masked fraction after step k is (k-1)/K of the start: 1, 3/4, 1/2, 1/4.
+    fractions = [c / n for c in model.masked_counts]
+    assert fractions == pytest.approx([1.0, 0.75, 0.5, 0.25], abs=0.01)
+
+
+def test_cache_reused_when_nothing_changes():
+    model = TableModel()
+    out, calls = sample(model, torch.full((1, 1), MASK), steps=200, mask_id=MASK,
+                        generator=torch.Generator().manual_seed(0))
+    assert calls == 1 and model.calls == 1 and out.item() != MASK
+
+
+def test_same_seed_same_samples():
+    model = TableModel()
+    a = generate(model, 2, 30, steps=8, mask_id=MASK, generator=torch.Generator().manual_seed(5))
+    b = generate(model, 2, 30, steps=8, mask_id=MASK, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(a, b)
+
+
+def test_infill_and_continuation_keep_clamped_tokens():
+    model = TableModel()
+    tokens = torch.randint(2, VOCAB, (3, 50))
+    region = torch.zeros_like(tokens, dtype=torch.bool)
+    region[:, 10:30] = True
+    out = infill(model, tokens, region, steps=5, mask_id=MASK, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out[~region], tokens[~region]) and not (out == MASK).any()
+    prefix = tokens[:, :17]
+    cont = continue_sequence(model, prefix, 40, steps=5, mask_id=MASK, generator=torch.Generator().manual_seed(0))
+    assert cont.shape == (3, 40) and torch.equal(cont[:, :17], prefix)
+
+
+def test_sliding_windows_beyond_the_training_length():
+    model = TableModel(max_len=32)
+    prefix = torch.randint(2, VOCAB, (2, 10))
+    out = continue_sequence(model, prefix, 100, window=32, steps=4, mask_id=MASK,
+                            generator=torch.Generator().manual_seed(0))
+    assert out.shape == (2, 100) and torch.equal(out[:, :10], prefix) and not (out == MASK).any()
+    long = generate_long(model, 1, 75, window=32, hop=12, steps=3, mask_id=MASK)
+    assert long.shape == (1, 75) and not (long == MASK).any()
+
+
+def make_constraints(pitch_range=None, max_chord=None):
+    pitch_of_token = torch.full((VOCAB,), -1, dtype=torch.long)
+    pitch_of_token[PITCHES] = torch.arange(60, 70)
+    is_boundary = torch.zeros(VOCAB, dtype=torch.bool)
+    is_boundary[[BAR, POS]] = True
+    return Constraints(pitch_of_token, is_boundary, pitch_range=pitch_range, max_chord=max_chord)
+
+
+def chord_sizes(row, constraints):
+    sizes, current = [], 0
+    for tok in row.tolist():
+        if constraints.is_boundary[tok]:
+            sizes.append(current)
+            current = 0
+        elif constraints.pitch_of_token[tok] >= 0:
+            current += 1
+    return sizes + [current]
+
+
+class PitchHeavyModel(TableModel):
+    """Prefers Pitch tokens strongly, with a few boundaries: unconstrained chords get large."""
+
+    def __init__(self):
+        super().__init__()
+        with torch.no_grad():
+            self.table.zero_()
+            self.table[:, PITCHES] = 3.0
+            self.table[:, POS] = 1.0
+
+
+@pytest.mark.parametrize("steps", [1, 4, 16])
+def test_constraints_hold_in_every_sample(steps):
+    model = PitchHeavyModel()
+    free = generate(model, 8, 64, steps=steps, mask_id=MASK, generator=torch.Generator().manual_seed(0))
+    constraints = make_constraints(pitch_range=(62, 65), max_chord=2)
+    assert max(max(chord_sizes(r, constraints)) for r in free) > 2  # the test can fail
+    out = generate(model, 8, 64, steps=steps, mask_id=MASK, constraints=constraints,
+                   generator=torch.Generator().manual_seed(0))
+    assert not (out == MASK).any()
+    pitches = constraints.pitch_of_token[out]
+    pitches = pitches[pitches >= 0]
+    assert pitches.numel() > 0 and pitches.min() >= 62 and pitches.max() <= 65
+    for row in out:
+        assert max(chord_sizes(row, constraints)) <= 2
+
+
+def test_constraints_respect_known_tokens_in_infilling():
+    model = PitchHeavyModel()
+    constraints = make_constraints(max_chord=3)
+    tokens = torch.tensor([[POS, 4, 5, MASK, MASK, MASK, POS, MASK, MASK, MASK, MASK, BAR]])
+    out = sample(model, tokens, steps=3, mask_id=MASK, constraints=constraints,
+                 generator=torch.Generator().manual_seed(2))[0]
+    assert max(chord_sizes(out[0], constraints)) <= 3
+    assert out[0, 1] == 4 and out[0, 2] == 5
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="pitch_range"):
+        make_constraints(pitch_range=(70, 60))
+    with pytest.raises(ValueError, match="max_chord"):
+        make_constraints(max_chord=0)
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        sample(TableModel(), torch.full((1, 3), MASK), steps=0, mask_id=MASK)
+    with pytest.raises(ValueError, match="x0 must be"):
+        diffusion_loss(TableModel(), torch.zeros(3, dtype=torch.long), mask_id=MASK)

@@ -1,0 +1,95 @@
+"""The SMDIM denoiser and its parameter-matched transformer baseline."""
+import pytest
+import torch
+
+from smdim.model import PRESETS, SMDIM, SMDIMConfig, matched_baseline_config, preset_config
+
+VOCAB, PAD, MASK = 50, 0, 1
+
+
+def tiny_config(**kw):
+    values = dict(vocab_size=VOCAB, pad_id=PAD, mask_id=MASK, d_model=32, d_embed=16, n_layers=2, num_heads=2,
+                  d_state=4, attn_window=4)
+    values.update(kw)
+    return SMDIMConfig(**values)
+
+
+@pytest.mark.parametrize("length", [1, 3, 8, 37])
+@pytest.mark.parametrize("block", ["mfa", "transformer"])
+def test_logits_shape_for_any_length(length, block):
+    torch.manual_seed(0)
+    model = SMDIM(tiny_config(block=block))
+    tokens = torch.randint(0, VOCAB, (2, length))
+    logits = model(tokens)
+    assert logits.shape == (2, length, VOCAB) and logits.dtype == torch.float32
+    assert torch.isfinite(logits).all()
+
+
+def test_padding_to_a_multiple_of_four_does_not_change_the_prefix_logits_shape():
+    """L=37 is padded with PAD to 40 inside; the output is cropped back and equals running on the padded input."""
+    torch.manual_seed(1)
+    model = SMDIM(tiny_config()).eval()
+    tokens = torch.randint(2, VOCAB, (1, 37))
+    padded = torch.cat([tokens, torch.full((1, 3), PAD)], dim=1)
+    with torch.no_grad():
+        torch.testing.assert_close(model(tokens), model(padded)[:, :37])
+
+
+def test_gradients_reach_every_parameter():
+    torch.manual_seed(2)
+    model = SMDIM(tiny_config())
+    model(torch.randint(0, VOCAB, (2, 24))).logsumexp(-1).sum().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing, missing
+
+
+def test_baseline_matches_parameters_within_ten_percent():
+    for name in ("tiny", "small"):
+        smdim = preset_config(name, VOCAB, PAD, MASK)
+        base = preset_config(name, VOCAB, PAD, MASK, block="transformer")
+        assert base.block == "transformer" and base.d_model == smdim.d_model and base.attn_window is None
+        p_smdim, p_base = SMDIM(smdim).num_parameters(), SMDIM(base).num_parameters()
+        assert abs(p_base - p_smdim) / p_smdim <= 0.10, (name, p_smdim, p_base)
+
+
+def test_base_preset_is_near_paper_scale():
+    config = preset_config("base", 300, PAD, MASK)
+    assert config.d_model == 512 and config.num_heads == 8 and PRESETS["base"]["n_layers"] >= 12
+
+
+def test_config_round_trip_and_errors():
+    config = tiny_config()
+    assert SMDIMConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="unknown model config keys"):
+        SMDIMConfig.from_dict(dict(config.to_dict(), bogus=1))
+    with pytest.raises(ValueError, match="block must be one of"):
+        tiny_config(block="rnn")
+    with pytest.raises(ValueError, match="divisible by num_heads"):
+        tiny_config(num_heads=3)
+    with pytest.raises(ValueError, match="mask_id must be a token id"):
+        tiny_config(mask_id=VOCAB)
+    with pytest.raises(ValueError, match="preset must be one of"):
+        preset_config("huge", VOCAB, PAD, MASK)
+    with pytest.raises(ValueError, match=r"tokens must be an integer tensor \(batch, L\)"):
+        SMDIM(config)(torch.zeros(2, 5))
+
+
+def test_gradient_checkpointing_same_gradients():
+    torch.manual_seed(3)
+    model = SMDIM(tiny_config()).double()
+    tokens = torch.randint(0, VOCAB, (2, 16))
+
+    def grads():
+        model.zero_grad()
+        model(tokens).square().mean().backward()
+        return [p.grad.clone() for p in model.parameters()]
+
+    plain = grads()
+    model.gradient_checkpointing = True
+    for a, b in zip(plain, grads()):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
+
+
+def test_matched_baseline_uses_full_attention_and_positions():
+    base = matched_baseline_config(tiny_config())
+    assert base.pos_encoding == "sinusoidal" and base.ffn_hidden == 4 * 32 and base.attn_window is None

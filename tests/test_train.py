@@ -1,0 +1,191 @@
+"""Training: atomic checkpoints, exact resume, Ctrl-C saves, EMA, schedules, and DDP with 2 processes."""
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from smdim.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from smdim.model import SMDIMConfig
+from smdim.train import EpochBatches, TrainConfig, Trainer, load_model, lr_factor
+
+VOCAB, PAD, MASK = 40, 0, 1
+
+
+class RandomTokens(torch.utils.data.Dataset):
+    """Windows of 16 tokens; the last few of every other item are PAD. Random crops use torch's global RNG
+    (like the real dataset), so resume must restore it."""
+
+    def __init__(self, n=24, seq_len=16, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        starts = torch.randint(0, VOCAB - 2, (n, 1), generator=g)  # learnable: runs of consecutive ids
+        self.data = (starts + torch.arange(seq_len + 8)) % (VOCAB - 2) + 2
+        self.seq_len = seq_len
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, i):
+        start = int(torch.randint(0, 9, ()))
+        tokens = self.data[i, start:start + self.seq_len].clone()
+        pad_mask = torch.ones(self.seq_len, dtype=torch.bool)
+        if i % 2:
+            tokens[-3:] = PAD
+            pad_mask[-3:] = False
+        return {"tokens": tokens, "pad_mask": pad_mask}
+
+
+def model_config():
+    return SMDIMConfig(vocab_size=VOCAB, pad_id=PAD, mask_id=MASK, d_model=32, d_embed=16, n_layers=1, num_heads=2,
+                       d_state=4, attn_window=2)
+
+
+def train_config(**kw):
+    values = dict(steps=6, batch_size=4, lr=3e-3, warmup_steps=2, eval_every=3, eval_batches=1, checkpoint_every=3,
+                  ema_decay=0.9, seed=5)
+    values.update(kw)
+    return TrainConfig(**values)
+
+
+def make_trainer(tmp_path, **kw):
+    return Trainer(model_config(), train_config(**kw), RandomTokens(), RandomTokens(n=8, seed=1), out_dir=tmp_path,
+                   tokenizer_config={"name": "test"}, progress=False)
+
+
+def test_training_lowers_the_loss_and_records_history(tmp_path):
+    trainer = make_trainer(tmp_path, steps=40, eval_every=40, checkpoint_every=40, ema_decay=0.5)
+    before = trainer.validate()
+    result = trainer.train()
+    assert result.history[-1]["valid_bits"] < before - 0.5
+    assert "valid_bits" in result.history[-1] and result.checkpoint == tmp_path / "checkpoint.pt"
+
+
+def interrupt_at_batch(trainer, n, monkeypatch):
+    """Make the trainer's n-th batch fetch raise KeyboardInterrupt (as Ctrl-C would)."""
+    calls = {"n": 0}
+    original = trainer._batch
+
+    def batch():
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt
+        return original()
+
+    monkeypatch.setattr(trainer, "_batch", batch)
+
+
+def test_resume_continues_exactly(tmp_path, monkeypatch):
+    straight = make_trainer(tmp_path / "a")
+    straight.train()
+    half = make_trainer(tmp_path / "b")
+    interrupt_at_batch(half, 4, monkeypatch)
+    assert half.train().interrupted
+    resumed = make_trainer(tmp_path / "b")
+    assert resumed.resume() == 3
+    resumed.train()
+    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    for a, b in zip(straight.ema.state_dict().values(), resumed.ema.state_dict().values()):
+        assert torch.equal(a, b)
+    assert [r["loss_bits"] for r in straight.history] == [r["loss_bits"] for r in resumed.history]
+
+
+def test_checkpoint_contents_and_ema_model(tmp_path):
+    trainer = make_trainer(tmp_path)
+    trainer.train()
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    for key in ("model", "ema", "optimizer", "scheduler", "step", "tokenizer", "model_config", "train_config"):
+        assert key in state, key
+    assert state["step"] == 6 and state["tokenizer"] == {"name": "test"}
+    model, _ = load_model(tmp_path / "checkpoint.pt")
+    ema = trainer.ema.module.state_dict()
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, ema[name]), name
+    assert not model.training
+
+
+def test_atomic_save_keeps_the_old_file_on_failure(tmp_path):
+    path = tmp_path / "ck.pt"
+    save_checkpoint(path, {"step": 1})
+
+    class Boom:
+        def __reduce__(self):
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        save_checkpoint(path, {"step": 2, "bad": Boom()})
+    assert load_checkpoint(path)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"]  # no temp file left behind
+
+
+def test_corrupt_or_foreign_checkpoints_are_reported(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        load_checkpoint(bad)
+    torch.save({"weights": 1}, tmp_path / "foreign.pt")
+    with pytest.raises(CheckpointError, match="is not an smdim checkpoint"):
+        load_checkpoint(tmp_path / "foreign.pt")
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_keyboard_interrupt_saves_a_checkpoint(tmp_path, monkeypatch):
+    trainer = make_trainer(tmp_path, steps=50, checkpoint_every=100)
+    interrupt_at_batch(trainer, 4, monkeypatch)
+    result = trainer.train()
+    assert result.interrupted and result.step == 3
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 3
+
+
+def test_time_budget_stops_and_saves(tmp_path):
+    result = make_trainer(tmp_path, steps=10_000, time_budget_s=0.0).train()
+    assert result.step == 1 and load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 1
+
+
+def test_lr_schedule_and_epoch_batches():
+    config = train_config(steps=100, warmup_steps=10, min_lr_ratio=0.1)
+    assert lr_factor(0, config) == pytest.approx(0.1) and lr_factor(9, config) == pytest.approx(1.0)
+    assert lr_factor(100, config) == pytest.approx(0.1)
+    batches = EpochBatches(10, 3, seed=0)
+    epoch0 = [batches.next() for _ in range(3)]
+    assert sorted(sum(epoch0, [])) == sorted(set(sum(epoch0, [])))  # no repeats within an epoch
+    state = batches.state_dict()
+    nxt = batches.next()
+    again = EpochBatches(10, 3, seed=0)
+    again.load_state_dict(state)
+    assert again.next() == nxt
+    shards = [EpochBatches(12, 3, seed=0, rank=r, world_size=2).next() for r in (0, 1)]
+    assert not set(shards[0]) & set(shards[1])
+
+
+DDP_SCRIPT = textwrap.dedent("""
+    import sys, torch, torch.distributed as dist
+    sys.path.insert(0, {tests!r})
+    from test_train import RandomTokens, model_config, train_config
+    from smdim.train import Trainer, init_distributed
+    device = init_distributed()
+    trainer = Trainer(model_config(), train_config(steps=4), RandomTokens(), None, out_dir={out!r},
+                      progress=False, device=device)
+    trainer.train()
+    flat = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
+    gathered = [torch.zeros_like(flat) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, flat)
+    assert torch.equal(gathered[0], gathered[1]), "ranks diverged"
+    print("rank", dist.get_rank(), "ok", trainer.step)
+    dist.destroy_process_group()
+""")
+
+
+def test_ddp_two_cpu_processes(tmp_path):
+    script = tmp_path / "ddp_train.py"
+    script.write_text(DDP_SCRIPT.format(tests=str(Path(__file__).parent), out=str(tmp_path / "run")))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(script)], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "rank 0 ok 4" in proc.stdout and "rank 1 ok 4" in proc.stdout
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["step"] == 4
