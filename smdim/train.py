@@ -17,7 +17,7 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 import torch.distributed as dist
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -58,6 +58,17 @@ def lr_factor(step, config: TrainConfig):
         return (step + 1) / config.warmup_steps
     progress = min(1.0, (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps))
     return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def ema_multi_avg_fn(decay):
+    """EMA update with warm-up: the decay is min(decay, (1 + n) / (10 + n)) after n updates, so short
+    runs are not dominated by the initial weights."""
+    def update(ema_params, params, num_averaged):
+        n = float(num_averaged)
+        weight = 1.0 - min(decay, (1.0 + n) / (10.0 + n))
+        torch._foreach_lerp_(ema_params, params, weight)
+
+    return update
 
 
 def param_groups(model, weight_decay):
@@ -145,7 +156,7 @@ class Trainer:
 
         torch.manual_seed(train_config.seed)
         self.model = SMDIM(model_config).to(self.device)
-        self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(train_config.ema_decay))
+        self.ema = AveragedModel(self.model, multi_avg_fn=ema_multi_avg_fn(train_config.ema_decay))
         self.optimizer = torch.optim.AdamW(param_groups(self.model, train_config.weight_decay), lr=train_config.lr,
                                            betas=tuple(train_config.betas))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, train_config))

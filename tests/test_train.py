@@ -187,5 +187,5 @@ def test_ddp_two_cpu_processes(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                            str(script)], capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "rank 0 ok 4" in proc.stdout and "rank 1 ok 4" in proc.stdout
+    assert proc.stdout.count("ok 4") == 2  # both ranks finished 4 steps (their lines may interleave)
     assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["step"] == 4

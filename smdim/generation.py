@@ -1,0 +1,81 @@
+"""Tokenizer-aware generation: constraints from the REMI vocabulary, bar-range infilling,
+MIDI prefixes for continuation, and writing pieces (.mid + piano-roll PNG)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+
+from .pianoroll import save_pianoroll
+from .sampling import Constraints
+from .tokenizer import bar_id, decode, encode, pitch_tokens, token_ids_by_type
+
+
+def make_constraints(tok, pitch_range: Optional[Sequence[int]] = None, max_chord: Optional[int] = None):
+    """Constraints for REMI tokens: Pitch tokens carry pitches; Bar and Position tokens start a new
+    onset group (so max_chord bounds the notes starting together). None if nothing is constrained."""
+    if pitch_range is None and max_chord is None:
+        return None
+    vocab = len(tok.vocab)
+    pitch_of_token = torch.full((vocab,), -1, dtype=torch.long)
+    for token_id, pitch in pitch_tokens(tok).items():
+        pitch_of_token[token_id] = pitch
+    is_boundary = torch.zeros(vocab, dtype=torch.bool)
+    by_type = token_ids_by_type(tok)
+    for kind in ("Bar", "Position"):
+        is_boundary[by_type.get(kind, [])] = True
+    return Constraints(pitch_of_token, is_boundary, pitch_range=tuple(pitch_range) if pitch_range else None,
+                       max_chord=max_chord)
+
+
+def bar_region(tok, tokens: torch.Tensor, first_bar: int, last_bar: int) -> torch.Tensor:
+    """Bool mask (same shape as tokens (L,)) of the tokens inside bars [first_bar, last_bar]
+    (0-based, inclusive); the Bar tokens themselves stay clamped so the bar structure is kept."""
+    if first_bar < 0 or last_bar < first_bar:
+        raise ValueError(f"bars must satisfy 0 <= first <= last; got {first_bar}..{last_bar}")
+    is_bar = tokens == bar_id(tok)
+    bar_index = torch.cumsum(is_bar.long(), dim=-1) - 1          # bar number of every token
+    n_bars = int(is_bar.sum())
+    if first_bar >= n_bars:
+        raise ValueError(f"the piece has {n_bars} bars (0..{n_bars - 1}); cannot infill bar {first_bar}")
+    return (bar_index >= first_bar) & (bar_index <= last_bar) & ~is_bar
+
+
+def bar_beats(tok, tokens: Sequence[int], first_bar: int, last_bar: int) -> Tuple[float, float]:
+    """(start, end) in beats of bars [first_bar, last_bar] after decoding, for highlighting."""
+    ids = list(tokens)
+    bar = bar_id(tok)
+    positions = [i for i, t in enumerate(ids) if t == bar]
+    head = decode(tok, ids[:positions[first_bar]] + [bar]) if first_bar < len(positions) else None
+    start = _end_beats(head) if head is not None else 0.0
+    stop_index = positions[last_bar + 1] if last_bar + 1 < len(positions) else len(ids)
+    stop = _end_beats(decode(tok, ids[:stop_index] + [bar]))
+    return start, max(stop, start)
+
+
+def _end_beats(score) -> float:
+    return score.end() / score.ticks_per_quarter if score.note_num() else 0.0
+
+
+def prefix_tokens(tok, score, n_bars: int) -> List[int]:
+    """Token ids of the first `n_bars` bars of a score (for continuation)."""
+    ids = encode(tok, score)
+    if not ids:
+        raise ValueError("the MIDI file has no notes in the tokenizer's pitch range")
+    bar = bar_id(tok)
+    starts = [i for i, t in enumerate(ids) if t == bar]
+    if n_bars < len(starts):
+        ids = ids[:starts[n_bars]]
+    return ids
+
+
+def write_piece(tok, ids, out_dir, name, *, title=None, highlight=None):
+    """Decode ids to `<name>.mid` and `<name>.png` in out_dir; returns (midi_path, png_path, score)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    score = decode(tok, [int(i) for i in ids])
+    midi_path = out_dir / f"{name}.mid"
+    score.dump_midi(str(midi_path))
+    png_path = save_pianoroll(score, out_dir / f"{name}.png", title=title or name, highlight=highlight)
+    return midi_path, png_path, score

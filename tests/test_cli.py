@@ -1,0 +1,140 @@
+"""The `smdim` command line end to end on tiny settings: train, generate, infill, continue,
+evaluate, demo, --help everywhere, and one-line errors for user mistakes."""
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from symusic import Score
+
+from smdim.cli import build_parser, main
+
+COMMANDS = ("train", "generate", "infill", "continue", "evaluate", "demo")
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("token_cache"))
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, cache_dir):
+    out = tmp_path_factory.mktemp("run")
+    code = main(["--threads", "1", "train", "--data", "han", "--out", str(out), "--steps", "3", "--batch-size", "2",
+                 "--seq-len", "64", "--eval-every", "3", "--cache-dir", cache_dir])
+    assert code == 0
+    return out / "checkpoint.pt"
+
+
+def test_console_script_and_help():
+    proc = subprocess.run([sys.executable, "-m", "smdim.cli", "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "train" in proc.stdout and "demo" in proc.stdout
+    if shutil.which("smdim"):
+        assert subprocess.run(["smdim", "--help"], capture_output=True).returncode == 0
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args([command, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: smdim " + command in capsys.readouterr().out
+
+
+def _midi_files(folder):
+    return sorted(Path(folder).glob("*.mid"))
+
+
+def test_generate_writes_playable_midi_and_piano_rolls(checkpoint, tmp_path):
+    out = tmp_path / "gen"
+    assert main(["--threads", "1", "generate", "--checkpoint", str(checkpoint), "--n", "2", "--steps", "4",
+                 "--out", str(out), "--pitch-range", "60", "72", "--max-chord", "2"]) == 0
+    files = _midi_files(out)
+    assert len(files) == 2 and all((f.with_suffix(".png")).is_file() for f in files)
+    for f in files:
+        score = Score(str(f))  # readable by symusic
+        for track in score.tracks:
+            assert all(60 <= note.pitch <= 72 for note in track.notes)
+
+
+def test_generate_longer_than_training_length(checkpoint, tmp_path):
+    assert main(["--threads", "1", "generate", "--checkpoint", str(checkpoint), "--n", "1", "--length", "150",
+                 "--steps", "2", "--out", str(tmp_path)]) == 0
+    assert len(_midi_files(tmp_path)) == 1
+
+
+@pytest.fixture
+def song(tmp_path):
+    """A 6-bar melody written with symusic."""
+    from symusic import Note, Track
+
+    score = Score(480)
+    track = Track()
+    for i in range(24):
+        track.notes.append(Note(i * 480, 400, 60 + (i % 8), 80))
+    score.tracks.append(track)
+    path = tmp_path / "song.mid"
+    score.dump_midi(str(path))
+    return path
+
+
+def test_infill_and_continue(checkpoint, song, tmp_path):
+    assert main(["--threads", "1", "infill", "--checkpoint", str(checkpoint), "--midi", str(song), "--bars", "1", "2",
+                 "--steps", "3", "--out", str(tmp_path / "infill")]) == 0
+    assert {f.name for f in _midi_files(tmp_path / "infill")} == {"original.mid", "infill_0.mid"}
+    assert main(["--threads", "1", "continue", "--checkpoint", str(checkpoint), "--midi", str(song),
+                 "--prefix-bars", "2", "--length", "120", "--steps", "3", "--out", str(tmp_path / "cont")]) == 0
+    assert len(_midi_files(tmp_path / "cont")) == 1
+
+
+def test_evaluate_prints_a_table(checkpoint, cache_dir, tmp_path, capsys):
+    assert main(["--threads", "1", "evaluate", "--checkpoint", str(checkpoint), "--baseline", str(checkpoint),
+                 "--n", "4", "--steps", "2", "--bootstrap", "10", "--cache-dir", cache_dir,
+                 "--out", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "| metric | model | baseline | real vs real |" in text and "NLL test (bits/token)" in text
+    assert (tmp_path / "evaluation.md").is_file()
+
+
+def test_resume_from_the_command_line(checkpoint, tmp_path, cache_dir):
+    run = tmp_path / "run"
+    shutil.copytree(checkpoint.parent, run)
+    assert main(["--threads", "1", "train", "--data", "han", "--out", str(run), "--steps", "5", "--batch-size", "2",
+                 "--seq-len", "64", "--eval-every", "3", "--resume", "--cache-dir", cache_dir]) == 0
+    import torch
+
+    assert torch.load(run / "checkpoint.pt", weights_only=False)["step"] == 5
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["generate", "--checkpoint", "/nonexistent/ck.pt"], "checkpoint not found"),
+    (["train", "--data", "/nonexistent/folder"], "--data: /nonexistent/folder does not exist"),
+    (["train", "--data", "han", "--preset", "huge"], "preset must be one of"),
+])
+def test_user_errors_are_one_line_without_traceback(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_bad_midi_is_a_user_error(checkpoint, tmp_path, capsys):
+    bad = tmp_path / "bad.mid"
+    bad.write_text("not midi")
+    assert main(["infill", "--checkpoint", str(checkpoint), "--midi", str(bad), "--bars", "0", "0"]) == 2
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_demo_end_to_end(tmp_path, cache_dir):
+    out = tmp_path / "demo"
+    assert main(["--threads", "1", "demo", "--out", str(out), "--time-budget", "4", "--n", "4",
+                 "--cache-dir", cache_dir]) == 0
+    report = (out / "report.md").read_text()
+    assert "SMDIM-tiny" in report and "transformer-tiny" in report and "real vs real" in report
+    assert (out / "training_curves.png").is_file()
+    assert len(_midi_files(out / "generated")) == 4 and len(list((out / "generated").glob("*.png"))) == 4
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["infill_kept_clamped_tokens"] is True
+    for f in _midi_files(out / "generated") + _midi_files(out / "infilled"):
+        Score(str(f))
