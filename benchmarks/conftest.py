@@ -1,12 +1,13 @@
 """pytest configuration of the benchmark suite: the plan (--quick / env), thread pinning,
-the correctness guard, and the machine description stored in the benchmark JSON."""
+the correctness guards, and the machine description stored in the benchmark JSON."""
 from __future__ import annotations
 
 import re
 
 import pytest
 
-from .guard import CorrectnessGuard
+from .guard import CorrectnessGuard, LayerGuard
+from .layers import MAMBA_SUITE, MFA_SUITE
 from .machine import describe_machine
 from .peers import MAMBAPY_MISSING, mambapy_available
 from .settings import BenchSettings
@@ -31,6 +32,10 @@ def pytest_generate_tests(metafunc):
         # Parametrised by id (a string, so the benchmark JSON's params stay readable).
         case_ids = [case.id for case in settings_for(metafunc.config).cases()]
         metafunc.parametrize("scan_case", case_ids, ids=case_ids, indirect=True)
+    for fixture, suite in (("mamba_case", MAMBA_SUITE), ("mfa_case", MFA_SUITE)):
+        if fixture in metafunc.fixturenames:
+            case_ids = [case.id for case in settings_for(metafunc.config).layer_cases(suite)]
+            metafunc.parametrize(fixture, case_ids, ids=case_ids, indirect=True)
 
 
 def pytest_report_header(config):
@@ -39,13 +44,37 @@ def pytest_report_header(config):
     return [f"smdim benchmarks: {'quick' if settings.quick else 'full'} plan, {settings.threads} threads, "
             f"L {','.join(map(str, settings.lengths))}; naive fwd L<={settings.naive_forward_max_len}, "
             f"naive fwd+bwd L<={settings.naive_backward_max_len}, pscan L<={settings.pscan_max_len}; "
-            f"mambapy {mambapy}"]
+            f"mambapy {mambapy}",
+            f"layers: MambaMixer fwd L in {_lengths(settings.hf_forward_lengths)}, fwd+bwd L in "
+            f"{_lengths(settings.hf_backward_lengths)} (one run, ~8 min at 2048); "
+            f"mamba.py layer L<={settings.layer_pscan_max_len}; "
+            f"full-attention blocks L<={settings.full_attention_max_len}"]
+
+
+def _lengths(lengths):
+    return "{" + ",".join(map(str, lengths)) + "}" if lengths else "{} (never)"
 
 
 @pytest.fixture
 def scan_case(request, bench_settings):
     """The BenchCase this test instance runs."""
     return {case.id: case for case in bench_settings.cases()}[request.param]
+
+
+def _layer_case(request, bench_settings, suite):
+    return {case.id: case for case in bench_settings.layer_cases(suite)}[request.param]
+
+
+@pytest.fixture
+def mamba_case(request, bench_settings):
+    """The LayerCase of the Mamba-layer suite this test instance runs."""
+    return _layer_case(request, bench_settings, MAMBA_SUITE)
+
+
+@pytest.fixture
+def mfa_case(request, bench_settings):
+    """The LayerCase of the MFA-block suite this test instance runs."""
+    return _layer_case(request, bench_settings, MFA_SUITE)
 
 
 @pytest.fixture(scope="session")
@@ -67,6 +96,11 @@ def pinned_threads(bench_settings):
 @pytest.fixture(scope="session")
 def scan_guard() -> CorrectnessGuard:
     return CorrectnessGuard()
+
+
+@pytest.fixture(scope="session")
+def layer_guard(bench_settings) -> LayerGuard:
+    return LayerGuard(pscan_max_len=bench_settings.layer_pscan_max_len)
 
 
 @pytest.hookimpl(optionalhook=True)

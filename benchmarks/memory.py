@@ -5,13 +5,19 @@ intermediates, gradients, and buffers the C++ kernels allocate outside torch's a
 which allocator-level accounting (the torch profiler) would miss. Why a subprocess: the peak
 of a process is a high-water mark, so each case gets a fresh interpreter of its own.
 
-In the subprocess (`python -m benchmarks.memory --impl ours --pass fwd --length 512`):
+In the subprocess (`python -m benchmarks.memory [--suite selective_scan] --impl ours --pass fwd
+--length 512`):
   1. pin the threads, import everything, and run the case once at a tiny L (pays one-time
      costs: thread pools, lazy initialisation; not counted);
   2. allocate the case's inputs (and, for mamba.py, transpose them to its layout) — not counted;
+     for the layer suites (benchmarks/layers.py) the module's parameters are inputs too: they
+     exist before the baseline, while their gradients (forward+backward) are counted;
   3. baseline = current RSS; reset the peak (Linux: `echo 5 > /proc/self/clear_refs` resets VmHWM);
   4. run the case once (forward, or forward and backward) keeping its outputs;
   5. peak memory = VmHWM - baseline: everything the case allocated at its worst moment.
+With --wait (start_peak_memory) the subprocess does 1 and 2 while its parent does other work (the
+layer benchmarks' guard and FLOP count) and waits for the parent's "go" before 3, so nothing else
+runs during 3-5.
 glibc's mmap threshold is pinned at 128 KiB (MALLOC_MMAP_THRESHOLD_), so freed buffers go
 back to the OS at once and the warm-up's freed memory is not recycled under the baseline.
 Where VmHWM cannot be reset (not Linux) the fallback is ru_maxrss - baseline, an upper bound
@@ -27,16 +33,21 @@ import re
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable, Optional
 
-from .cases import FORWARD_BACKWARD, IMPLEMENTATIONS, PASSES
+from .cases import FORWARD_BACKWARD, IMPLEMENTATIONS, PASSES, SUITE
+from .layers import LAYER_IMPLEMENTATIONS, LAYER_SUITES, MFA_SUITE
 
 MIB = 1024 * 1024
 WARMUP_LENGTH = 16
+MFA_WARMUP_LENGTH = 320  # longer than 2 x the default attention window: the local-attention path warms up too
 MMAP_THRESHOLD_BYTES = 128 * 1024
 RESULT_PREFIX = "SMDIM_MEMORY_RESULT "
+GO = "go"  # what a --wait subprocess waits for on stdin
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -78,18 +89,33 @@ def _current_rss_bytes() -> int:
         return _max_rss_bytes()
 
 
-def measure_here(impl: str, pass_name: str, length: int, threads: int) -> MemoryMeasurement:
-    """Run the case once in this process and measure its peak RSS growth (see module docstring)."""
+def _runner(suite: str, impl: str, pass_name: str, length: int):
+    if suite == SUITE:
+        from .cases import make_problem, make_runner
+
+        return make_runner(impl, pass_name, make_problem(length, requires_grad=pass_name == FORWARD_BACKWARD))
+    if suite in LAYER_SUITES:
+        from .layers import make_layer_runner
+
+        return make_layer_runner(impl, pass_name, length)  # the module is built once per process
+    raise ValueError(f"unknown benchmark suite {suite!r}; expected {SUITE} or one of {LAYER_SUITES}")
+
+
+def measure_here(impl: str, pass_name: str, length: int, threads: int, suite: str = SUITE,
+                 ready: Optional[Callable[[], bool]] = None) -> Optional[MemoryMeasurement]:
+    """Run the case once in this process and measure its peak RSS growth (see module docstring).
+
+    `ready`, if given, is called once everything is prepared (imports, warm-up, inputs), just before
+    the baseline; the measurement goes ahead only if it returns True (None otherwise)."""
     import torch
 
     import smdim_kernels  # noqa: F401  (loads the C++ kernels before the baseline)
 
-    from .cases import make_problem, make_runner
-
     torch.set_num_threads(threads)
-    requires_grad = pass_name == FORWARD_BACKWARD
-    make_runner(impl, pass_name, make_problem(WARMUP_LENGTH, requires_grad=requires_grad))()
-    runner = make_runner(impl, pass_name, make_problem(length, requires_grad=requires_grad))
+    _runner(suite, impl, pass_name, MFA_WARMUP_LENGTH if suite == MFA_SUITE else WARMUP_LENGTH)()
+    runner = _runner(suite, impl, pass_name, length)
+    if ready is not None and not ready():
+        return None
     gc.collect()
     baseline = _current_rss_bytes()
     if _reset_peak_rss():
@@ -106,30 +132,93 @@ def measure_here(impl: str, pass_name: str, length: int, threads: int) -> Memory
     return MemoryMeasurement((peak - baseline) / MIB, baseline / MIB, seconds, method)
 
 
-def measure_peak_memory(impl: str, pass_name: str, length: int, threads: int,
-                        timeout_s: float = 1800.0) -> MemoryMeasurement:
-    """Measure one case in a fresh subprocess (this module's command line)."""
-    command = [sys.executable, "-m", "benchmarks.memory", "--impl", impl, "--pass", pass_name,
+def _command(impl: str, pass_name: str, length: int, threads: int, suite: str):
+    command = [sys.executable, "-m", "benchmarks.memory", "--suite", suite, "--impl", impl, "--pass", pass_name,
                "--length", str(length), "--threads", str(threads)]
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(MMAP_THRESHOLD_BYTES), OMP_NUM_THREADS=str(threads))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=timeout_s)
-    results = [line[len(RESULT_PREFIX):] for line in proc.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
-    if proc.returncode != 0 or not results:
-        raise RuntimeError(f"memory measurement of {impl} {pass_name} L={length} failed "
-                           f"(exit {proc.returncode}): {' '.join(command)}\n{proc.stderr[-4000:]}")
+    return command, env
+
+
+def _parse(command, returncode: int, stdout: str, stderr: str, what: str) -> MemoryMeasurement:
+    results = [line[len(RESULT_PREFIX):] for line in stdout.splitlines() if line.startswith(RESULT_PREFIX)]
+    if returncode != 0 or not results:
+        raise RuntimeError(f"memory measurement of {what} failed (exit {returncode}): {' '.join(command)}\n"
+                           f"{stderr[-4000:]}")
     return MemoryMeasurement(**json.loads(results[-1]))
 
 
+def measure_peak_memory(impl: str, pass_name: str, length: int, threads: int,
+                        timeout_s: float = 1800.0, suite: str = SUITE) -> MemoryMeasurement:
+    """Measure one case in a fresh subprocess (this module's command line)."""
+    command, env = _command(impl, pass_name, length, threads, suite)
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=timeout_s)
+    return _parse(command, proc.returncode, proc.stdout, proc.stderr, f"{suite} {impl} {pass_name} L={length}")
+
+
+class PendingMeasurement:
+    """A measurement subprocess that prepares (imports, warm-up, inputs) while the caller does other
+    work, and measures only when `result()` says go, so nothing else runs during its measured run."""
+
+    def __init__(self, impl: str, pass_name: str, length: int, threads: int, timeout_s: float, suite: str):
+        self.command, env = _command(impl, pass_name, length, threads, suite)
+        self.command.append("--wait")
+        self.what = f"{suite} {impl} {pass_name} L={length}"
+        self.timeout_s = timeout_s
+        # Files, not pipes: nothing the child prints while it waits can fill a pipe and block it.
+        self._stdout, self._stderr = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+        self.proc = subprocess.Popen(self.command, stdin=subprocess.PIPE, stdout=self._stdout, stderr=self._stderr,
+                                     text=True, env=env, cwd=REPO_ROOT)
+
+    def result(self) -> MemoryMeasurement:
+        """Let the subprocess measure, wait for it and return its measurement."""
+        try:
+            self.proc.communicate(input=GO + "\n", timeout=self.timeout_s)
+        except BaseException:
+            self.cancel()
+            raise
+        return _parse(self.command, self.proc.returncode, self._read(self._stdout), self._read(self._stderr),
+                      self.what)
+
+    def cancel(self) -> None:
+        """Stop the subprocess without measuring."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self._stdout.close()
+        self._stderr.close()
+
+    @staticmethod
+    def _read(file) -> str:
+        file.seek(0)
+        text = file.read()
+        file.close()
+        return text
+
+
+def start_peak_memory(impl: str, pass_name: str, length: int, threads: int, timeout_s: float = 1800.0,
+                      suite: str = SUITE) -> PendingMeasurement:
+    """Start measuring one case in a fresh subprocess; `.result()` lets it measure and returns the
+    MemoryMeasurement, `.cancel()` stops it. Meanwhile the caller may run anything but timings."""
+    return PendingMeasurement(impl, pass_name, length, threads, timeout_s, suite)
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="Peak RSS growth of one selective-scan benchmark case "
+    parser = argparse.ArgumentParser(description="Peak RSS growth of one benchmark case "
                                                  "(meant to run in a fresh process).")
-    parser.add_argument("--impl", choices=IMPLEMENTATIONS, required=True)
+    parser.add_argument("--suite", choices=(SUITE,) + LAYER_SUITES, default=SUITE)
+    parser.add_argument("--impl", choices=tuple(dict.fromkeys(IMPLEMENTATIONS + LAYER_IMPLEMENTATIONS)),
+                        required=True)
     parser.add_argument("--pass", dest="pass_name", choices=PASSES, required=True)
     parser.add_argument("--length", type=int, required=True)
     parser.add_argument("--threads", type=int, required=True)
+    parser.add_argument("--wait", action="store_true",
+                        help=f"prepare, then wait for a line '{GO}' on stdin before measuring (exit 3 without it)")
     args = parser.parse_args(argv)
-    measurement = measure_here(args.impl, args.pass_name, args.length, args.threads)
+    ready = (lambda: sys.stdin.readline().strip() == GO) if args.wait else None
+    measurement = measure_here(args.impl, args.pass_name, args.length, args.threads, args.suite, ready)
+    if measurement is None:
+        return 3
     print(RESULT_PREFIX + json.dumps(asdict(measurement)), flush=True)
     return 0
 

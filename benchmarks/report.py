@@ -1,12 +1,14 @@
-"""Report of the selective-scan benchmarks: markdown table, the issue's targets, log-log plot.
+"""Report of the benchmarks: markdown tables, the issues' targets, log-log plots.
 
     python -m benchmarks.report BENCH_JSON [--out DIR] [--check]
 
 BENCH_JSON is pytest-benchmark's output (`pytest benchmarks/ --benchmark-only
---benchmark-json=BENCH_JSON`). Writes the markdown to stdout and DIR/selective_scan.md, and
-time and peak memory vs L (log-log, one line per implementation and pass) to
-DIR/selective_scan.png. Times are the median round; memory is the peak RSS growth of one run
-in a fresh process (benchmarks/memory.py). --check exits 1 if a target fails.
+--benchmark-json=BENCH_JSON`). One section per suite found in it: the selective scan, the Mamba
+layer and the MFA block vs a transformer block. Writes the whole report to stdout and
+DIR/benchmarks.md, each section to DIR/<suite>.md, and per suite time and peak memory (and, for
+the layers, GFLOP) vs L (log-log, one line per implementation and pass) to DIR/<suite>.png. Times
+are the median round (for a single-shot case, its one run: extra_info time_s); memory is the peak
+RSS growth of one run in a fresh process (benchmarks/memory.py). --check exits 1 if a target fails.
 """
 from __future__ import annotations
 
@@ -19,10 +21,13 @@ from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .cases import BOUND, FORWARD, FORWARD_BACKWARD, IMPLEMENTATIONS, NAIVE, OURS, PASSES, PSCAN, SUITE
+from .layers import (FLOOR, HF, MAMBA_SUITE, MFA, MFA_FULL, MFA_SUITE, SUITE_IMPLEMENTATIONS, TRANSFORMER)
 from .machine import format_machine
-from .settings import LENGTHS_ENV, NAIVE_FWD_MAX_ENV, NAIVE_FWDBWD_MAX_ENV, PSCAN_MAX_ENV
+from .settings import (FULL_ATTN_MAX_ENV, HF_FWD_LENGTHS_ENV, HF_FWDBWD_LENGTHS_ENV, LAYER_PSCAN_MAX_ENV,
+                       LENGTHS_ENV, NAIVE_FWD_MAX_ENV, NAIVE_FWDBWD_MAX_ENV, PSCAN_MAX_ENV)
 
 REPORT_NAME = "selective_scan"
+REPORT_NAME_ALL = "benchmarks"  # DIR/benchmarks.md: every section
 SPEEDUP_TARGET = 30.0  # ours at least this many times faster than a peer
 BOUND_TARGET = 2.0  # ours' forward at most this many times the arithmetic bound
 MEMORY_TARGET = 8.0  # ours' forward+backward peak at most 1/this of pscan's
@@ -31,6 +36,20 @@ MEMORY_TARGET_LENGTH = 8192
 LINEAR_SLOPE_MAX = 1.1  # log-log slope of ours' memory vs L: 1 is linear
 PEERS = (NAIVE, PSCAN)
 IMPL_LABELS = {OURS: "ours", NAIVE: "naive reference", PSCAN: "mamba.py pscan", BOUND: "arithmetic bound"}
+SUITES = (SUITE, MAMBA_SUITE, MFA_SUITE)  # report sections, in this order
+
+# Layer targets (issue 3, item 7)
+FLOOR_TARGET = 1.3  # ours' Mamba forward at most this many times the projections + scan floor, every L
+HF_TARGET_LENGTH = 2048
+HF_SPEEDUP_TARGETS = {FORWARD: 5.0, FORWARD_BACKWARD: 100.0}  # ours at least this many times faster than MambaMixer
+MFA_TARGET_LENGTHS = (4096, 8192)
+MFA_LATENCY_TARGET = 1.0  # MFA(default) / transformer block: strictly below
+MFA_MEMORY_TARGET = 0.6  # at most (paper: ~40 % less memory than transformer diffusion)
+MFA_FLOPS_TARGET = 0.7  # at most (paper: ~30 % fewer GFLOPs)
+LAYER_LABELS = {OURS: "ours (smdim Mamba)", FLOOR: "projections + scan floor", HF: "transformers MambaMixer",
+                PSCAN: "mamba.py MambaBlock", MFA: "MFA block (local attention)", MFA_FULL: "MFA block (full attention)",
+                TRANSFORMER: "transformer block"}
+METRIC_NAMES = {"ms": "latency", "mib": "peak memory", "gflop": "FLOPs"}
 
 
 @dataclass
@@ -41,6 +60,9 @@ class Row:
     length: int
     ms: Dict[str, float] = field(default_factory=dict)
     mib: Dict[str, float] = field(default_factory=dict)
+    gflop: Dict[str, float] = field(default_factory=dict)  # layer suites: GFLOP per call
+    flops_na: Dict[str, str] = field(default_factory=dict)  # impl -> why its GFLOP were not counted
+    suite: str = SUITE
 
     @staticmethod
     def _ratio(numerator: Optional[float], denominator: Optional[float]) -> Optional[float]:
@@ -60,6 +82,11 @@ class Row:
         """peer MiB / ours MiB."""
         return self._ratio(self.mib.get(peer), self.mib.get(OURS))
 
+    def ratio(self, metric: str, numerator: str, denominator: str) -> Optional[float]:
+        """numerator / denominator of one metric ("ms", "mib" or "gflop"); None if either is missing."""
+        values = getattr(self, metric)
+        return self._ratio(values.get(numerator), values.get(denominator))
+
 
 @dataclass(frozen=True)
 class TargetCheck:
@@ -71,26 +98,38 @@ class TargetCheck:
         return f"- [{self.status}] {self.description}: {self.detail}"
 
 
-def collect_rows(benchmarks: Iterable[dict]) -> List[Row]:
-    """Rows from pytest-benchmark entries of this suite, ordered by pass, then L."""
+def collect_rows(benchmarks: Iterable[dict], suite: str = SUITE) -> List[Row]:
+    """Rows from pytest-benchmark entries of `suite`, ordered by pass, then L.
+
+    A case's time is its median round, or extra_info["time_s"] where the case was timed once in a
+    subprocess (single-shot cases). GFLOP come from extra_info["gflop"]; a case that ran with
+    "gflop": None was not counted (flops_na holds why)."""
     rows: Dict[Tuple[str, int], Row] = {}
     for bench in benchmarks:
         info = bench.get("extra_info", {})
-        if info.get("suite") != SUITE:
+        if info.get("suite") != suite:
             continue
         key = (info["pass"], int(info["L"]))
-        row = rows.setdefault(key, Row(*key))
-        row.ms[info["impl"]] = bench["stats"]["median"] * 1e3
+        row = rows.setdefault(key, Row(*key, suite=suite))
+        impl = info["impl"]
+        seconds = info["time_s"] if info.get("time_s") is not None else bench["stats"]["median"]
+        row.ms[impl] = float(seconds) * 1e3
         if info.get("peak_mib") is not None:
-            row.mib[info["impl"]] = float(info["peak_mib"])
+            row.mib[impl] = float(info["peak_mib"])
+        if info.get("gflop") is not None:
+            row.gflop[impl] = float(info["gflop"])
+        elif "gflop" in info:
+            row.flops_na[impl] = str(info.get("flops_note") or "not counted")
     order = {name: index for index, name in enumerate(PASSES)}
     return sorted(rows.values(), key=lambda row: (order.get(row.pass_name, len(order)), row.length))
 
 
-def _first_suite_info(data: dict) -> dict:
-    """extra_info of this suite's first benchmark (shape, threads, ISA are the same in all)."""
+def _first_suite_info(data: dict, suite: Optional[str] = SUITE) -> dict:
+    """extra_info of the suite's first benchmark (shape, threads, ISA are the same in all);
+    suite=None: of any suite's."""
     return next((b["extra_info"] for b in data.get("benchmarks", [])
-                 if b.get("extra_info", {}).get("suite") == SUITE), {})
+                 if b.get("extra_info", {}).get("suite") is not None
+                 and (suite is None or b["extra_info"]["suite"] == suite)), {})
 
 
 def machine_line(data: dict) -> str:
@@ -100,7 +139,7 @@ def machine_line(data: dict) -> str:
     if not info:
         cpu = machine_info.get("cpu")
         info["cpu"] = cpu.get("brand_raw", "unknown CPU") if isinstance(cpu, dict) else "unknown CPU"
-        extra = _first_suite_info(data)
+        extra = _first_suite_info(data) or _first_suite_info(data, None)
         info.update({key: extra[key] for key in ("threads", "isa") if key in extra})
     return format_machine(info)
 
@@ -245,20 +284,227 @@ def render_report(data: dict, rows: Sequence[Row], checks: Sequence[TargetCheck]
     ])
 
 
-def plot(rows: Sequence[Row], title: str, path: Path) -> None:
-    """Time and peak memory vs L, log-log, one line per (implementation, pass)."""
+# --- the layer suites -----------------------------------------------------------------------------
+
+def format_gflop(row: Row, impl: str) -> str:
+    """GFLOP of one case: a number, 'n/a' (it ran, FLOPs not counted) or '—' (did not run)."""
+    if impl in row.gflop:
+        return format_number(row.gflop[impl])
+    return "n/a" if impl in row.flops_na or impl in row.ms else "—"
+
+
+def _suite_impls(rows: Sequence[Row], suite: str) -> Tuple[str, ...]:
+    return SUITE_IMPLEMENTATIONS.get(suite, tuple(dict.fromkeys(impl for row in rows for impl in row.ms)))
+
+
+def layer_table(rows: Sequence[Row], suite: str) -> str:
+    """One row per (pass, L): ms, ratios, MiB, memory ratios, GFLOP (and GFLOP ratios for the MFA suite)."""
+    impls = _suite_impls(rows, suite)
+    if suite == MAMBA_SUITE:
+        time_ratios = [("ours/floor", "ms", OURS, FLOOR), ("hf/ours", "ms", HF, OURS), ("pscan/ours", "ms", PSCAN, OURS)]
+        mem_ratios = [("hf/ours MiB", "mib", HF, OURS), ("pscan/ours MiB", "mib", PSCAN, OURS)]
+        flop_ratios = []
+    else:
+        time_ratios = [(f"{impl}/transformer", "ms", impl, TRANSFORMER) for impl in (MFA, MFA_FULL)]
+        mem_ratios = [(f"{impl}/transformer MiB", "mib", impl, TRANSFORMER) for impl in (MFA, MFA_FULL)]
+        flop_ratios = [(f"{impl}/transformer GFLOP", "gflop", impl, TRANSFORMER) for impl in (MFA, MFA_FULL)]
+    header = (["pass", "L"] + [f"{impl} ms" for impl in impls] + [name for name, *_ in time_ratios]
+              + [f"{impl} MiB" for impl in impls] + [name for name, *_ in mem_ratios]
+              + [f"{impl} GFLOP" for impl in impls] + [name for name, *_ in flop_ratios])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = ([row.pass_name, str(row.length)] + [format_number(row.ms.get(impl)) for impl in impls]
+                 + [format_ratio(row.ratio(metric, a, b)) for _, metric, a, b in time_ratios]
+                 + [format_number(row.mib.get(impl)) for impl in impls]
+                 + [format_ratio(row.ratio(metric, a, b)) for _, metric, a, b in mem_ratios]
+                 + [format_gflop(row, impl) for impl in impls]
+                 + [format_ratio(row.ratio(metric, a, b)) for _, metric, a, b in flop_ratios])
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _layer_plan_variable(suite: str, impl: str, pass_name: str) -> str:
+    """The environment variable that puts a layer case at more lengths in the plan."""
+    if impl == HF:
+        return HF_FWD_LENGTHS_ENV if pass_name == FORWARD else HF_FWDBWD_LENGTHS_ENV
+    if suite == MAMBA_SUITE and impl == PSCAN:
+        return LAYER_PSCAN_MAX_ENV
+    if impl in (MFA_FULL, TRANSFORMER):
+        return FULL_ATTN_MAX_ENV
+    return LENGTHS_ENV
+
+
+def _layer_not_measured(row: Row, metric: str, *impls: str) -> str:
+    values = getattr(row, metric)
+    absent = [impl for impl in impls if impl not in values]
+    where = f"{row.pass_name} L={row.length}"
+    if not row.ms:
+        return f"nothing measured at {where} (plan: {LENGTHS_ENV})"
+    if not absent:
+        return f"not measured at {where}"
+    if metric == "gflop" and all(impl in row.ms for impl in absent):
+        return f"{', '.join(absent)} FLOPs not counted at {where}" + "".join(
+            f" ({row.flops_na[impl]})" for impl in absent if impl in row.flops_na)[:300]
+    if all(impl in row.ms for impl in absent):  # ran, but no memory (e.g. --benchmark-disable)
+        return f"{METRIC_NAMES[metric]} of {', '.join(absent)} not measured at {where}"
+    variables = sorted({_layer_plan_variable(row.suite, impl, row.pass_name) for impl in absent} | {LENGTHS_ENV})
+    return f"{', '.join(absent)} not measured at {where} (plan: {', '.join(variables)})"
+
+
+def mamba_layer_checks(rows: Sequence[Row]) -> List[TargetCheck]:
+    """Forward ≤ 1.3× the floor at every L; ≥ 5× (fwd) / ≥ 100× (fwd+bwd) faster than MambaMixer at 2048."""
+    checks = [_check(f"fwd ≤ {FLOOR_TARGET:g}× the projections + scan floor at L={row.length}",
+                     row.ratio("ms", OURS, FLOOR), lambda x: x <= FLOOR_TARGET,
+                     lambda x: (f"ours {format_number(row.ms[OURS])} ms, floor {format_number(row.ms[FLOOR])} ms "
+                                f"(ours/floor {format_ratio(x)})"),
+                     _layer_not_measured(row, "ms", OURS, FLOOR))
+              for row in rows if row.pass_name == FORWARD]
+    if not checks:
+        row = Row(FORWARD, HF_TARGET_LENGTH, suite=MAMBA_SUITE)
+        checks.append(_check(f"fwd ≤ {FLOOR_TARGET:g}× the projections + scan floor", None, bool, str,
+                             _layer_not_measured(row, "ms", OURS, FLOOR)))
+    rows_by_key = {(row.pass_name, row.length): row for row in rows}
+    for pass_name, target in HF_SPEEDUP_TARGETS.items():
+        row = rows_by_key.get((pass_name, HF_TARGET_LENGTH), Row(pass_name, HF_TARGET_LENGTH, suite=MAMBA_SUITE))
+        checks.append(_check(f"{pass_name} ≥ {target:g}× faster than transformers' MambaMixer at L={HF_TARGET_LENGTH}",
+                             row.ratio("ms", HF, OURS), lambda x, t=target: x >= t,
+                             lambda x, r=row: (f"ours {format_number(r.ms[OURS])} ms, MambaMixer "
+                                               f"{format_number(r.ms[HF])} ms (hf/ours {format_ratio(x)})"),
+                             _layer_not_measured(row, "ms", OURS, HF)))
+    return checks
+
+
+MFA_TARGETS = (("ms", MFA_LATENCY_TARGET, "<"), ("mib", MFA_MEMORY_TARGET, "≤"), ("gflop", MFA_FLOPS_TARGET, "≤"))
+
+
+def _mfa_ratio_detail(row: Row, metric: str, impl: str, ratio: float) -> str:
+    unit = {"ms": "ms", "mib": "MiB", "gflop": "GFLOP"}[metric]
+    values = getattr(row, metric)
+    return (f"{impl} {format_number(values[impl])} {unit}, transformer {format_number(values[TRANSFORMER])} {unit} "
+            f"({impl}/transformer {ratio:.2f})")
+
+
+def mfa_block_checks(rows: Sequence[Row]) -> List[TargetCheck]:
+    """MFA(default)/transformer at 4096 and 8192, both passes: latency < 1, memory ≤ 0.6, FLOPs ≤ 0.7."""
+    rows_by_key = {(row.pass_name, row.length): row for row in rows}
+    checks = []
+    for pass_name in PASSES:
+        for length in MFA_TARGET_LENGTHS:
+            row = rows_by_key.get((pass_name, length), Row(pass_name, length, suite=MFA_SUITE))
+            for metric, target, relation in MFA_TARGETS:
+                passes = (lambda x, t=target: x < t) if relation == "<" else (lambda x, t=target: x <= t)
+                checks.append(_check(
+                    f"{pass_name} MFA/transformer {METRIC_NAMES[metric]} {relation} {target:g} at L={length}",
+                    row.ratio(metric, MFA, TRANSFORMER), passes,
+                    lambda x, r=row, m=metric: _mfa_ratio_detail(r, m, MFA, x),
+                    _layer_not_measured(row, metric, MFA, TRANSFORMER)))
+    return checks
+
+
+def mfa_full_information(rows: Sequence[Row]) -> List[str]:
+    """Full-attention MFA / transformer ratios at the target lengths: information, not targets."""
+    rows_by_key = {(row.pass_name, row.length): row for row in rows}
+    lines = []
+    for pass_name in PASSES:
+        for length in MFA_TARGET_LENGTHS:
+            row = rows_by_key.get((pass_name, length))
+            if row is None:
+                continue
+            parts = []
+            for metric, _, _ in MFA_TARGETS:
+                ratio = row.ratio(metric, MFA_FULL, TRANSFORMER)
+                parts.append(f"{METRIC_NAMES[metric]} " + ("—" if ratio is None else f"{ratio:.2f}"))
+            lines.append(f"- {pass_name} L={length}: mfa_full/transformer " + ", ".join(parts))
+    return lines
+
+
+def layer_checks(rows: Sequence[Row], suite: str) -> List[TargetCheck]:
+    return mamba_layer_checks(rows) if suite == MAMBA_SUITE else mfa_block_checks(rows)
+
+
+def layer_shape_line(data: dict, suite: str) -> str:
+    extra = _first_suite_info(data, suite)
+    if suite == MAMBA_SUITE:
+        return (f"batch {extra.get('batch', '?')}, d_model {extra.get('d_model', '?')}, d_state "
+                f"{extra.get('d_state', '?')}, d_conv {extra.get('d_conv', '?')}, expand {extra.get('expand', '?')} "
+                f"(d_inner {extra.get('d_inner', '?')}), dt_rank {extra.get('dt_rank', '?')}, {extra.get('dtype', '?')}")
+    windows = {b["extra_info"].get("impl"): b["extra_info"].get("attn_window") for b in data.get("benchmarks", [])
+               if b.get("extra_info", {}).get("suite") == suite and "attn_window" in b["extra_info"]}
+    window = windows.get(MFA, "?")
+    return (f"batch {extra.get('batch', '?')}, d_model {extra.get('d_model', '?')}, {extra.get('num_heads', '?')} heads, "
+            f"{extra.get('dtype', '?')}; MFA attention window {window} each side (mfa) or full (mfa_full); "
+            f"transformer FFN {extra.get('transformer_ffn', '?')}")
+
+
+LAYER_TEXT = {
+    MAMBA_SUITE: (
+        "# Mamba layer benchmark",
+        "ours = smdim_kernels.Mamba (fused path); floor = the layer's four projections as plain GEMMs + "
+        "selective_scan_fn alone (the layer can at best match it); hf = transformers' MambaMixer on its CPU "
+        "path (Python loop over time); pscan = mamba.py's MambaBlock. All carry the same weights (the guard "
+        "compares their outputs). x/ours = speedup of ours over x; ours/floor = ours' distance from the floor.",
+    ),
+    MFA_SUITE: (
+        "# MFA block vs transformer block benchmark",
+        "mfa = smdim_kernels MFABlock with its defaults (bidirectional Mamba, GELU FFN 2×d_model, local-window "
+        "attention); mfa_full = the same with full attention; transformer = nn.TransformerEncoderLayer "
+        "(pre-norm, GELU FFN 4×d_model, SDPA flash attention). x/transformer < 1: x is cheaper.",
+    ),
+}
+COMMON_LAYER_TEXT = (
+    "Forward runs under no_grad; forward+backward takes gradients of the input and every parameter. "
+    "Times: median ms per call. Memory: peak RSS growth (MiB) of one run in a fresh process, inputs and "
+    "parameters excluded, activations, outputs and gradients included. GFLOP: 10⁹ FLOPs per call counted by "
+    "torch.utils.flop_counter (smdim_kernels.flops.count_flops; 2 per multiply-add): GEMMs, convolutions, "
+    "attention and smdim's fused ops (registered formulas); elementwise work counts 0 — so peers whose scan "
+    "is elementwise PyTorch (hf, pscan) show less than they execute. n/a: ran, FLOPs not counted."
+)
+
+
+def render_layer_report(data: dict, suite: str, rows: Sequence[Row], checks: Sequence[TargetCheck]) -> str:
+    counts = {status: sum(check.status == status for check in checks) for status in ("PASS", "FAIL", "N/A")}
+    title, description = LAYER_TEXT[suite]
+    single_shot = sorted({f"{b['extra_info']['impl']} {b['extra_info']['pass']} L={b['extra_info']['L']}"
+                          for b in data.get("benchmarks", []) if b.get("extra_info", {}).get("suite") == suite
+                          and b["extra_info"].get("time_s") is not None})
+    lines = [title, "", f"Machine: {machine_line(data)}", "",
+             f"Problem: {layer_shape_line(data, suite)}. {description} {COMMON_LAYER_TEXT}"]
+    if single_shot:
+        lines[-1] += (f" Timed once (one cold run in the process that measured its memory): "
+                      f"{', '.join(single_shot)}.")
+    lines += ["", layer_table(rows, suite), "", "## Targets", "", *(check.line() for check in checks)]
+    if suite == MFA_SUITE:
+        information = mfa_full_information(rows)
+        if information:
+            lines += ["", "Full-attention MFA / transformer block (information, not a target; expected above 1):",
+                      "", *information]
+    lines += ["", f"Targets: {counts['PASS']} pass, {counts['FAIL']} fail, {counts['N/A']} not measured.", ""]
+    return "\n".join(lines)
+
+
+# --- plots --------------------------------------------------------------------------------------
+
+PLOT_METRICS = {"ms": ("time per call (ms, median)", "time"),
+                "mib": ("peak memory (MiB, RSS growth)", "peak memory"),
+                "gflop": ("GFLOP per call (FlopCounterMode)", "FLOPs")}
+
+
+def plot(rows: Sequence[Row], title: str, path: Path, impls: Sequence[str] = IMPLEMENTATIONS,
+         labels: Optional[Dict[str, str]] = None, metrics: Sequence[str] = ("ms", "mib")) -> None:
+    """One panel per metric vs L, log-log, one line per (implementation, pass)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import NullLocator
 
-    fig, (ax_time, ax_mem) = plt.subplots(1, 2, figsize=(13, 5))
-    colors = {impl: f"C{index}" for index, impl in enumerate(IMPLEMENTATIONS)}
+    labels = labels or IMPL_LABELS
+    fig, axes = plt.subplots(1, len(metrics), figsize=(6.5 * len(metrics), 5), squeeze=False)
+    colors = {impl: f"C{index}" for index, impl in enumerate(impls)}
     styles = {FORWARD: ("-", "o"), FORWARD_BACKWARD: ("--", "s")}
     lengths = sorted({row.length for row in rows})
-    for ax, metric in ((ax_time, "ms"), (ax_mem, "mib")):
-        for impl in IMPLEMENTATIONS:
+    for ax, metric in zip(axes[0], metrics):
+        for impl in impls:
             for pass_name in PASSES:
                 points = [(row.length, getattr(row, metric)[impl]) for row in rows
                           if row.pass_name == pass_name and getattr(row, metric).get(impl, 0) > 0]
@@ -266,7 +512,7 @@ def plot(rows: Sequence[Row], title: str, path: Path) -> None:
                     xs, ys = zip(*points)
                     linestyle, marker = styles[pass_name]
                     ax.plot(xs, ys, linestyle=linestyle, marker=marker, color=colors[impl],
-                            label=f"{IMPL_LABELS[impl]} {pass_name}")
+                            label=f"{labels.get(impl, impl)} {pass_name}")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xticks(lengths, [str(length) for length in lengths])
@@ -275,14 +521,66 @@ def plot(rows: Sequence[Row], title: str, path: Path) -> None:
         ax.grid(True, which="both", alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=8)
-    ax_time.set_ylabel("time per call (ms, median)")
-    ax_time.set_title("time")
-    ax_mem.set_ylabel("peak memory (MiB, RSS growth)")
-    ax_mem.set_title("peak memory")
+        ylabel, panel_title = PLOT_METRICS[metric]
+        ax.set_ylabel(ylabel)
+        ax.set_title(panel_title)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+# --- the whole report ---------------------------------------------------------------------------
+
+@dataclass
+class Section:
+    """One suite's part of the report."""
+
+    suite: str
+    rows: List[Row]
+    checks: List[TargetCheck]
+    markdown: str
+
+
+def build_sections(data: dict) -> List[Section]:
+    """A section per suite with benchmarks in `data`, in SUITES order."""
+    sections = []
+    for suite in SUITES:
+        rows = collect_rows(data.get("benchmarks", []), suite)
+        if not rows:
+            continue
+        if suite == SUITE:
+            checks = check_targets(rows)
+            markdown = render_report(data, rows, checks)
+        else:
+            checks = layer_checks(rows, suite)
+            markdown = render_layer_report(data, suite, rows, checks)
+        sections.append(Section(suite, rows, checks, markdown))
+    return sections
+
+
+def render_all(sections: Sequence[Section]) -> str:
+    """The sections one after the other; with several, a closing count over all targets."""
+    text = "\n".join(section.markdown for section in sections)
+    if len(sections) > 1:
+        checks = [check for section in sections for check in section.checks]
+        counts = {status: sum(check.status == status for check in checks) for status in ("PASS", "FAIL", "N/A")}
+        text += (f"\n**All targets**: {counts['PASS']} pass, {counts['FAIL']} fail, "
+                 f"{counts['N/A']} not measured.\n")
+    return text
+
+
+PLOT_TITLES = {SUITE: "selective scan", MAMBA_SUITE: "Mamba layer (d_model 768)",
+               MFA_SUITE: "MFA block vs transformer block (d_model 768)"}
+
+
+def _plot_section(data: dict, section: Section, path: Path) -> None:
+    title = f"{PLOT_TITLES[section.suite]} — {machine_line(data)}"
+    if section.suite == SUITE:
+        plot(section.rows, title, path)
+    else:
+        plot(section.rows, title, path, impls=_suite_impls(section.rows, section.suite), labels=LAYER_LABELS,
+             metrics=("ms", "mib", "gflop"))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -293,25 +591,29 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
 
     data = json.loads(args.bench_json.read_text(encoding="utf-8"))
-    rows = collect_rows(data.get("benchmarks", []))
-    if not rows:
-        print(f"{args.bench_json}: no '{SUITE}' benchmarks (run pytest benchmarks/ --benchmark-only "
+    sections = build_sections(data)
+    if not sections:
+        print(f"{args.bench_json}: no benchmarks of {', '.join(SUITES)} (run pytest benchmarks/ --benchmark-only "
               f"--benchmark-json={args.bench_json})", file=sys.stderr)
         return 2
-    checks = check_targets(rows)
-    report = render_report(data, rows, checks)
+    report = render_all(sections)
     print(report)
     args.out.mkdir(parents=True, exist_ok=True)
-    markdown_path = args.out / f"{REPORT_NAME}.md"
-    markdown_path.write_text(report, encoding="utf-8")
-    written = [markdown_path]
+    written = []
+    for name, text in [(REPORT_NAME_ALL, report)] + [(section.suite, section.markdown) for section in sections]:
+        path = args.out / f"{name}.md"
+        path.write_text(text, encoding="utf-8")
+        written.append(path)
     try:
-        plot(rows, f"selective scan — {machine_line(data)}", args.out / f"{REPORT_NAME}.png")
-        written.append(args.out / f"{REPORT_NAME}.png")
+        for section in sections:
+            path = args.out / f"{section.suite}.png"
+            _plot_section(data, section, path)
+            written.append(path)
     except ImportError:
         print("matplotlib is not installed: no plot (pip install matplotlib)", file=sys.stderr)
     print("wrote " + ", ".join(map(str, written)), file=sys.stderr)
-    return 1 if args.check and any(check.status == "FAIL" for check in checks) else 0
+    failed = any(check.status == "FAIL" for section in sections for check in section.checks)
+    return 1 if args.check and failed else 0
 
 
 if __name__ == "__main__":

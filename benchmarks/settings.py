@@ -1,12 +1,30 @@
 """Which benchmark cases run and how long each is timed, from the environment (or --quick).
 
     SMDIM_BENCH_QUICK=1                quick mode (also `pytest benchmarks/ --quick`): L=512 only, few
-                                       rounds, no naive forward+backward
+                                       rounds, no naive forward+backward, no MambaMixer forward+backward
     SMDIM_BENCH_THREADS=N              torch threads (default: the core count)
-    SMDIM_BENCH_LENGTHS=512,1024       sequence lengths (default 512..8192; quick: 512)
+    SMDIM_BENCH_LENGTHS=512,1024       sequence lengths of every suite (default 512..8192; quick: 512)
+
+Selective scan (test_selective_scan.py):
     SMDIM_BENCH_NAIVE_FWD_MAX_L=L      longest L for the naive reference forward (default 8192)
     SMDIM_BENCH_NAIVE_FWDBWD_MAX_L=L   ... its forward+backward (default 512; quick: 0 = never)
     SMDIM_BENCH_PSCAN_MAX_L=L          longest L for mamba.py's pscan, both passes (default 8192)
+
+Layers (test_layers.py; a length list takes "0" or "none" for never):
+    SMDIM_BENCH_HF_FWD_LENGTHS=2048    lengths of transformers' MambaMixer forward (about 1 s at 2048)
+                                       (default 2048; quick: 512)
+    SMDIM_BENCH_HF_FWDBWD_LENGTHS=2048 lengths of its forward+backward: a Python loop over time under
+                                       autograd, about 8 minutes at L=2048, so it runs exactly once per
+                                       length (one cold run in the fresh process that also measures its
+                                       memory). Default 2048: the full run `pytest benchmarks/
+                                       --benchmark-only` includes it once; quick mode never runs it
+                                       (default none); SMDIM_BENCH_HF_FWDBWD_LENGTHS=0 leaves it out of a
+                                       full run, or deselect it: -k "not fwdbwd-L2048-hf"
+    SMDIM_BENCH_LAYER_PSCAN_MAX_L=L    longest L for mamba.py's Mamba layer, both passes (default 8192;
+                                       its forward+backward needs about 8 GB there)
+    SMDIM_BENCH_FULL_ATTN_MAX_L=L      longest L for the O(L^2) full-attention blocks (mfa_full and the
+                                       transformer block), both passes (default 8192)
+A peer's lengths are intersected with SMDIM_BENCH_LENGTHS.
 
 An explicit variable wins over the quick-mode default.
 """
@@ -17,6 +35,7 @@ from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 from .cases import BOUND, FORWARD, IMPLEMENTATIONS, NAIVE, PASSES, PSCAN, BenchCase
+from .layers import HF, MFA_FULL, SUITE_IMPLEMENTATIONS, TRANSFORMER, LayerCase
 from .machine import bench_threads
 
 QUICK_ENV = "SMDIM_BENCH_QUICK"
@@ -24,9 +43,14 @@ LENGTHS_ENV = "SMDIM_BENCH_LENGTHS"
 NAIVE_FWD_MAX_ENV = "SMDIM_BENCH_NAIVE_FWD_MAX_L"
 NAIVE_FWDBWD_MAX_ENV = "SMDIM_BENCH_NAIVE_FWDBWD_MAX_L"
 PSCAN_MAX_ENV = "SMDIM_BENCH_PSCAN_MAX_L"
+HF_FWD_LENGTHS_ENV = "SMDIM_BENCH_HF_FWD_LENGTHS"
+HF_FWDBWD_LENGTHS_ENV = "SMDIM_BENCH_HF_FWDBWD_LENGTHS"
+LAYER_PSCAN_MAX_ENV = "SMDIM_BENCH_LAYER_PSCAN_MAX_L"
+FULL_ATTN_MAX_ENV = "SMDIM_BENCH_FULL_ATTN_MAX_L"
 
 FULL_LENGTHS = (512, 1024, 2048, 4096, 8192)
 QUICK_LENGTHS = (512,)
+HF_FULL_LENGTHS = (2048,)  # DESIGN.md §6: MambaMixer forward 1.06 s, forward+backward ~491 s at L=2048
 
 
 def _env_flag(name: str) -> bool:
@@ -43,16 +67,20 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"{name} must be an integer; got {value!r}") from None
 
 
-def _env_lengths(default: Tuple[int, ...]) -> Tuple[int, ...]:
-    value = os.environ.get(LENGTHS_ENV, "").strip()
+def _env_lengths(default: Tuple[int, ...], name: str = LENGTHS_ENV, allow_none: bool = False) -> Tuple[int, ...]:
+    """Comma-separated lengths from $name; with allow_none, "0" or "none" means no length at all."""
+    value = os.environ.get(name, "").strip()
     if not value:
         return default
+    if allow_none and value.lower() in ("0", "none"):
+        return ()
     try:
         lengths = tuple(sorted({int(part) for part in value.split(",") if part.strip()}))
     except ValueError:
-        raise ValueError(f"{LENGTHS_ENV} must be comma-separated integers; got {value!r}") from None
+        raise ValueError(f"{name} must be comma-separated integers; got {value!r}") from None
     if not lengths or min(lengths) < 1:
-        raise ValueError(f"{LENGTHS_ENV} must name positive lengths; got {value!r}")
+        raise ValueError(f"{name} must name positive lengths{' (or be 0 / none)' if allow_none else ''}; "
+                         f"got {value!r}")
     return lengths
 
 
@@ -70,6 +98,10 @@ class BenchSettings:
     min_rounds: int
     max_rounds: int
     slow_case_s: float  # a case at least this slow is timed once, without warm-up
+    hf_forward_lengths: Tuple[int, ...] = HF_FULL_LENGTHS
+    hf_backward_lengths: Tuple[int, ...] = HF_FULL_LENGTHS
+    layer_pscan_max_len: int = 8192
+    full_attention_max_len: int = 8192
 
     @classmethod
     def from_env(cls, quick: Optional[bool] = None) -> "BenchSettings":
@@ -85,6 +117,10 @@ class BenchSettings:
             min_rounds=3,
             max_rounds=10 if quick else 50,
             slow_case_s=1.0,
+            hf_forward_lengths=_env_lengths(QUICK_LENGTHS if quick else HF_FULL_LENGTHS, HF_FWD_LENGTHS_ENV, True),
+            hf_backward_lengths=_env_lengths(() if quick else HF_FULL_LENGTHS, HF_FWDBWD_LENGTHS_ENV, True),
+            layer_pscan_max_len=_env_int(LAYER_PSCAN_MAX_ENV, 8192),
+            full_attention_max_len=_env_int(FULL_ATTN_MAX_ENV, 8192),
         )
 
     def runs(self, impl: str, pass_name: str, length: int) -> bool:
@@ -103,6 +139,22 @@ class BenchSettings:
         return [BenchCase(impl, pass_name, length)
                 for pass_name in PASSES for length in self.lengths for impl in IMPLEMENTATIONS
                 if self.runs(impl, pass_name, length)]
+
+    def runs_layer(self, impl: str, pass_name: str, length: int) -> bool:
+        """Whether the plan includes this (layer implementation, pass, L)."""
+        if impl == HF:
+            return length in (self.hf_forward_lengths if pass_name == FORWARD else self.hf_backward_lengths)
+        if impl == PSCAN:
+            return length <= self.layer_pscan_max_len
+        if impl in (MFA_FULL, TRANSFORMER):
+            return length <= self.full_attention_max_len
+        return True
+
+    def layer_cases(self, suite: str) -> List[LayerCase]:
+        """Every planned case of a layer suite, pass by pass, then by L, then by implementation."""
+        return [LayerCase(suite, impl, pass_name, length)
+                for pass_name in PASSES for length in self.lengths for impl in SUITE_IMPLEMENTATIONS[suite]
+                if self.runs_layer(impl, pass_name, length)]
 
     def rounds_for(self, seconds_once: float) -> Tuple[int, int]:
         """(rounds, warm-up rounds) for a case that took `seconds_once` once."""

@@ -1,37 +1,21 @@
 // CPU implementations of smdim::causal_conv1d_fwd / smdim::causal_conv1d_bwd: a depthwise
 // causal convolution (optionally followed by SiLU). Schemas, fake kernels and autograd live in
 // smdim_kernels/ops/causal_conv1d/interface.py. One (batch, channel) row per work item; the
-// inner loops over time are plain loops the compiler vectorises.
+// row kernels (conv_rows.cpp) are vectorised over time.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include <cmath>
+#include "conv_rows.h"
+
 #include <optional>
 #include <tuple>
-#include <vector>
 
 namespace smdim {
 namespace {
 
 using at::Tensor;
 using OptTensor = std::optional<Tensor>;
-
-template <typename T>
-inline T sigmoid(T v) {
-  return T(1) / (T(1) + std::exp(-v));
-}
-
-// pre[t] = bias + sum_k w[k] * x[t - (width - 1) + k], zero left padding.
-template <typename T>
-void conv_row(const T* x, const T* w, T bias, int64_t len, int64_t width, T* pre) {
-  for (int64_t t = 0; t < len; ++t) pre[t] = bias;
-  for (int64_t k = 0; k < width; ++k) {
-    const int64_t shift = width - 1 - k;
-    const T wk = w[k];
-    for (int64_t t = shift; t < len; ++t) pre[t] += wk * x[t - shift];
-  }
-}
 
 struct ConvShape {
   int64_t batch, dim, len, width;
@@ -64,13 +48,11 @@ Tensor causal_conv1d_fwd_cpu(const Tensor& x, const Tensor& weight, const OptTen
     at::parallel_for(0, s.batch * s.dim, 1, [&](int64_t begin, int64_t end) {
       for (int64_t row = begin; row < end; ++row) {
         const int64_t d = row % s.dim;
-        scalar_t* o = op + row * s.len;
-        conv_row<scalar_t>(xp + row * s.len, wp + d * s.width, bp[d], s.len, s.width, o);
-        if (silu)
-          for (int64_t t = 0; t < s.len; ++t) o[t] = o[t] * sigmoid(o[t]);
+        conv_rows::forward(xp + row * s.len, wp + d * s.width, bp[d], s.len, s.width, op + row * s.len);
       }
     });
   });
+  if (silu) at::silu_(out);  // ATen's vectorised SiLU (runtime-dispatched SIMD)
   return out.to(x.scalar_type());
 }
 
@@ -82,47 +64,23 @@ std::tuple<Tensor, Tensor, Tensor> causal_conv1d_bwd_cpu(const Tensor& dout, con
   const Tensor xc = x.to(ct).contiguous(), wc = weight.to(ct).contiguous(), gc = dout.to(ct).contiguous();
   const Tensor bc = bias.has_value() ? bias->to(ct).contiguous() : at::zeros({s.dim}, xc.options());
   Tensor dx = at::empty({s.batch, s.dim, s.len}, xc.options());
+  // Gradient of the pre-activation; with SiLU the pre-activation is recomputed, not saved.
+  const Tensor dpre = silu ? at::silu_backward(gc, causal_conv1d_fwd_cpu(xc, wc, bc, false)) : gc;
   // Per-batch partials of the weight and bias gradients, summed in a fixed order below.
   Tensor dw_part = at::zeros({s.batch, s.dim, s.width}, xc.options());
   Tensor db_part = at::zeros({s.batch, s.dim}, xc.options());
   AT_DISPATCH_FLOATING_TYPES(ct, "causal_conv1d_bwd_cpu", [&] {
     const scalar_t* xp = xc.data_ptr<scalar_t>();
     const scalar_t* wp = wc.data_ptr<scalar_t>();
-    const scalar_t* bp = bc.data_ptr<scalar_t>();
-    const scalar_t* gp = gc.data_ptr<scalar_t>();
+    const scalar_t* gp = dpre.data_ptr<scalar_t>();
     scalar_t* dxp = dx.data_ptr<scalar_t>();
     scalar_t* dwp = dw_part.data_ptr<scalar_t>();
     scalar_t* dbp = db_part.data_ptr<scalar_t>();
     at::parallel_for(0, s.batch * s.dim, 1, [&](int64_t begin, int64_t end) {
-      std::vector<scalar_t> dpre(s.len);
       for (int64_t row = begin; row < end; ++row) {
         const int64_t d = row % s.dim;
-        const scalar_t* xr = xp + row * s.len;
-        const scalar_t* w = wp + d * s.width;
-        const scalar_t* g = gp + row * s.len;
-        if (silu) {  // recompute the pre-activation rather than saving it
-          conv_row<scalar_t>(xr, w, bp[d], s.len, s.width, dpre.data());
-          for (int64_t t = 0; t < s.len; ++t) {
-            const scalar_t v = dpre[t], sig = sigmoid(v);
-            dpre[t] = g[t] * sig * (scalar_t(1) + v * (scalar_t(1) - sig));
-          }
-        } else {
-          for (int64_t t = 0; t < s.len; ++t) dpre[t] = g[t];
-        }
-        scalar_t* dxr = dxp + row * s.len;
-        for (int64_t t = 0; t < s.len; ++t) dxr[t] = 0;
-        scalar_t db = 0;
-        for (int64_t t = 0; t < s.len; ++t) db += dpre[t];
-        dbp[row] = db;
-        for (int64_t k = 0; k < s.width; ++k) {
-          const int64_t shift = s.width - 1 - k;
-          scalar_t dw = 0;
-          for (int64_t t = shift; t < s.len; ++t) {
-            dw += dpre[t] * xr[t - shift];
-            dxr[t - shift] += w[k] * dpre[t];
-          }
-          dwp[row * s.width + k] = dw;
-        }
+        conv_rows::backward(xp + row * s.len, wp + d * s.width, gp + row * s.len, s.len, s.width,
+                            dxp + row * s.len, dwp + row * s.width, dbp + row);
       }
     });
   });
