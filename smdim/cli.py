@@ -109,8 +109,8 @@ def build_parser():
                                    "(equal time each), generates and infills pieces, evaluates both, and writes "
                                    "MIDI, piano rolls, the training curves and report.md to OUT.")
     p.add_argument("--out", default="smdim_demo", help="output folder (default smdim_demo)")
-    p.add_argument("--time-budget", type=float, default=540.0,
-                   help="total seconds for training both models (default 540; the demo ends within ~10 min)")
+    p.add_argument("--time-budget", type=float, default=480.0,
+                   help="total seconds for training both models (default 480; the whole demo ends within ~10 min)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n", type=int, default=48, help="pieces per model for the evaluation (default 48)")
     p.add_argument("--cache-dir")

@@ -37,7 +37,7 @@ def _plot_curves(histories, path):
     plt.close(fig)
 
 
-def run_demo(out: Path, time_budget: float = 540.0, seed: int = 0, n: int = 48, cache_dir=None, steps: int = 32):
+def run_demo(out: Path, time_budget: float = 480.0, seed: int = 0, n: int = 48, cache_dir=None, steps: int = 32):
     from . import metrics
     from .commands import train_model
     from .data import load_corpus
