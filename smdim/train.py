@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -234,7 +235,10 @@ class Trainer:
         c = self.config
         start = time.monotonic()
         self.model.train()
-        bar = tqdm(total=c.steps, initial=self.step, desc="training", disable=not self.progress, unit="step")
+        # On a terminal the bar redraws often; in a log file one line every 30 s is plenty.
+        interval = 0.5 if sys.stderr.isatty() else 30.0
+        bar = tqdm(total=c.steps, initial=self.step, desc="training", disable=not self.progress, unit="step",
+                   mininterval=interval)
         tokens_seen, interrupted, last_saved = 0, False, None
         try:
             while self.step < c.steps:
