@@ -76,12 +76,18 @@ def test_han_corpus_loads_and_is_cached(tok, tmp_path):
 
 
 def test_han_files_come_from_music21():
+    import music21
     import music21.corpus
 
     paths = corpora.han_abc_paths()
     assert [p.name for p in paths] == ["han1.abc", "han2.abc"]
     assert paths[0] == Path(music21.corpus.getWork("essenFolksong/han1"))
-    assert not any(Path(__file__).parents[1] in p.parents for p in paths)  # not copied into the repo
+    # read from the installed music21 package (which may sit in a venv inside the checkout), never copied
+    assert all(Path(music21.__file__).resolve().parent in p.resolve().parents for p in paths)
+    repo = Path(__file__).resolve().parents[1]
+    tracked = [q for q in repo.rglob("*.abc") if not any(part.startswith(".") or part == "site-packages"
+                                                          for part in q.relative_to(repo).parts)]
+    assert not tracked
 
 
 def test_batch_abc_parsing_matches_symusic():
