@@ -58,6 +58,8 @@ class DiffusionLoss:
     bits_per_token: float         # the same in bits
     masked_fraction: float        # fraction of scored tokens that were masked
     n_tokens: int                 # tokens scored (non-PAD)
+    sequence_nats: Optional[torch.Tensor] = None   # (batch,) each sequence's NELBO sum (nats), detached
+    sequence_tokens: Optional[torch.Tensor] = None  # (batch,) each sequence's scored tokens
 
 
 def diffusion_loss(model, x0, pad_mask=None, *, mask_id, generator=None, t=None) -> DiffusionLoss:
@@ -75,7 +77,36 @@ def diffusion_loss(model, x0, pad_mask=None, *, mask_id, generator=None, t=None)
     n_tokens = int(maskable.sum())
     loss = weighted.sum() / max(n_tokens, 1)
     return DiffusionLoss(loss=loss, bits_per_token=loss.item() / math.log(2),
-                         masked_fraction=float(masked.sum()) / max(n_tokens, 1), n_tokens=n_tokens)
+                         masked_fraction=float(masked.sum()) / max(n_tokens, 1), n_tokens=n_tokens,
+                         sequence_nats=weighted.detach(), sequence_tokens=maskable.sum(-1))
+
+
+@torch.no_grad()
+def sequence_nlls(model, batches, *, mask_id, n_times=4, seed=0):
+    """Per-sequence NELBO over `batches` (iterable of (x0, pad_mask)): a list of (nats, tokens) per
+    sequence, each averaged over `n_times` stratified times (fixed seed: deterministic). Summing
+    nats and tokens over any subset gives that subset's bits/token (for bootstrap intervals)."""
+    generator = torch.Generator().manual_seed(seed)
+    out = []
+    was_training = model.training
+    model.eval()
+    try:
+        for x0, pad_mask in batches:
+            nats = torch.zeros(x0.shape[0], dtype=torch.float64)
+            for _ in range(n_times):
+                result = diffusion_loss(model, x0, pad_mask, mask_id=mask_id, generator=generator)
+                nats += result.sequence_nats.double().cpu()
+            tokens = result.sequence_tokens.cpu()
+            out.extend((float(n) / n_times, int(k)) for n, k in zip(nats, tokens))
+    finally:
+        model.train(was_training)
+    return out
+
+
+def bits_per_token(items):
+    """Bits/token of a list of (nats, tokens) pairs from `sequence_nlls`."""
+    tokens = sum(k for _, k in items)
+    return sum(n for n, _ in items) / max(tokens, 1) / math.log(2)
 
 
 @torch.no_grad()

@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 
 from . import metrics
 from .data import TokenDataset
-from .diffusion import evaluate_nll
+from .diffusion import bits_per_token, sequence_nlls
 from .sampling import sample
 from .tokenizer import decode, mask_id, pad_id, special_ids
 
@@ -115,8 +115,10 @@ def evaluate(models: Dict[str, torch.nn.Module], corpus, *, n=64, seq_len=256, s
         scores, empty = _scores(tok, seqs)
         col = {}
         if model is not None:
-            col["NLL test (bits/token)"] = evaluate_nll(model, list(_batches(refs, seq_len, pad_id(tok))),
-                                                        mask_id=mask_id(tok), seed=seed)
+            per_window = sequence_nlls(model, list(_batches(refs, seq_len, pad_id(tok))), mask_id=mask_id(tok),
+                                       seed=seed)
+            col["NLL test (bits/token)"] = metrics.bootstrap_ci(bits_per_token, per_window, n_boot=n_boot,
+                                                                seed=seed)
         if len(scores) >= 2:
             cis = metrics.bootstrap_ci(oa_metrics, scores, ref_scores, n_boot=n_boot, seed=seed)
             for key in OA_KEYS:

@@ -221,3 +221,16 @@ def test_bad_arguments():
         sample(TableModel(), torch.full((1, 3), MASK), steps=0, mask_id=MASK)
     with pytest.raises(ValueError, match="x0 must be"):
         diffusion_loss(TableModel(), torch.zeros(3, dtype=torch.long), mask_id=MASK)
+
+
+def test_per_sequence_nll_adds_up_to_the_batch_nll():
+    from smdim.diffusion import bits_per_token, evaluate_nll, sequence_nlls
+
+    model = TableModel()
+    x0 = torch.randint(2, VOCAB, (5, 20))
+    pad_mask = torch.ones_like(x0, dtype=torch.bool)
+    pad_mask[0, -4:] = False
+    per_sequence = sequence_nlls(model, [(x0, pad_mask)], mask_id=MASK, seed=3)
+    assert [k for _, k in per_sequence] == [16, 20, 20, 20, 20]
+    assert bits_per_token(per_sequence) == pytest.approx(evaluate_nll(model, [(x0, pad_mask)], mask_id=MASK, seed=3),
+                                                         rel=1e-6)  # fp32 sums in another order
