@@ -256,7 +256,8 @@ class Trainer:
                 elapsed = time.monotonic() - start
                 record = {"step": self.step, "loss_bits": result.bits_per_token, "grad_norm": float(grad_norm),
                           "lr": self.scheduler.get_last_lr()[0]}
-                bar.set_postfix(bits=f"{result.bits_per_token:.3f}", tok_s=f"{tokens_seen / max(elapsed, 1e-9):.0f}")
+                bar.set_postfix(bits=f"{result.bits_per_token:.3f}", tok_s=f"{tokens_seen / max(elapsed, 1e-9):.0f}",
+                                refresh=False)
                 bar.update(1)
                 out_of_time = self._agree(c.time_budget_s is not None and elapsed >= c.time_budget_s)
                 if self.step % c.eval_every == 0 or self.step == c.steps or out_of_time:
