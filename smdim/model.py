@@ -34,7 +34,7 @@ class SMDIMConfig:
     attention. Default: local, 32 steps (= 128 tokens) each side, chosen by measurement: on the Han
     songs at 256 tokens SMDIM-tiny reached the same validation NLL with it as with full attention
     after 240 s of training (1.537 vs 1.525 bits/token, within run-to-run noise), while at long
-    inputs full attention makes an MFA block 2.1-2.3x slower and 2.3-2.6x costlier in FLOPs than the
+    inputs full attention makes an MFA block 2.0-2.3x slower and 2.3-2.5x costlier in FLOPs than the
     local one (8192 tokens, benchmarks/). pos_encoding adds sinusoidal positions after compression
     ("none" for SMDIM, whose Mamba layers carry order; attention-only baselines need them).
     """
