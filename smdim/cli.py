@@ -2,10 +2,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-from pathlib import Path
 
 EXAMPLES = """examples:
   smdim demo --out smdim_demo                       # train, generate, infill, evaluate on the Han folk songs

@@ -1,8 +1,6 @@
 """What each `smdim` command does (argument parsing lives in cli.py)."""
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
 
 import torch

@@ -50,7 +50,6 @@ def run_demo(out: Path, time_budget: float = 480.0, seed: int = 0, n: int = 48, 
     out.mkdir(parents=True, exist_ok=True)
     print(f"[demo] output folder: {out.resolve()}")
     corpus = load_corpus(None, seed=seed, cache_dir=cache_dir)
-    stats = corpus.stats() if hasattr(corpus, "stats") else {}
     print(f"[demo] Han folk songs: {len(corpus.pieces)} pieces "
           f"({', '.join(f'{k} {len(v)}' for k, v in corpus.splits.items())})")
     tok = corpus.tokenizer
@@ -109,7 +108,7 @@ def run_demo(out: Path, time_budget: float = 480.0, seed: int = 0, n: int = 48, 
         failure[label] = {
             f"notes outside pitch {pitch_range[0]}-{pitch_range[1]}":
                 metrics.pitch_outlier_rate(scores, *pitch_range)["note_rate"] if scores else float("nan"),
-            f"pieces with such a note": metrics.pitch_outlier_rate(scores, *pitch_range)["piece_rate"] if scores
+            "pieces with such a note": metrics.pitch_outlier_rate(scores, *pitch_range)["piece_rate"] if scores
             else float("nan"),
             f"onsets with > {MAX_CHORD} notes": metrics.dense_chord_rate(scores, MAX_CHORD)["onset_rate"] if scores
             else float("nan"),

@@ -17,7 +17,6 @@ import torch
 from .._gemm import batched_mm
 from ...validation import check_float, check_same_device, check_shape, check_tensor
 from ..selective_scan.interface import CHECKPOINT_CHUNK, MAX_DSTATE
-from .reference import mamba_inner_ref
 
 _FWD_SCHEMA = (
     "(Tensor xz, Tensor conv1d_weight, Tensor? conv1d_bias, Tensor x_proj_weight, Tensor delta_proj_weight, "

@@ -1,7 +1,6 @@
 """Naive PyTorch Mamba mixer (everything after in_proj): the oracle of `mamba_inner_fn`."""
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 
 from ..causal_conv1d.reference import causal_conv1d_ref
