@@ -79,6 +79,7 @@ def _load(checkpoint, no_ema=False):
         raise CheckpointError(f"{path} has no tokenizer config; it was not written by smdim train")
     tok_config = dict(state["tokenizer"])
     seq_len = tok_config.pop("seq_len", 256)
+    model.split_seed = state.get("train_config", {}).get("seed", 0)  # the seed that split the corpus
     return model, tokenizer_from_dict(tok_config), seq_len
 
 
@@ -168,11 +169,13 @@ def run_evaluate(args):
         if tokenizer_to_dict(tok_b) != tokenizer_to_dict(tok):
             raise UserError("--baseline was trained with a different tokenizer; they cannot be compared")
         models["baseline"] = baseline
-    corpus = _corpus(args.data, args.layout, 0, args.cache_dir)
+    # The test split must be the one the model was trained without: split with its training seed.
+    corpus = _corpus(args.data, args.layout, model.split_seed, args.cache_dir)
     if tokenizer_to_dict(corpus.tokenizer) != tokenizer_to_dict(tok):
         from .data import load_corpus
 
         corpus = load_corpus(None if args.data == "han" else Path(args.data), layout=args.layout, tokenizer=tok,
+                             seed=model.split_seed,
                              cache_dir=args.cache_dir)
     table = evaluate(models, corpus, n=args.n, seq_len=seq_len, steps=args.steps, seed=args.seed,
                      n_boot=args.bootstrap, constraints=_constraints(tok, args), progress=True)

@@ -193,7 +193,8 @@ class Trainer:
         return save_checkpoint(path or self.checkpoint_path, self.state_dict())
 
     def resume(self, path=None):
-        state = load_checkpoint(path or self.checkpoint_path, map_location=self.device)
+        # RNG states must stay CPU tensors; load_state_dict moves model/optimiser tensors to the device.
+        state = load_checkpoint(path or self.checkpoint_path, map_location="cpu")
         if state["model_config"] != self.model_config.to_dict():
             raise ValueError("resume: the checkpoint's model config differs from this run's; "
                              f"checkpoint has {state['model_config']}")
