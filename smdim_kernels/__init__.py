@@ -8,6 +8,7 @@ from . import _native
 from .ops.add_norm import add_norm_fn, add_norm_ref
 from .ops.causal_conv1d import causal_conv1d_fn, causal_conv1d_ref, causal_conv1d_update
 from .ops.mamba_inner import mamba_inner_fn, mamba_inner_ref
+from .ops.mamba_mixer import mamba_mixer_fn, mamba_mixer_ref
 from .ops.selective_scan import (
     CHECKPOINT_CHUNK,
     selective_scan_fn,
@@ -49,6 +50,8 @@ __all__ = [
     "format_backend_info",
     "mamba_inner_fn",
     "mamba_inner_ref",
+    "mamba_mixer_fn",
+    "mamba_mixer_ref",
     "selective_scan_fn",
     "selective_scan_ref",
     "selective_state_update",

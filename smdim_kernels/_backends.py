@@ -27,9 +27,10 @@ def backend_info() -> Dict[str, Dict[str, str]]:
         cpu = f"PyTorch reference (C++ extension unavailable: {_native.unavailable_reason()})"
     cuda = _triton_status()
     info = {op: {"cpu": cpu, "cuda": cuda, "other": "PyTorch reference"} for op in OPS}
-    # mamba_inner has no kernel of its own: it composes the ops above with GEMMs on every device.
-    info["mamba_inner"] = {device: "composite: causal_conv1d + selective_scan + GEMMs (see rows above)"
-                           for device in ("cpu", "cuda", "other")}
+    # mamba_inner and mamba_mixer have no kernels of their own: they compose the ops above with GEMMs.
+    for op in ("mamba_inner", "mamba_mixer"):
+        info[op] = {device: "composite: causal_conv1d + selective_scan + GEMMs (see rows above)"
+                    for device in ("cpu", "cuda", "other")}
     return info
 
 

@@ -26,6 +26,11 @@ formulas count the recomputed scores).
                          + scan(D, z) + out_proj 2·B·L·D·M·[out_proj]
     mamba_inner_bwd      conv_bwd(silu) 6·B·D·L·W + 2 × each GEMM + scan_bwd
                          + recompute (conv 2·B·D·L·W + dt_proj 2·B·L·R·D) when checkpoint_lvl=1
+    mamba_mixer_fwd      in_proj 2·B·L·M·2D + per branch (conv + x_proj + dt_proj + scan(D)) + out_proj 2·B·L·D·M
+    mamba_mixer_bwd      in_proj recompute 2·B·L·M·2D + in_proj grads 2 × 2·B·L·M·2D + out_proj grads
+                         2 × 2·B·L·D·M + per branch (conv recompute + dt_proj recompute + scan fwd recompute
+                         + scan_bwd + conv_bwd(silu) + 2 × (x_proj + dt_proj)) + for two branches one more
+                         forward branch pass (conv + dt_proj + scan fwd: its outputs meet the reverse's)
     CPU SDPA fwd         torch's sdpa_flop_count: 4·B·H·Lq·Lk·d (QKᵀ and PV GEMMs, d = head dim)
     CPU SDPA bwd         torch's sdpa_backward_flop_count: 10·B·H·Lq·Lk·d (= 2.5 × fwd, scores recomputed)
 
@@ -58,6 +63,7 @@ import torch.utils.flop_counter as _fc
 from .ops.add_norm import interface as _add_norm_interface  # noqa: F401
 from .ops.causal_conv1d import interface as _conv_interface  # noqa: F401
 from .ops.mamba_inner import interface as _mamba_inner_interface  # noqa: F401
+from .ops.mamba_mixer import interface as _mamba_mixer_interface  # noqa: F401
 from .ops.selective_scan import interface as _scan_interface  # noqa: F401
 
 __all__ = [
@@ -72,6 +78,8 @@ __all__ = [
     "fvcore_handles",
     "mamba_inner_bwd_flops",
     "mamba_inner_flops",
+    "mamba_mixer_bwd_flops",
+    "mamba_mixer_flops",
     "register_flop_formulas",
     "sdpa_bwd_flops",
     "sdpa_flops",
@@ -148,6 +156,34 @@ def mamba_inner_bwd_flops(batch: int, length: int, d_inner: int, dstate: int, dt
     if recompute:
         flops += parts["conv"] + parts["dt_proj"]
     return flops
+
+
+def _mamba_mixer_branch_parts(batch, length, d_inner, dstate, dt_rank, d_conv, with_D):
+    parts = _mamba_inner_parts(batch, length, d_inner, dstate, dt_rank, d_conv, None)
+    parts["scan"] = selective_scan_flops(batch, d_inner, length, dstate, with_D, False)
+    return parts
+
+
+def mamba_mixer_flops(batch: int, length: int, d_model: int, d_inner: int, dstate: int, dt_rank: int, d_conv: int,
+                      n_branches: int = 1, with_D: bool = True) -> int:
+    """in_proj + n_branches × (conv + x_proj + dt_proj + scan) + out_proj (the gate is shared)."""
+    branch = _mamba_mixer_branch_parts(batch, length, d_inner, dstate, dt_rank, d_conv, with_D)
+    projections = 2 * batch * length * d_model * 3 * d_inner  # in_proj (2·d_inner rows) + out_proj
+    return projections + n_branches * (branch["conv"] + branch["x_proj"] + branch["dt_proj"] + branch["scan"])
+
+
+def mamba_mixer_bwd_flops(batch: int, length: int, d_model: int, d_inner: int, dstate: int, dt_rank: int,
+                          d_conv: int, n_branches: int = 1, with_D: bool = True) -> int:
+    """in_proj recomputed + 2 × in_proj + 2 × out_proj + per branch (conv, dt_proj and scan re-run,
+    scan_bwd, conv_bwd, 2 × x_proj, 2 × dt_proj) + one more forward-branch re-run with two branches."""
+    branch = _mamba_mixer_branch_parts(batch, length, d_inner, dstate, dt_rank, d_conv, with_D)
+    in_proj = 2 * batch * length * d_model * 2 * d_inner
+    out_proj = 2 * batch * length * d_inner * d_model
+    rerun = branch["conv"] + branch["dt_proj"] + branch["scan"]
+    per_branch = (rerun + selective_scan_bwd_flops(batch, d_inner, length, dstate, with_D, False)
+                  + causal_conv1d_bwd_flops(batch, d_inner, length, d_conv, silu=True)
+                  + 2 * (branch["x_proj"] + branch["dt_proj"]))
+    return 3 * in_proj + 2 * out_proj + n_branches * per_branch + (rerun if n_branches == 2 else 0)
 
 
 def _sdpa_4d(shape):
@@ -227,6 +263,28 @@ def _mamba_inner_bwd(dout, xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_
     return mamba_inner_bwd_flops(**dims, with_D=_present(D), recompute=recompute)
 
 
+def _mamba_mixer_dims(hidden_states, in_proj_weight, conv1d_weight, dt_proj_weight, A, A_b):
+    batch, length, d_model = hidden_states
+    return dict(batch=batch, length=length, d_model=d_model, d_inner=in_proj_weight[0] // 2, dstate=A[1],
+                dt_rank=dt_proj_weight[1], d_conv=conv1d_weight[-1], n_branches=1 + _present(A_b))
+
+
+def _mamba_mixer_fwd(hidden_states, in_proj_weight, in_proj_bias, conv1d_weight, conv1d_bias, x_proj_weight,
+                     dt_proj_weight, dt_proj_bias, A, D, out_proj_weight, out_proj_bias, conv1d_weight_b=None,
+                     conv1d_bias_b=None, x_proj_weight_b=None, dt_proj_weight_b=None, dt_proj_bias_b=None, A_b=None,
+                     *args, **kwargs):
+    dims = _mamba_mixer_dims(hidden_states, in_proj_weight, conv1d_weight, dt_proj_weight, A, A_b)
+    return mamba_mixer_flops(**dims, with_D=_present(D))
+
+
+def _mamba_mixer_bwd(dout, hidden_states, in_proj_weight, in_proj_bias, conv1d_weight, conv1d_bias, x_proj_weight,
+                     dt_proj_weight, dt_proj_bias, A, D, out_proj_weight, out_proj_bias, conv1d_weight_b=None,
+                     conv1d_bias_b=None, x_proj_weight_b=None, dt_proj_weight_b=None, dt_proj_bias_b=None, A_b=None,
+                     *args, **kwargs):
+    dims = _mamba_mixer_dims(hidden_states, in_proj_weight, conv1d_weight, dt_proj_weight, A, A_b)
+    return mamba_mixer_bwd_flops(**dims, with_D=_present(D))
+
+
 def _sdpa_cpu_fwd(query, key, value, *args, **kwargs):
     return sdpa_flops(query, key, value)
 
@@ -249,6 +307,8 @@ _CUSTOM_OPS = (
     ("smdim::add_norm_bwd", lambda: _smdim("add_norm_bwd"), _add_norm_bwd),
     ("smdim::mamba_inner_fwd", lambda: _smdim("mamba_inner_fwd"), _mamba_inner_fwd),
     ("smdim::mamba_inner_bwd", lambda: _smdim("mamba_inner_bwd"), _mamba_inner_bwd),
+    ("smdim::mamba_mixer_fwd", lambda: _smdim("mamba_mixer_fwd"), _mamba_mixer_fwd),
+    ("smdim::mamba_mixer_bwd", lambda: _smdim("mamba_mixer_bwd"), _mamba_mixer_bwd),
 )
 _SDPA_CPU_OPS = (
     ("_scaled_dot_product_flash_attention_for_cpu", _sdpa_cpu_fwd),
@@ -368,14 +428,16 @@ def fvcore_handles() -> Dict[str, Callable]:
     """fvcore handles (`handle(inputs, outputs)`), by op name as a jit trace shows it.
 
     Covers every smdim op ("smdim::selective_scan_fwd", ... as torch.library ops appear in a
-    torch.jit.trace graph), "aten::scaled_dot_product_attention" (unsupported by fvcore) and a
-    broadcast-aware "aten::matmul". Each returns MACs (fvcore's convention) = half the torch count.
+    torch.jit.trace graph), "aten::scaled_dot_product_attention" and the CPU flash kernel
+    (unsupported by fvcore) and a broadcast-aware "aten::matmul". Each returns MACs (fvcore's convention) = half the torch count.
     Use: `FlopCountAnalysis(model, inputs).set_op_handle(**fvcore_handles())`.
     Raises ImportError (how to install) without fvcore.
     """
     _, get_shape = _import_fvcore()
     handles = {name: _fvcore_handle(adapter, get_shape) for name, _, adapter in _CUSTOM_OPS}
     handles["aten::scaled_dot_product_attention"] = lambda inputs, outputs: _fvcore_sdpa(inputs, get_shape)
+    # The local attention path calls the CPU flash kernel directly (same leading q, k, v arguments).
+    handles["aten::_scaled_dot_product_flash_attention_for_cpu"] = handles["aten::scaled_dot_product_attention"]
     handles["aten::matmul"] = lambda inputs, outputs: _fvcore_matmul(inputs, get_shape)
     return handles
 

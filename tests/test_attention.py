@@ -242,3 +242,77 @@ def test_bad_input_is_named():
         m(torch.randn(1, 5, 9))
     with pytest.raises(TypeError, match=r"x must be a torch.Tensor"):
         m("x")
+
+
+# --- the grouped local path: several SDPA calls, a backward one group at a time ----------------
+
+import smdim_kernels.modules.attention as attention_module  # noqa: E402
+
+
+@pytest.mark.parametrize("group_queries", [1, 40, 64])
+@pytest.mark.parametrize("causal", [False, True])
+def test_local_attention_in_several_groups(monkeypatch, group_queries, causal):
+    """Groups of 1, 2 (not a divisor of the block count) and 4 blocks: same values and gradients."""
+    monkeypatch.setattr(attention_module, "GROUP_QUERIES", group_queries)
+    torch.manual_seed(0)
+    qkv = torch.randn(2, 150, 3, 2, 8, dtype=torch.float64, requires_grad=True)
+    out = local_attention(qkv, 9, causal, block=16)
+    ref = naive_core(qkv, 9, causal)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    go = torch.randn(out.shape, dtype=torch.float64)
+    (g,) = torch.autograd.grad((out * go).sum(), qkv)
+    (r,) = torch.autograd.grad((ref * go).sum(), qkv)
+    torch.testing.assert_close(g, r, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_backward_without_the_cpu_flash_kernel(monkeypatch, causal):
+    """Devices other than CPU: SDPA forward, scores recomputed in the backward (forced here on CPU)."""
+    monkeypatch.setattr(attention_module, "GROUP_QUERIES", 32)
+    monkeypatch.setattr(attention_module, "_uses_cpu_flash", lambda device: False)
+    m, x = make(100, 7, causal, 2)
+    with profile() as prof:
+        out, grads = outputs_and_grads(m, m, x)
+    assert FLASH_BWD not in {e.name for e in prof.events()}
+    ref, ref_grads = outputs_and_grads(lambda t: naive(m, t), m, x)
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_inference_projects_straight_into_the_buffer(bias):
+    """Batch 1 without autograd: in_proj writes into the padded buffer (no separate qkv); same result."""
+    torch.manual_seed(0)
+    m = SelfAttention(16, 4, window=5, bias=bias).double()
+    x = torch.randn(1, 40, 16, dtype=torch.float64)
+    with torch.no_grad(), profile() as prof:
+        out = m(x)
+    ops = {e.name for e in prof.events()}
+    assert ("aten::addmm" if bias else "aten::mm") in ops and "aten::cat" not in ops
+    qkv = x @ m.in_proj.weight.T + (0 if m.in_proj.bias is None else m.in_proj.bias)
+    ref = naive_core(qkv.view(1, 40, 3, 4, 4), 5, False) @ m.out_proj.weight.T
+    torch.testing.assert_close(out, ref if m.out_proj.bias is None else ref + m.out_proj.bias, rtol=1e-12, atol=1e-12)
+
+
+def test_dropout_path_still_trains():
+    torch.manual_seed(0)
+    m = SelfAttention(16, 2, window=4, dropout=0.5).double().train()
+    x = torch.randn(2, 30, 16, dtype=torch.float64, requires_grad=True)
+    out = m(x)
+    (g,) = torch.autograd.grad(out.sum(), x)
+    assert torch.isfinite(g).all() and g.abs().sum() > 0
+    m.eval()
+    torch.testing.assert_close(m(x), naive(m, x), rtol=1e-10, atol=1e-10)
+
+
+def test_local_backward_keeps_no_per_span_gradients():
+    """One SDPA call over overlapping key views would make key/value gradients of
+    (n_blocks, heads, span, head_dim): span/block = 9x the keys here. The grouped backward's largest
+    allocation stays a small multiple of qkv."""
+    torch.manual_seed(0)
+    m = SelfAttention(64, 4, window=128)
+    x = torch.randn(1, 4096, 64, requires_grad=True)
+    qkv_bytes = 4096 * 3 * 64 * 4
+    _, biggest = allocated_bytes(m, x)
+    assert biggest <= 1.5 * qkv_bytes

@@ -114,3 +114,27 @@ def test_bad_input_is_named():
         ff(torch.tensor(1.0))
     with pytest.raises(TypeError, match=r"x must be a torch.Tensor"):
         ff([[1.0] * 8])
+
+
+@pytest.mark.parametrize("activation", ["gelu", "swiglu"])
+def test_backward_keeps_fc1_output_not_the_activation(activation):
+    """The activation is recomputed in the backward: saved are x (fc1), fc1's output and fc2's weight."""
+    torch.manual_seed(0)
+    ff = FeedForward(8, hidden_features=16, activation=activation)
+    x = torch.randn(3, 5, 8, requires_grad=True)
+    shapes = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: shapes.append(tuple(t.shape)) or t, lambda t: t):
+        ff(x)
+    fc1_out = (3, 5, 32 if activation == "swiglu" else 16)
+    # fc1 keeps x (flattened) and its weight (transposed view); fc2's autograd keeps fc1's output and its weight.
+    assert sorted(shapes) == sorted([(15, 8), (8, fc1_out[-1]), fc1_out, (8, 16)])
+
+
+@pytest.mark.parametrize("activation", ["gelu", "swiglu"])
+def test_inference_activates_in_place_with_the_same_result(activation):
+    torch.manual_seed(0)
+    ff = FeedForward(24, hidden_features=40, activation=activation).double()
+    x = torch.randn(2, 7, 24, dtype=torch.float64)
+    with torch.no_grad():
+        out = ff(x)
+    torch.testing.assert_close(out, manual(ff, x), rtol=1e-12, atol=1e-12)

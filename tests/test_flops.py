@@ -206,14 +206,16 @@ def test_mamba_inner_is_the_sum_of_its_parts(out_proj, with_D):
     assert fvcore_total(Fn(fused), detached) == fwd // 2
 
 
-def mamba_forward_by_hand(batch, length, d_model=32, d_state=8, d_conv=4, directions=1):
+def mamba_forward_by_hand(batch, length, d_model=32, d_state=8, d_conv=4, directions=1, z_in_scan=True):
+    """z_in_scan: the unfused layer gates inside each branch's scan (B·D·L each); the fused
+    mamba_mixer gates once, outside the scans (elementwise, not counted)."""
     d_inner, dt_rank = 2 * d_model, -(-d_model // 16)
     bl = batch * length
     in_proj = 2 * bl * d_model * 2 * d_inner
     branch = (2 * batch * d_inner * length * d_conv  # conv
               + 2 * bl * d_inner * (dt_rank + 2 * d_state)  # x_proj
               + 2 * bl * dt_rank * d_inner  # dt_proj
-              + 9 * bl * d_inner * d_state + 2 * batch * d_inner * length)  # scan with D and z
+              + 9 * bl * d_inner * d_state + (1 + z_in_scan) * batch * d_inner * length)  # scan with D [and z]
     out_proj = 2 * bl * d_inner * d_model
     return in_proj + directions * branch + out_proj
 
@@ -224,7 +226,7 @@ def test_mamba_module(fast, bidirectional):
     torch.manual_seed(0)
     m = sk.Mamba(d_model=32, d_state=8, use_fast_path=fast, bidirectional=bidirectional)
     x = torch.randn(2, 11, 32)
-    expected = mamba_forward_by_hand(2, 11, directions=2 if bidirectional else 1)
+    expected = mamba_forward_by_hand(2, 11, directions=2 if bidirectional else 1, z_in_scan=not fast)
     report = count_flops(m, x)
     assert report.total == report.by_module[""] == expected
     assert report.convention == "2 FLOPs per multiply-add (torch.utils.flop_counter)"
@@ -236,17 +238,19 @@ def test_count_flops_by_module_and_backward():
     model = nn.Sequential(nn.Linear(16, 32), sk.Mamba(d_model=32, d_state=8), nn.Linear(32, 16))
     x = torch.randn(2, 11, 16)
     lin = 2 * 2 * 11 * 16 * 32
-    mamba = mamba_forward_by_hand(2, 11)
+    mamba = mamba_forward_by_hand(2, 11, z_in_scan=False)
     report = count_flops(model, x)
     assert report.backend == "torch" and report.unsupported == {}
     assert report.by_module == {"": 2 * lin + mamba, "0": lin, "1": mamba, "2": lin}
-    assert report.by_operator["smdim::mamba_inner_fwd"] > 0
+    assert report.by_operator["smdim::mamba_mixer_fwd"] == mamba
 
-    # Unfused, the Mamba calls its x_proj child (nested path "1.x_proj"); the total is unchanged.
+    # Unfused, the Mamba calls its x_proj child (nested path "1.x_proj"); the total differs only by
+    # the gate, counted inside the unfused scan.
     model[1].use_fast_path = False
     unfused = count_flops(model, x)
     assert unfused.by_module["1.x_proj"] == 2 * 2 * 11 * 64 * (2 + 16)
-    assert unfused.by_module["1"] == mamba and unfused.total == report.total
+    assert unfused.by_module["1"] == mamba_forward_by_hand(2, 11) == mamba + 2 * 64 * 11
+    assert unfused.total == report.total + 2 * 64 * 11
     model[1].use_fast_path = True
 
     bwd = count_flops(model, x, backward=True)
@@ -255,7 +259,7 @@ def test_count_flops_by_module_and_backward():
     assert bwd.total == counter.get_total_flops()
     # The first Linear's input needs no grad: only its weight gradient (1x), the others 2x.
     assert bwd.by_module["0"] == 2 * lin and bwd.by_module["2"] == 3 * lin
-    assert bwd.by_operator["smdim::mamba_inner_bwd"] > 2 * report.by_operator["smdim::mamba_inner_fwd"]
+    assert bwd.by_operator["smdim::mamba_mixer_bwd"] > 2 * report.by_operator["smdim::mamba_mixer_fwd"]
     grad = torch.randn(2, 11, 16)
     assert count_flops(model, x, backward=True, grad=grad).total == bwd.total
 
@@ -306,7 +310,7 @@ def test_cpu_sdpa_formula_registration():
 def test_fvcore_handles_and_matmul_batch():
     pytest.importorskip("fvcore")
     handles = skf.fvcore_handles()
-    for op in ("selective_scan", "causal_conv1d", "add_norm", "mamba_inner"):
+    for op in ("selective_scan", "causal_conv1d", "add_norm", "mamba_inner", "mamba_mixer"):
         assert {f"smdim::{op}_fwd", f"smdim::{op}_bwd"} <= set(handles)
     assert "aten::scaled_dot_product_attention" in handles
     # fvcore's own matmul handle drops the batch of (5, 7) @ (3, 7, 11); ours counts it.

@@ -221,6 +221,7 @@ def test_bad_input_is_named(make, call, error, pattern):
     (dict(d_model=8, dt_init="zeros"), r"dt_init must be 'constant' or 'random'"),
     (dict(d_model=8, dt_min=0.2, dt_max=0.1), r"dt_min <= dt_max"),
     (dict(d_model=8, dt_rank=0), r"dt_rank must be 'auto' or a positive integer"),
+    (dict(d_model=8, chunk_size=0), r"chunk_size must be a positive integer"),
 ])
 def test_bad_constructor_arguments_are_named(kwargs, pattern):
     with pytest.raises(ValueError, match=pattern):

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from ..ops._gemm import batched_mm
 from ..ops.causal_conv1d import causal_conv1d_fn, causal_conv1d_update
-from ..ops.mamba_inner import mamba_inner_fn
+from ..ops.mamba_mixer import DEFAULT_CHUNK_SIZE, mamba_mixer_fn
 from ..ops.selective_scan import selective_scan_fn, selective_state_update
 from ..validation import check_tensor
 
@@ -56,13 +56,16 @@ class Mamba(nn.Module):
     shared, and the two branches' gated outputs are AVERAGED before out_proj. Decoding (step) is
     only defined for the causal (unidirectional) layer.
 
-    use_fast_path=True runs the fused `mamba_inner_fn` (conv output and delta recomputed in
-    backward); False runs the same maths as separate ops (conv1d, GEMMs, selective scan).
+    use_fast_path=True runs the whole layer as one op, `mamba_mixer_fn`, over the sequence in chunks
+    of `chunk_size` steps (memory grows with chunk_size, not L; its backward recomputes in_proj and
+    the scan instead of keeping (batch, d_inner, L) activations); False runs the same maths as
+    separate ops (in_proj, conv1d, GEMMs, selective scan).
     """
 
     def __init__(self, d_model, d_state=16, d_conv=4, expand=2, dt_rank="auto", dt_min=0.001, dt_max=0.1,
                  dt_init="random", dt_scale=1.0, dt_init_floor=1e-4, conv_bias=True, bias=False,
-                 use_fast_path=True, layer_idx=None, bidirectional=False, device=None, dtype=None):
+                 use_fast_path=True, layer_idx=None, bidirectional=False, chunk_size=DEFAULT_CHUNK_SIZE,
+                 device=None, dtype=None):
         super().__init__()
         if int(d_model) != d_model or d_model < 1:
             raise ValueError(f"d_model must be a positive integer; got {d_model!r}")
@@ -82,6 +85,9 @@ class Mamba(nn.Module):
         if self.dt_rank < 1:
             raise ValueError(f"dt_rank must be 'auto' or a positive integer; got {dt_rank!r}")
         self.use_fast_path = use_fast_path
+        if isinstance(chunk_size, bool) or int(chunk_size) != chunk_size or chunk_size < 1:
+            raise ValueError(f"chunk_size must be a positive integer; got {chunk_size!r}")
+        self.chunk_size = int(chunk_size)
         self.layer_idx = layer_idx
         self.bidirectional = bidirectional
         self.activation = "silu"
@@ -131,7 +137,8 @@ class Mamba(nn.Module):
 
     def extra_repr(self):
         return (f"d_model={self.d_model}, d_inner={self.d_inner}, d_state={self.d_state}, d_conv={self.d_conv}, "
-                f"dt_rank={self.dt_rank}, bidirectional={self.bidirectional}, use_fast_path={self.use_fast_path}")
+                f"dt_rank={self.dt_rank}, bidirectional={self.bidirectional}, use_fast_path={self.use_fast_path}, "
+                f"chunk_size={self.chunk_size}")
 
     # --- full sequences ---------------------------------------------------------------------
 
@@ -152,26 +159,27 @@ class Mamba(nn.Module):
             if inference_params.seqlen_offset > 0:
                 out, _, _ = self.step(hidden_states, conv_state, ssm_state)
                 return out
+        if self.use_fast_path and conv_state is None:
+            return self._fused(hidden_states)
         # xz: (batch, 2*d_inner, L), channel-major as the kernels want it.
         xz = batched_mm(self.in_proj.weight, hidden_states.transpose(1, 2))
         if self.in_proj.bias is not None:
             xz = xz + self.in_proj.bias.to(xz.dtype)[:, None]
-        if self.use_fast_path and conv_state is None:
-            return self._fused(xz)
         return self._unfused(xz, conv_state, ssm_state)
 
-    def _fused(self, xz):
-        if not self.bidirectional:
-            return self._inner(xz, "", self.out_proj.weight, self.out_proj.bias)
-        y_fwd = self._inner(xz, "", None, None)
-        y_bwd = self._inner(xz.flip(-1), "_b", None, None).flip(-1)
-        return self._out_proj((y_fwd + y_bwd) * 0.5)
+    def _fused(self, hidden_states):
+        reverse_branch = self._branch_tensors("_b") if self.bidirectional else {}
+        return mamba_mixer_fn(hidden_states, self.in_proj.weight, self.in_proj.bias,
+                              *self._branch_tensors("").values(), self.out_proj.weight, self.out_proj.bias,
+                              **{name + "_b": t for name, t in reverse_branch.items()},
+                              delta_softplus=True, chunk_size=self.chunk_size)
 
-    def _inner(self, xz, suffix, out_proj_weight, out_proj_bias):
+    def _branch_tensors(self, suffix):
+        """The tensors of one branch as mamba_mixer_fn takes them (A and D, dt bias in fp32)."""
         conv1d, x_proj, dt_proj, A_log, D = self._branch(suffix)
-        return mamba_inner_fn(xz, conv1d.weight, conv1d.bias, x_proj.weight, dt_proj.weight, out_proj_weight,
-                              out_proj_bias, -torch.exp(_fp32(A_log)), None, None, _fp32(D),
-                              delta_bias=_fp32(dt_proj.bias), delta_softplus=True)
+        return {"conv1d_weight": conv1d.weight, "conv1d_bias": conv1d.bias, "x_proj_weight": x_proj.weight,
+                "dt_proj_weight": dt_proj.weight, "dt_proj_bias": _fp32(dt_proj.bias),
+                "A": -torch.exp(_fp32(A_log)), "D": _fp32(D)}
 
     def _unfused(self, xz, conv_state=None, ssm_state=None):
         x, z = xz.chunk(2, dim=1)
