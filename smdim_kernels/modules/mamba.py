@@ -2,7 +2,7 @@
 
 Parameter names follow mamba_ssm's `Mamba` and transformers' `MambaMixer` (in_proj, conv1d, x_proj,
 dt_proj, A_log, D, out_proj), so their state_dicts load unchanged. The maths lives in the ops
-(`mamba_inner_fn`, `causal_conv1d_fn`, `selective_scan_fn`); this module holds parameters,
+(`mamba_mixer_fn`, `causal_conv1d_fn`, `selective_scan_fn`); this module holds parameters,
 initialisation and the decoding cache.
 """
 from __future__ import annotations

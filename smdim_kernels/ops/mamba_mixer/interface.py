@@ -470,7 +470,7 @@ def _bwd(dout, hidden_states, in_proj_weight, in_proj_bias, conv1d_weight, conv1
         grads[False] = _BranchGrads(forward_branch)
         _branch_backward(x, forward_walk, grads[False], dx, chunk_size, delta_softplus,
                          lambda start, end, s: partner[..., start:end])
-    del x, partner
+    x = partner = None  # free them before the in_proj gradient GEMMs
     dhidden += batched_mm(dx.transpose(1, 2), in_proj.x_weight)
     din_proj_weight = torch.cat([_batched_weight_grad(dx, hidden_states), dz_weight])
     din_proj_bias = _empty(dx) if in_proj.x_bias is None else torch.cat([dx.sum((0, 2)), dz_bias])
