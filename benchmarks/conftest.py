@@ -9,6 +9,7 @@ import pytest
 from .guard import CorrectnessGuard, LayerGuard
 from .layers import MAMBA_SUITE, MFA_SUITE
 from .machine import describe_machine
+from .model_guard import ModelGuard
 from .peers import MAMBAPY_MISSING, mambapy_available
 from .settings import BenchSettings
 
@@ -36,6 +37,9 @@ def pytest_generate_tests(metafunc):
         if fixture in metafunc.fixturenames:
             case_ids = [case.id for case in settings_for(metafunc.config).layer_cases(suite)]
             metafunc.parametrize(fixture, case_ids, ids=case_ids, indirect=True)
+    if "model_case" in metafunc.fixturenames:
+        case_ids = [case.id for case in settings_for(metafunc.config).model_cases()]
+        metafunc.parametrize("model_case", case_ids, ids=case_ids, indirect=True)
 
 
 def pytest_report_header(config):
@@ -48,7 +52,9 @@ def pytest_report_header(config):
             f"layers: MambaMixer fwd L in {_lengths(settings.hf_forward_lengths)}, fwd+bwd L in "
             f"{_lengths(settings.hf_backward_lengths)} (one run, ~8 min at 2048); "
             f"mamba.py layer L<={settings.layer_pscan_max_len}; "
-            f"full-attention blocks L<={settings.full_attention_max_len}"]
+            f"full-attention blocks L<={settings.full_attention_max_len}",
+            f"model: presets {','.join(settings.model_configs) or '(none)'} on {settings.model_device}, "
+            f"full sample L<={settings.sample_max_len}"]
 
 
 def _lengths(lengths):
@@ -77,6 +83,12 @@ def mfa_case(request, bench_settings):
     return _layer_case(request, bench_settings, MFA_SUITE)
 
 
+@pytest.fixture
+def model_case(request, bench_settings):
+    """The ModelCase of the model suite this test instance runs."""
+    return {case.id: case for case in bench_settings.model_cases()}[request.param]
+
+
 @pytest.fixture(scope="session")
 def bench_settings(request) -> BenchSettings:
     return settings_for(request.config)
@@ -101,6 +113,11 @@ def scan_guard() -> CorrectnessGuard:
 @pytest.fixture(scope="session")
 def layer_guard(bench_settings) -> LayerGuard:
     return LayerGuard(pscan_max_len=bench_settings.layer_pscan_max_len)
+
+
+@pytest.fixture(scope="session")
+def model_guard(bench_settings) -> ModelGuard:
+    return ModelGuard(device=bench_settings.model_device)
 
 
 @pytest.hookimpl(optionalhook=True)

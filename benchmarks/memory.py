@@ -6,15 +6,20 @@ which allocator-level accounting (the torch profiler) would miss. Why a subproce
 of a process is a high-water mark, so each case gets a fresh interpreter of its own.
 
 In the subprocess (`python -m benchmarks.memory [--suite selective_scan] --impl ours --pass fwd
---length 512`):
+--length 512`; the model suite adds `--config tiny|base`):
   1. pin the threads, import everything, and run the case once at a tiny L (pays one-time
      costs: thread pools, lazy initialisation; not counted);
   2. allocate the case's inputs (and, for mamba.py, transpose them to its layout) — not counted;
      for the layer suites (benchmarks/layers.py) the module's parameters are inputs too: they
-     exist before the baseline, while their gradients (forward+backward) are counted;
+     exist before the baseline, while their gradients (forward+backward) are counted; for the
+     model suite (benchmarks/models.py) the parameters, the input tokens and (train) AdamW's state
+     (created by the warm-up step) are, while activations, logits, gradients and the sampler's
+     buffers are counted;
   3. baseline = current RSS; reset the peak (Linux: `echo 5 > /proc/self/clear_refs` resets VmHWM);
   4. run the case once (forward, or forward and backward) keeping its outputs;
   5. peak memory = VmHWM - baseline: everything the case allocated at its worst moment.
+     A runner with a `check(result)` method (the model suite's) validates the measured run's result
+     there and returns facts to report (MemoryMeasurement.info, e.g. the sampler's denoiser calls).
 With --wait (start_peak_memory) the subprocess does 1 and 2 while its parent does other work (the
 layer benchmarks' guard and FLOP count) and waits for the parent's "go" before 3, so nothing else
 runs during 3-5.
@@ -41,6 +46,7 @@ from typing import Callable, Optional
 
 from .cases import FORWARD_BACKWARD, IMPLEMENTATIONS, PASSES, SUITE
 from .layers import LAYER_IMPLEMENTATIONS, LAYER_SUITES, MFA_SUITE
+from .models import MODEL_CONFIGS, MODEL_IMPLEMENTATIONS, MODEL_PASSES, MODEL_SUITE
 
 MIB = 1024 * 1024
 WARMUP_LENGTH = 16
@@ -57,6 +63,7 @@ class MemoryMeasurement:
     baseline_mib: float  # RSS after importing and allocating the inputs
     seconds: float  # wall time of that one (cold) run
     method: str  # how the peak was read
+    info: Optional[dict] = None  # what the runner's check(result) reported about the measured run
 
 
 def _status_kib(field: str) -> int:
@@ -89,7 +96,11 @@ def _current_rss_bytes() -> int:
         return _max_rss_bytes()
 
 
-def _runner(suite: str, impl: str, pass_name: str, length: int):
+def _runner(suite: str, impl: str, pass_name: str, length: int, config: Optional[str] = None):
+    if suite == MODEL_SUITE:
+        from .models import make_model_runner
+
+        return make_model_runner(config, impl, pass_name, length)  # the model is built once per process
     if suite == SUITE:
         from .cases import make_problem, make_runner
 
@@ -98,22 +109,33 @@ def _runner(suite: str, impl: str, pass_name: str, length: int):
         from .layers import make_layer_runner
 
         return make_layer_runner(impl, pass_name, length)  # the module is built once per process
-    raise ValueError(f"unknown benchmark suite {suite!r}; expected {SUITE} or one of {LAYER_SUITES}")
+    raise ValueError(f"unknown benchmark suite {suite!r}; expected {SUITE}, {MODEL_SUITE} or one of {LAYER_SUITES}")
+
+
+def _warmup_runner(suite: str, impl: str, pass_name: str, config: Optional[str] = None):
+    """The case at a short length (same module, same pass): pays one-time costs before the baseline."""
+    if suite == MODEL_SUITE:
+        from .models import make_warmup_runner
+
+        return make_warmup_runner(config, impl, pass_name)
+    return _runner(suite, impl, pass_name, MFA_WARMUP_LENGTH if suite == MFA_SUITE else WARMUP_LENGTH)
 
 
 def measure_here(impl: str, pass_name: str, length: int, threads: int, suite: str = SUITE,
-                 ready: Optional[Callable[[], bool]] = None) -> Optional[MemoryMeasurement]:
+                 ready: Optional[Callable[[], bool]] = None, config: Optional[str] = None
+                 ) -> Optional[MemoryMeasurement]:
     """Run the case once in this process and measure its peak RSS growth (see module docstring).
 
     `ready`, if given, is called once everything is prepared (imports, warm-up, inputs), just before
-    the baseline; the measurement goes ahead only if it returns True (None otherwise)."""
+    the baseline; the measurement goes ahead only if it returns True (None otherwise). `config`:
+    the model suite's preset."""
     import torch
 
     import smdim_kernels  # noqa: F401  (loads the C++ kernels before the baseline)
 
     torch.set_num_threads(threads)
-    _runner(suite, impl, pass_name, MFA_WARMUP_LENGTH if suite == MFA_SUITE else WARMUP_LENGTH)()
-    runner = _runner(suite, impl, pass_name, length)
+    _warmup_runner(suite, impl, pass_name, config)()
+    runner = _runner(suite, impl, pass_name, length, config)
     if ready is not None and not ready():
         return None
     gc.collect()
@@ -128,13 +150,16 @@ def measure_here(impl: str, pass_name: str, length: int, threads: int, suite: st
     result = runner()
     seconds = time.perf_counter() - start
     peak = read_peak()
+    info = runner.check(result) if hasattr(runner, "check") else None
     del result
-    return MemoryMeasurement((peak - baseline) / MIB, baseline / MIB, seconds, method)
+    return MemoryMeasurement((peak - baseline) / MIB, baseline / MIB, seconds, method, info)
 
 
-def _command(impl: str, pass_name: str, length: int, threads: int, suite: str):
+def _command(impl: str, pass_name: str, length: int, threads: int, suite: str, config: Optional[str] = None):
     command = [sys.executable, "-m", "benchmarks.memory", "--suite", suite, "--impl", impl, "--pass", pass_name,
                "--length", str(length), "--threads", str(threads)]
+    if config is not None:
+        command += ["--config", config]
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(MMAP_THRESHOLD_BYTES), OMP_NUM_THREADS=str(threads))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     return command, env
@@ -148,22 +173,28 @@ def _parse(command, returncode: int, stdout: str, stderr: str, what: str) -> Mem
     return MemoryMeasurement(**json.loads(results[-1]))
 
 
+def _what(suite: str, impl: str, pass_name: str, length: int, config: Optional[str]) -> str:
+    return f"{suite}{'' if config is None else ' ' + config} {impl} {pass_name} L={length}"
+
+
 def measure_peak_memory(impl: str, pass_name: str, length: int, threads: int,
-                        timeout_s: float = 1800.0, suite: str = SUITE) -> MemoryMeasurement:
+                        timeout_s: float = 1800.0, suite: str = SUITE, config: Optional[str] = None
+                        ) -> MemoryMeasurement:
     """Measure one case in a fresh subprocess (this module's command line)."""
-    command, env = _command(impl, pass_name, length, threads, suite)
+    command, env = _command(impl, pass_name, length, threads, suite, config)
     proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=timeout_s)
-    return _parse(command, proc.returncode, proc.stdout, proc.stderr, f"{suite} {impl} {pass_name} L={length}")
+    return _parse(command, proc.returncode, proc.stdout, proc.stderr, _what(suite, impl, pass_name, length, config))
 
 
 class PendingMeasurement:
     """A measurement subprocess that prepares (imports, warm-up, inputs) while the caller does other
     work, and measures only when `result()` says go, so nothing else runs during its measured run."""
 
-    def __init__(self, impl: str, pass_name: str, length: int, threads: int, timeout_s: float, suite: str):
-        self.command, env = _command(impl, pass_name, length, threads, suite)
+    def __init__(self, impl: str, pass_name: str, length: int, threads: int, timeout_s: float, suite: str,
+                 config: Optional[str] = None):
+        self.command, env = _command(impl, pass_name, length, threads, suite, config)
         self.command.append("--wait")
-        self.what = f"{suite} {impl} {pass_name} L={length}"
+        self.what = _what(suite, impl, pass_name, length, config)
         self.timeout_s = timeout_s
         # Files, not pipes: nothing the child prints while it waits can fill a pipe and block it.
         self._stdout, self._stderr = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
@@ -197,26 +228,29 @@ class PendingMeasurement:
 
 
 def start_peak_memory(impl: str, pass_name: str, length: int, threads: int, timeout_s: float = 1800.0,
-                      suite: str = SUITE) -> PendingMeasurement:
+                      suite: str = SUITE, config: Optional[str] = None) -> PendingMeasurement:
     """Start measuring one case in a fresh subprocess; `.result()` lets it measure and returns the
     MemoryMeasurement, `.cancel()` stops it. Meanwhile the caller may run anything but timings."""
-    return PendingMeasurement(impl, pass_name, length, threads, timeout_s, suite)
+    return PendingMeasurement(impl, pass_name, length, threads, timeout_s, suite, config)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Peak RSS growth of one benchmark case "
                                                  "(meant to run in a fresh process).")
-    parser.add_argument("--suite", choices=(SUITE,) + LAYER_SUITES, default=SUITE)
-    parser.add_argument("--impl", choices=tuple(dict.fromkeys(IMPLEMENTATIONS + LAYER_IMPLEMENTATIONS)),
-                        required=True)
-    parser.add_argument("--pass", dest="pass_name", choices=PASSES, required=True)
+    parser.add_argument("--suite", choices=(SUITE,) + LAYER_SUITES + (MODEL_SUITE,), default=SUITE)
+    parser.add_argument("--impl", choices=tuple(dict.fromkeys(IMPLEMENTATIONS + LAYER_IMPLEMENTATIONS
+                                                              + MODEL_IMPLEMENTATIONS)), required=True)
+    parser.add_argument("--pass", dest="pass_name", choices=tuple(dict.fromkeys(PASSES + MODEL_PASSES)), required=True)
+    parser.add_argument("--config", choices=MODEL_CONFIGS, help=f"the {MODEL_SUITE} suite's preset")
     parser.add_argument("--length", type=int, required=True)
     parser.add_argument("--threads", type=int, required=True)
     parser.add_argument("--wait", action="store_true",
                         help=f"prepare, then wait for a line '{GO}' on stdin before measuring (exit 3 without it)")
     args = parser.parse_args(argv)
+    if (args.suite == MODEL_SUITE) != (args.config is not None):
+        parser.error(f"--config goes with --suite {MODEL_SUITE} (and only with it)")
     ready = (lambda: sys.stdin.readline().strip() == GO) if args.wait else None
-    measurement = measure_here(args.impl, args.pass_name, args.length, args.threads, args.suite, ready)
+    measurement = measure_here(args.impl, args.pass_name, args.length, args.threads, args.suite, ready, args.config)
     if measurement is None:
         return 3
     print(RESULT_PREFIX + json.dumps(asdict(measurement)), flush=True)

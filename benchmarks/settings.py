@@ -1,7 +1,8 @@
 """Which benchmark cases run and how long each is timed, from the environment (or --quick).
 
     SMDIM_BENCH_QUICK=1                quick mode (also `pytest benchmarks/ --quick`): L=512 only, few
-                                       rounds, no naive forward+backward, no MambaMixer forward+backward
+                                       rounds, no naive forward+backward, no MambaMixer forward+backward,
+                                       model suite on the tiny preset only
     SMDIM_BENCH_THREADS=N              torch threads (default: the core count)
     SMDIM_BENCH_LENGTHS=512,1024       sequence lengths of every suite (default 512..8192; quick: 512)
 
@@ -26,6 +27,12 @@ Layers (test_layers.py; a length list takes "0" or "none" for never):
                                        transformer block), both passes (default 8192)
 A peer's lengths are intersected with SMDIM_BENCH_LENGTHS.
 
+Model suite (test_models.py; SMDIM vs the transformer-diffusion baseline, models.py):
+    SMDIM_BENCH_MODEL_CONFIGS=tiny,base presets to run (default tiny,base; quick: tiny)
+    SMDIM_BENCH_SAMPLE_MAX_L=L         longest L of the full K=64-step sample (default 8192: every L; at
+                                       base/8192 one sample is about 2 minutes per model)
+    SMDIM_BENCH_DEVICE=auto|cpu|cuda   the model suite's device (default auto; see cuda.py)
+
 An explicit variable wins over the quick-mode default.
 """
 from __future__ import annotations
@@ -35,8 +42,10 @@ from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 from .cases import BOUND, FORWARD, IMPLEMENTATIONS, NAIVE, PASSES, PSCAN, BenchCase
+from .cuda import bench_device
 from .layers import HF, MFA_FULL, SUITE_IMPLEMENTATIONS, TRANSFORMER, LayerCase
 from .machine import bench_threads
+from .models import MODEL_CONFIGS, MODEL_IMPLEMENTATIONS, MODEL_PASSES, SAMPLE, ModelCase
 
 QUICK_ENV = "SMDIM_BENCH_QUICK"
 LENGTHS_ENV = "SMDIM_BENCH_LENGTHS"
@@ -47,10 +56,13 @@ HF_FWD_LENGTHS_ENV = "SMDIM_BENCH_HF_FWD_LENGTHS"
 HF_FWDBWD_LENGTHS_ENV = "SMDIM_BENCH_HF_FWDBWD_LENGTHS"
 LAYER_PSCAN_MAX_ENV = "SMDIM_BENCH_LAYER_PSCAN_MAX_L"
 FULL_ATTN_MAX_ENV = "SMDIM_BENCH_FULL_ATTN_MAX_L"
+MODEL_CONFIGS_ENV = "SMDIM_BENCH_MODEL_CONFIGS"
+SAMPLE_MAX_ENV = "SMDIM_BENCH_SAMPLE_MAX_L"
 
 FULL_LENGTHS = (512, 1024, 2048, 4096, 8192)
 QUICK_LENGTHS = (512,)
 HF_FULL_LENGTHS = (2048,)  # DESIGN.md §6: MambaMixer forward 1.06 s, forward+backward ~491 s at L=2048
+QUICK_MODEL_CONFIGS = ("tiny",)
 
 
 def _env_flag(name: str) -> bool:
@@ -84,6 +96,18 @@ def _env_lengths(default: Tuple[int, ...], name: str = LENGTHS_ENV, allow_none: 
     return lengths
 
 
+def _env_configs(default: Tuple[str, ...], name: str = MODEL_CONFIGS_ENV) -> Tuple[str, ...]:
+    """Comma-separated model presets from $name, in MODEL_CONFIGS order."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    names = {part.strip() for part in value.split(",") if part.strip()}
+    unknown = sorted(names - set(MODEL_CONFIGS))
+    if unknown or not names:
+        raise ValueError(f"{name} must name presets among {','.join(MODEL_CONFIGS)}; got {value!r}")
+    return tuple(config for config in MODEL_CONFIGS if config in names)
+
+
 @dataclass(frozen=True)
 class BenchSettings:
     """The benchmark plan: cases to run, thread count and per-case timing budget."""
@@ -102,6 +126,9 @@ class BenchSettings:
     hf_backward_lengths: Tuple[int, ...] = HF_FULL_LENGTHS
     layer_pscan_max_len: int = 8192
     full_attention_max_len: int = 8192
+    model_configs: Tuple[str, ...] = MODEL_CONFIGS
+    sample_max_len: int = 8192
+    model_device: str = "cpu"
 
     @classmethod
     def from_env(cls, quick: Optional[bool] = None) -> "BenchSettings":
@@ -121,6 +148,9 @@ class BenchSettings:
             hf_backward_lengths=_env_lengths(() if quick else HF_FULL_LENGTHS, HF_FWDBWD_LENGTHS_ENV, True),
             layer_pscan_max_len=_env_int(LAYER_PSCAN_MAX_ENV, 8192),
             full_attention_max_len=_env_int(FULL_ATTN_MAX_ENV, 8192),
+            model_configs=_env_configs(QUICK_MODEL_CONFIGS if quick else MODEL_CONFIGS),
+            sample_max_len=_env_int(SAMPLE_MAX_ENV, 8192),
+            model_device=bench_device(),
         )
 
     def runs(self, impl: str, pass_name: str, length: int) -> bool:
@@ -155,6 +185,12 @@ class BenchSettings:
         return [LayerCase(suite, impl, pass_name, length)
                 for pass_name in PASSES for length in self.lengths for impl in SUITE_IMPLEMENTATIONS[suite]
                 if self.runs_layer(impl, pass_name, length)]
+
+    def model_cases(self) -> List[ModelCase]:
+        """Every planned case of the model suite: config by config, pass by pass, then by L, then model."""
+        return [ModelCase(config, impl, pass_name, length)
+                for config in self.model_configs for pass_name in MODEL_PASSES for length in self.lengths
+                for impl in MODEL_IMPLEMENTATIONS if pass_name != SAMPLE or length <= self.sample_max_len]
 
     def rounds_for(self, seconds_once: float) -> Tuple[int, int]:
         """(rounds, warm-up rounds) for a case that took `seconds_once` once."""

@@ -1,0 +1,291 @@
+"""The model-level benchmarks: the SMDIM denoiser against its transformer-diffusion baseline.
+
+Suite "model". Two size presets of smdim.model (`MODEL_CONFIGS`: "tiny" and the paper-scale
+"base"), each against `matched_baseline_config` of it: the same skeleton and width (embedding ->
+Conv1d stride 4 -> blocks on the compressed sequence -> ConvTranspose1d -> tied head), attention +
+4*d_model FFN blocks with full attention and sinusoidal positions, and the depth whose parameter
+count is closest to SMDIM's (required within 10 %; the guard asserts it again). Nothing in either
+config limits the length (no position table: sinusoidal positions are computed per call).
+
+    smdim     SMDIM(preset_config(config, ...)): MFA blocks (bidirectional Mamba -> FFN -> local attention)
+    baseline  SMDIM(matched_baseline_config(...)): transformer blocks, full attention
+
+Inputs: batch 1, fp32, L tokens drawn uniformly from the non-special ids of the default REMI
+tokenizer (smdim.tokenizer.make_tokenizer(): vocabulary 286, PAD 0, MASK 3): the cost of a
+denoiser does not depend on which tokens it reads, so no corpus is needed. Passes:
+
+    fwd     one denoiser forward, eval mode under no_grad: logits (1, L, vocab). The cost of one
+            sampling step.
+    train   one training step as smdim.train.Trainer takes it: the MDLM loss (smdim.diffusion.
+            diffusion_loss: mask, forward, SUBS cross-entropy) forward + backward, gradient clipping
+            at 1.0, AdamW step (Trainer's parameter groups, lr, betas, weight decay); the gradients are
+            freed after the step. Not included: the LR scheduler and EMA update (O(parameters) each).
+    sample  a full unconditional sample (smdim.sampling.sample from all-MASK, K = SAMPLE_STEPS = 64
+            steps, `smdim generate --steps`' default). The sampler reuses its last forward when a
+            step reveals nothing, so the number of denoiser calls (reported) can be below K.
+
+Each (config, implementation) model is built once per process, seeded; the train pass has its own
+copy with its optimizer (its weights move; the other passes' do not).
+"""
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+
+from .cases import FORWARD
+
+MODEL_SUITE = "model"
+SMDIM_IMPL, BASELINE_IMPL = "smdim", "baseline"
+MODEL_IMPLEMENTATIONS = (SMDIM_IMPL, BASELINE_IMPL)
+TRAIN, SAMPLE = "train", "sample"
+MODEL_PASSES = (FORWARD, TRAIN, SAMPLE)
+MODEL_CONFIGS = ("tiny", "base")
+SAMPLE_STEPS = 64  # `smdim generate --steps` default (tests/test_bench_models.py checks the CLI)
+BATCH, DTYPE = 1, torch.float32
+PARAMETER_TOLERANCE = 0.10  # the baseline's parameter count within 10 % of SMDIM's
+WARMUP_LENGTH = 512  # longer than 2 x any preset's attention window (in tokens): the local path warms up
+WARMUP_SAMPLE_STEPS = 2
+SEED = 0
+
+
+@dataclass(frozen=True)
+class ModelCase:
+    """One benchmark of the model suite: a config's implementation running one pass at one length."""
+
+    config: str
+    impl: str
+    pass_name: str
+    length: int
+
+    @property
+    def group(self) -> str:
+        return f"{MODEL_SUITE} {self.config} {self.pass_name} L={self.length}"
+
+    @property
+    def id(self) -> str:
+        """Test id, usable in `-k` expressions."""
+        return f"{self.config}-{self.pass_name}-L{self.length}-{self.impl}"
+
+    @property
+    def single_shot(self) -> bool:
+        """A full sample is K denoiser forwards (minutes at base/8192): it runs exactly once, timed in
+        the fresh process that measures its memory (on CUDA: once, in process)."""
+        return self.pass_name == SAMPLE
+
+
+# --- tokens and configs ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TokenSpace:
+    vocab_size: int
+    pad_id: int
+    mask_id: int
+    first_regular_id: int  # ids below this are special (PAD, BOS, EOS, MASK)
+
+
+@functools.lru_cache(maxsize=None)
+def token_space() -> TokenSpace:
+    """Vocabulary facts of the default tokenizer (the one `smdim train` builds)."""
+    from smdim import tokenizer
+
+    tok = tokenizer.make_tokenizer()
+    specials = tokenizer.special_ids(tok)
+    return TokenSpace(tokenizer.vocab_size(tok), tokenizer.pad_id(tok), tokenizer.mask_id(tok), max(specials) + 1)
+
+
+@functools.lru_cache(maxsize=None)
+def model_config(config: str, impl: str):
+    """SMDIMConfig of `impl` for the preset `config`."""
+    from smdim.model import preset_config
+
+    if impl not in MODEL_IMPLEMENTATIONS:
+        raise ValueError(f"unknown model implementation {impl!r}; expected one of {MODEL_IMPLEMENTATIONS}")
+    tokens = token_space()
+    return preset_config(config, tokens.vocab_size, tokens.pad_id, tokens.mask_id,
+                         block="mfa" if impl == SMDIM_IMPL else "transformer")
+
+
+def build_model(config: str, impl: str, device: str = "cpu", seed: int = SEED) -> torch.nn.Module:
+    """A freshly initialised (seeded) denoiser on `device`, fp32, in training mode."""
+    from smdim.model import SMDIM
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = SMDIM(model_config(config, impl))
+    return model.to(device=device, dtype=DTYPE)
+
+
+@functools.lru_cache(maxsize=None)
+def parameter_count(config: str, impl: str) -> int:
+    from smdim.model import SMDIM
+
+    return SMDIM(model_config(config, impl)).num_parameters()
+
+
+def parameter_gap(config: str) -> float:
+    """(baseline - SMDIM) / SMDIM parameters."""
+    ours = parameter_count(config, SMDIM_IMPL)
+    return (parameter_count(config, BASELINE_IMPL) - ours) / ours
+
+
+def check_parameter_match(config: str) -> str:
+    """A one-line summary; AssertionError if the baseline is not within PARAMETER_TOLERANCE of SMDIM."""
+    ours, theirs = parameter_count(config, SMDIM_IMPL), parameter_count(config, BASELINE_IMPL)
+    gap = parameter_gap(config)
+    summary = f"{config}: smdim {ours:,} parameters, baseline {theirs:,} ({gap:+.1%})"
+    assert abs(gap) <= PARAMETER_TOLERANCE, (f"{summary}: not within {PARAMETER_TOLERANCE:.0%} — the comparison "
+                                             "would not be at equal parameter count")
+    return summary
+
+
+def describe_config(config: str, impl: str) -> Dict[str, Any]:
+    """What the report prints about a model: width, depth, attention window, parameters."""
+    c = model_config(config, impl)
+    return {"d_model": c.d_model, "d_embed": c.d_embed, "n_layers": c.n_layers, "num_heads": c.num_heads,
+            "attn_window": c.attn_window, "compression": c.compression, "block": c.block,
+            "parameters": parameter_count(config, impl), "vocab_size": c.vocab_size}
+
+
+def make_tokens(length: int, device: str = "cpu", seed: int = SEED) -> torch.Tensor:
+    """(BATCH, length) int64 token ids, uniform over the regular (non-special) ids."""
+    space = token_space()
+    gen = torch.Generator().manual_seed(seed + 1)
+    tokens = torch.randint(space.first_regular_id, space.vocab_size, (BATCH, length), generator=gen)
+    return tokens.to(device)
+
+
+# --- models kept per process -----------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=None)
+def inference_model(config: str, impl: str, device: str = "cpu") -> torch.nn.Module:
+    """The model the fwd and sample passes run (eval mode, weights never change)."""
+    return build_model(config, impl, device).eval()
+
+
+@functools.lru_cache(maxsize=None)
+def training_state(config: str, impl: str, device: str = "cpu"):
+    """(model, AdamW, gradient-clipping norm) of the train pass, as smdim.train.Trainer builds them (the
+    model is its own copy: its weights move)."""
+    from smdim.train import TrainConfig, param_groups
+
+    model = build_model(config, impl, device).train()
+    defaults = TrainConfig()
+    optimizer = torch.optim.AdamW(param_groups(model, defaults.weight_decay), lr=defaults.lr,
+                                  betas=tuple(defaults.betas))
+    return model, optimizer, defaults.grad_clip
+
+
+# --- runners ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelRunner:
+    """A no-argument callable running one (config, implementation, pass, L).
+
+    Returns logits (1, L, vocab) for fwd, the detached loss (scalar) for train, and (tokens (1, L),
+    denoiser calls) for sample. `check(result)` validates a result (AssertionError) and returns
+    what to report about it."""
+
+    pass_name: str
+    model: torch.nn.Module
+    tokens: torch.Tensor  # (1, L): the input (fwd, train) or the all-MASK start (sample)
+    mask_id: int
+    vocab_size: int
+    steps: int = SAMPLE_STEPS
+    optimizer: Optional[torch.optim.Optimizer] = None
+    grad_clip: float = 1.0
+
+    def _generator(self) -> torch.Generator:
+        return torch.Generator().manual_seed(SEED + 2)  # the same masks / draws every round
+
+    def loss(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The MDLM training loss of `tokens` (what a train step differentiates)."""
+        from smdim.diffusion import diffusion_loss
+
+        return diffusion_loss(self.model, tokens, mask_id=self.mask_id, generator=self._generator()).loss
+
+    def __call__(self):
+        if self.pass_name == FORWARD:
+            with torch.no_grad():
+                return self.model(self.tokens)
+        if self.pass_name == TRAIN:
+            loss = self.loss(self.tokens)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+            self.optimizer.step()
+            # Freed here rather than at the next step's start (as Trainer does): the same work, and each
+            # step's gradients count in its own peak memory instead of hiding in the next one's baseline.
+            self.optimizer.zero_grad(set_to_none=True)
+            return loss.detach()
+        from smdim.sampling import sample
+
+        return sample(self.model, self.tokens, steps=self.steps, mask_id=self.mask_id, generator=self._generator())
+
+    def check(self, result) -> Dict[str, Any]:
+        """AssertionError unless `result` is right for this pass; {"denoiser_calls": n} for sample."""
+        length = self.tokens.shape[1]
+        if self.pass_name == FORWARD:
+            assert tuple(result.shape) == (BATCH, length, self.vocab_size), (
+                f"logits of shape {tuple(result.shape)}; expected {(BATCH, length, self.vocab_size)}")
+            assert bool(torch.isfinite(result).all()), "non-finite logits"
+            return {}
+        if self.pass_name == TRAIN:
+            assert math.isfinite(float(result)), f"training loss {float(result)} is not finite"
+            return {}
+        tokens, calls = result
+        assert tuple(tokens.shape) == (BATCH, length), (
+            f"sample of shape {tuple(tokens.shape)}; expected {(BATCH, length)}")
+        assert not bool((tokens == self.mask_id).any()), "the sample still holds MASK tokens"
+        assert int(tokens.min()) >= 0 and int(tokens.max()) < self.vocab_size, "sampled ids outside the vocabulary"
+        assert 1 <= calls <= self.steps + 16, f"{calls} denoiser calls for {self.steps} steps"
+        return {"denoiser_calls": int(calls)}
+
+    def count_gflop(self) -> Tuple[Optional[float], str]:
+        """(GFLOP, note) — fwd: one forward; train: loss forward + backward (AdamW's elementwise
+        update counts 0); sample: one denoiser forward (the caller multiplies by the calls made).
+        None and the reason where smdim_kernels.flops is missing."""
+        from .layers import FLOP_CONVENTION, flops_unavailable_reason
+
+        reason = flops_unavailable_reason()
+        if reason is not None:
+            return None, f"n/a: {reason}"
+        from smdim_kernels.flops import count_flops
+
+        if self.pass_name == TRAIN:
+            try:
+                total = count_flops(self.loss, self.tokens, backend="torch", backward=True).total
+            finally:  # count_flops' backward accumulates into .grad: drop it
+                self.optimizer.zero_grad(set_to_none=True)
+            return total / 1e9, FLOP_CONVENTION
+        tokens = self.tokens if self.pass_name == FORWARD else torch.full_like(self.tokens, self.mask_id)
+        with torch.no_grad():
+            total = count_flops(self.model, tokens, backend="torch").total
+        return total / 1e9, FLOP_CONVENTION
+
+
+def make_model_runner(config: str, impl: str, pass_name: str, length: int, device: str = "cpu",
+                      steps: int = SAMPLE_STEPS) -> ModelRunner:
+    """The runner of one case; inputs are seeded, so both implementations get the same tokens."""
+    if pass_name not in MODEL_PASSES:
+        raise ValueError(f"unknown model pass {pass_name!r}; expected one of {MODEL_PASSES}")
+    space = token_space()
+    if pass_name == TRAIN:
+        model, optimizer, grad_clip = training_state(config, impl, device)
+        return ModelRunner(pass_name, model, make_tokens(length, device), space.mask_id, space.vocab_size,
+                           optimizer=optimizer, grad_clip=grad_clip)
+    model = inference_model(config, impl, device)
+    tokens = (make_tokens(length, device) if pass_name == FORWARD
+              else torch.full((BATCH, length), space.mask_id, dtype=torch.long, device=device))
+    return ModelRunner(pass_name, model, tokens, space.mask_id, space.vocab_size, steps=steps)
+
+
+def make_warmup_runner(config: str, impl: str, pass_name: str, device: str = "cpu") -> ModelRunner:
+    """The same pass on the same model at WARMUP_LENGTH (a sample: WARMUP_SAMPLE_STEPS steps): pays the
+    one-time costs and, for train, creates AdamW's state, before a measurement."""
+    return make_model_runner(config, impl, pass_name, WARMUP_LENGTH, device, steps=WARMUP_SAMPLE_STEPS)

@@ -1,0 +1,131 @@
+"""Model-level benchmarks: the SMDIM denoiser vs its parameter-matched transformer-diffusion baseline.
+
+    pytest benchmarks/ --benchmark-only [--quick] [-k model] --benchmark-json=bench.json
+    python -m benchmarks.report bench.json --out bench_out
+
+Cases (models.py has the problem): presets tiny and base (quick mode: tiny), passes fwd (one
+denoiser forward), train (one training step) and sample (a full 64-step sample), L in
+SMDIM_BENCH_LENGTHS (512 ... 8192; quick: 512), batch 1, fp32, torch pinned to $SMDIM_BENCH_THREADS
+threads. Each (config, pass, L) is one pytest-benchmark group holding both models.
+
+Each case, on CPU:
+  1. the correctness guard (model_guard.ModelGuard) checks the (config, pass) once;
+  2. its FLOPs are counted (smdim_kernels.flops.count_flops, 2 per multiply-add);
+  3. its peak memory is measured in a fresh subprocess (memory.py, suite "model"), which also times
+     one run to pick the number of rounds; the subprocess starts before 1 and prepares while 1 and
+     2 run, then measures alone;
+  4. it is timed like the layer cases (one round for cases over 1 s, else ~3 s of rounds), and the
+     last round's result is checked (finite logits of the right shape; a finite loss).
+A sample (single shot) skips 4: it runs exactly once, in the fresh process that measures its
+memory, and that run is timed there (extra_info time_s) and checked (L tokens, no MASK left); its
+GFLOP are its denoiser calls x one forward's.
+On CUDA (cuda.py), 3 runs in process (torch.cuda.max_memory_allocated) and 4 times with CUDA events.
+"""
+from __future__ import annotations
+
+import functools
+
+import pytest
+
+from smdim_kernels import _native
+
+from .cuda import CUDA_TIMING, CudaEventTimer, measure_cuda
+from .machine import kernel_isa
+from .memory import MemoryMeasurement, measure_peak_memory, start_peak_memory
+from .models import (BATCH, DTYPE, MODEL_SUITE, SAMPLE_STEPS, ModelCase, describe_config, make_model_runner,
+                     make_warmup_runner, token_space)
+
+SINGLE_SHOT_TIMING = {
+    "cpu": ("one run (after a 2-step warm-up sample), timed inside the fresh process that measured its memory "
+            "(pytest-benchmark's figure adds that process's start-up)"),
+    "cuda": "one run (after a 2-step warm-up sample), between CUDA events",
+}
+SAMPLE_FLOPS_NOTE = "sample: denoiser calls x one forward's GFLOP"
+
+
+def _skip_if_unavailable(device: str) -> None:
+    if device == "cpu" and not _native.available():
+        pytest.skip(f"the C++ kernels are not built ({_native.unavailable_reason()}); both models would run "
+                    f"smdim_kernels' reference ops, which says nothing about either. {_native.REBUILD_HINT}")
+
+
+def _case_info(case: ModelCase, settings) -> dict:
+    space = token_space()
+    info = {"suite": MODEL_SUITE, "config": case.config, "impl": case.impl, "pass": case.pass_name, "L": case.length,
+            "batch": BATCH, "dtype": str(DTYPE).replace("torch.", ""), "device": settings.model_device,
+            "threads": settings.threads, "isa": kernel_isa(), "pad_id": space.pad_id, "mask_id": space.mask_id,
+            "first_regular_id": space.first_regular_id, **describe_config(case.config, case.impl)}
+    if case.single_shot:
+        info["steps"] = SAMPLE_STEPS
+    if settings.model_device == "cuda":
+        import torch
+
+        info["device_name"] = torch.cuda.get_device_name()
+    return info
+
+
+def _memory_info(memory: MemoryMeasurement) -> dict:
+    return {"peak_mib": round(memory.peak_mib, 2), "memory_baseline_mib": round(memory.baseline_mib, 1),
+            "memory_method": memory.method}
+
+
+def _run_sample_once(benchmark, case: ModelCase, settings, runner, gflop, note) -> None:
+    """The single-shot sample: one measured, timed and checked run (fresh subprocess on CPU)."""
+    if settings.model_device == "cpu":
+        measure = functools.partial(measure_peak_memory, case.impl, case.pass_name, case.length, settings.threads,
+                                    suite=MODEL_SUITE, config=case.config)
+    else:
+        measure = functools.partial(measure_cuda, runner,
+                                    make_warmup_runner(case.config, case.impl, case.pass_name, settings.model_device))
+    memory = benchmark.pedantic(measure, rounds=1, warmup_rounds=0, iterations=1)
+    calls = memory.info["denoiser_calls"]
+    benchmark.extra_info.update(
+        _memory_info(memory), time_s=memory.seconds, timing=SINGLE_SHOT_TIMING[settings.model_device],
+        denoiser_calls=calls, gflop=None if gflop is None else round(gflop * calls, 4),
+        gflop_per_call=None if gflop is None else round(gflop, 4), flops_note=f"{note}; {SAMPLE_FLOPS_NOTE}")
+
+
+def run_model_case(benchmark, case: ModelCase, settings, guard) -> None:
+    """Guard, count FLOPs, measure peak memory, then time one (config, model, pass, L)."""
+    device = settings.model_device
+    _skip_if_unavailable(device)
+    pending = None
+    if device == "cpu" and not benchmark.disabled and not case.single_shot:
+        pending = start_peak_memory(case.impl, case.pass_name, case.length, settings.threads, suite=MODEL_SUITE,
+                                    config=case.config)
+    try:
+        guard_summary = guard.verify(case.config, case.pass_name, case.length)
+        benchmark.group = case.group
+        benchmark.extra_info.update(_case_info(case, settings), guard=guard_summary)
+        runner = make_model_runner(case.config, case.impl, case.pass_name, case.length, device)
+        gflop, note = runner.count_gflop()
+    except BaseException:
+        if pending is not None:
+            pending.cancel()
+        raise
+
+    if case.single_shot:
+        _run_sample_once(benchmark, case, settings, runner, gflop, note)
+        return
+    info = benchmark.extra_info
+    info.update(gflop=None if gflop is None else round(gflop, 4), flops_note=note)
+    rounds, warmup_rounds = 1, 0
+    if device == "cpu":
+        if pending is not None:
+            memory = pending.result()
+            info.update(_memory_info(memory))
+            rounds, warmup_rounds = settings.rounds_for(memory.seconds)
+        result = benchmark.pedantic(runner, rounds=rounds, warmup_rounds=warmup_rounds, iterations=1)
+    else:
+        memory = measure_cuda(runner, make_warmup_runner(case.config, case.impl, case.pass_name, device))
+        info.update(_memory_info(memory))
+        rounds, warmup_rounds = settings.rounds_for(memory.seconds)
+        timer = CudaEventTimer(runner)
+        result = benchmark.pedantic(timer, rounds=rounds, warmup_rounds=warmup_rounds, iterations=1)
+        info.update(time_s=timer.median_s(rounds), timing=CUDA_TIMING)
+    runner.check(result)
+
+
+def test_model(benchmark, model_case, bench_settings, model_guard):
+    """One model case: SMDIM or the baseline; a denoiser forward, a training step or a full sample."""
+    run_model_case(benchmark, model_case, bench_settings, model_guard)
