@@ -44,3 +44,11 @@ def load_checkpoint(path, map_location="cpu") -> Dict[str, Any]:
     if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{path} is not an smdim checkpoint (format {FORMAT_VERSION})")
     return state
+
+
+def require_fields(state: Dict[str, Any], path, *fields) -> None:
+    """Raise CheckpointError naming the first of `fields` that the checkpoint `state` lacks."""
+    for name in fields:
+        if state.get(name) is None:
+            raise CheckpointError(f"{path} has no '{name}' field; it was not written by smdim train "
+                                  f"(or by an older version)")

@@ -20,22 +20,66 @@ class UserError(Exception):
     """A mistake in the command line or its files: reported in one line, without a traceback."""
 
 
+def positive_int(text):
+    """argparse type: an integer >= 1."""
+    return _bounded(int, text, 1, "an integer >= 1")
+
+
+def non_negative_int(text):
+    """argparse type: an integer >= 0."""
+    return _bounded(int, text, 0, "an integer >= 0")
+
+
+def non_negative_float(text):
+    """argparse type: a number >= 0."""
+    return _bounded(float, text, 0, "a number >= 0")
+
+
+def _bounded(kind, text, low, expected):
+    try:
+        value = kind(text)
+    except ValueError:
+        value = None
+    if value is None or not value >= low:
+        raise argparse.ArgumentTypeError(f"expected {expected}; got {text!r}")
+    return value
+
+
+def device_name(text):
+    """argparse type: a torch device name (cpu, cuda, cuda:N)."""
+    import torch
+
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N; got {text!r}")
+    return str(device)
+
+
+def _add_device_arg(p):
+    p.add_argument("--device", type=device_name, help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")
+
+
 def _add_sampling_args(p):
-    p.add_argument("--steps", type=int, default=64, help="denoising steps (default 64)")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0)")
+    p.add_argument("--steps", type=positive_int, default=64, help="denoising steps (default 64)")
+    p.add_argument("--temperature", type=non_negative_float, default=1.0,
+                   help="sampling temperature (default 1.0; 0 = greedy)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0): same seed, same output")
     p.add_argument("--pitch-range", type=int, nargs=2, metavar=("LOW", "HIGH"),
                    help="never sample pitches outside [LOW, HIGH] (MIDI numbers)")
-    p.add_argument("--max-chord", type=int, metavar="K", help="at most K notes may start together")
+    p.add_argument("--max-chord", type=positive_int, metavar="K", help="at most K notes may start together")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
     p.add_argument("--out", default="smdim_out", help="output folder (default smdim_out)")
+    _add_device_arg(p)
 
 
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="smdim", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES,
         description="SMDIM: long-sequence symbolic-music diffusion with Mamba-FeedForward-Attention blocks.")
-    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores)")
+    parser.add_argument("--threads", type=positive_int, help="CPU threads for torch (default: all cores)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("train", help="train a denoiser on MIDI/ABC data", epilog=EXAMPLES,
@@ -51,24 +95,31 @@ def build_parser():
     p.add_argument("--preset", default="tiny", help="model size: tiny, small, base (default tiny)")
     p.add_argument("--model", choices=("smdim", "transformer"), default="smdim",
                    help="smdim (MFA blocks) or the parameter-matched transformer-diffusion baseline")
-    p.add_argument("--attn-window", type=int, help="MFA attention window in compressed steps (0 = full attention)")
-    p.add_argument("--seq-len", type=int, default=256, help="training length in tokens (default 256)")
-    p.add_argument("--steps", type=int, default=2000, help="optimiser steps (default 2000)")
-    p.add_argument("--batch-size", type=int, default=16, help="batch size per process (default 16)")
+    p.add_argument("--attn-window", type=non_negative_int,
+                   help="attention window in compressed steps, for either model (0 = full attention; default: "
+                        "the preset's for smdim, full for the transformer baseline)")
+    p.add_argument("--seq-len", type=positive_int, default=256, help="training length in tokens (default 256)")
+    p.add_argument("--steps", type=positive_int, default=2000, help="optimiser steps (default 2000)")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="batch size per process (default 16)")
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
-    p.add_argument("--warmup", type=int, default=100, help="warm-up steps (default 100)")
-    p.add_argument("--transpose", type=int, default=3, help="random transposition in [-T, T] semitones (default 3)")
+    p.add_argument("--warmup", type=non_negative_int, default=100, help="warm-up steps (default 100)")
+    p.add_argument("--transpose", type=non_negative_int, default=3,
+                   help="random transposition in [-T, T] semitones (default 3)")
     p.add_argument("--time-budget", type=float, help="stop after this many seconds (a checkpoint is saved)")
-    p.add_argument("--eval-every", type=int, default=200, help="validate every N steps (default 200)")
+    p.add_argument("--eval-every", type=positive_int, default=200, help="validate every N steps (default 200)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--gradient-checkpointing", action="store_true",
+                   help="re-run each block in the backward instead of storing its activations (less memory, "
+                        "same gradients, one more forward pass of the blocks)")
     p.add_argument("--cache-dir", help="token cache folder (default $SMDIM_CACHE or ~/.cache/smdim)")
+    _add_device_arg(p)
 
     p = sub.add_parser("generate", help="generate new pieces", description="Unconditional generation: writes "
                        "OUT/sample_<i>.mid and a piano-roll PNG per piece.")
     p.add_argument("--checkpoint", required=True, help="a checkpoint written by smdim train")
-    p.add_argument("--n", type=int, default=4, help="number of pieces (default 4)")
-    p.add_argument("--length", type=int, help="tokens per piece (default: the training length); longer pieces "
+    p.add_argument("--n", type=positive_int, default=4, help="number of pieces (default 4)")
+    p.add_argument("--length", type=positive_int, help="tokens per piece (default: the training length); longer pieces "
                    "are generated with sliding windows")
     _add_sampling_args(p)
 
@@ -77,17 +128,17 @@ def build_parser():
                                    "every other token is kept exactly.")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--midi", required=True, help="the MIDI file to edit")
-    p.add_argument("--bars", type=int, nargs=2, required=True, metavar=("FIRST", "LAST"))
-    p.add_argument("--n", type=int, default=1, help="number of variants (default 1)")
+    p.add_argument("--bars", type=non_negative_int, nargs=2, required=True, metavar=("FIRST", "LAST"))
+    p.add_argument("--n", type=positive_int, default=1, help="number of variants (default 1)")
     _add_sampling_args(p)
 
     p = sub.add_parser("continue", help="continue a MIDI file",
                        description="Keeps the first PREFIX_BARS bars of the MIDI file and generates what follows.")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--midi", required=True)
-    p.add_argument("--prefix-bars", type=int, default=4, help="bars of the file to keep (default 4)")
-    p.add_argument("--length", type=int, help="total tokens (default: twice the training length)")
-    p.add_argument("--n", type=int, default=1)
+    p.add_argument("--prefix-bars", type=positive_int, default=4, help="bars of the file to keep (default 4)")
+    p.add_argument("--length", type=positive_int, help="total tokens (default: twice the training length)")
+    p.add_argument("--n", type=positive_int, default=1, help="number of continuations (default 1)")
     _add_sampling_args(p)
 
     p = sub.add_parser("evaluate", help="score a model (and a baseline) against held-out music",
@@ -97,8 +148,8 @@ def build_parser():
     p.add_argument("--baseline", help="a second checkpoint to compare with (e.g. the transformer baseline)")
     p.add_argument("--data", default="han")
     p.add_argument("--layout", default="auto")
-    p.add_argument("--n", type=int, default=64, help="pieces per model (default 64)")
-    p.add_argument("--bootstrap", type=int, default=200, help="bootstrap replicates (default 200)")
+    p.add_argument("--n", type=positive_int, default=64, help="pieces per model (default 64)")
+    p.add_argument("--bootstrap", type=positive_int, default=200, help="bootstrap replicates (default 200)")
     p.add_argument("--cache-dir")
     _add_sampling_args(p)
 
@@ -110,9 +161,19 @@ def build_parser():
     p.add_argument("--time-budget", type=float, default=480.0,
                    help="total seconds for training both models (default 480; the whole demo ends within ~10 min)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--n", type=int, default=48, help="pieces per model for the evaluation (default 48)")
+    p.add_argument("--n", type=positive_int, default=48, help="pieces per model for the evaluation (default 48)")
     p.add_argument("--cache-dir")
+    _add_device_arg(p)
     return parser
+
+
+def _describe(exc):
+    """One line for a user error; OSErrors (missing or unreadable paths, permissions, a full disk)
+    as "<reason>: <path>"."""
+    if isinstance(exc, OSError) and exc.strerror:
+        paths = [p for p in (exc.filename, exc.filename2) if p is not None]
+        return ": ".join([exc.strerror] + [str(p) for p in paths])
+    return " ".join(str(exc).split())
 
 
 def main(argv=None):
@@ -130,15 +191,25 @@ def main(argv=None):
             import torch
 
             torch.set_num_threads(args.threads)
-        return getattr(commands, f"run_{args.command}")(args) or 0
-    except (UserError, CheckpointError, FileNotFoundError, ValueError) as exc:
+        code = getattr(commands, f"run_{args.command}")(args) or 0
+    except (UserError, CheckpointError, OSError, ValueError) as exc:
         if os.environ.get("SMDIM_DEBUG"):
             raise
-        print(f"smdim {args.command}: error: {exc}  (set SMDIM_DEBUG=1 for a traceback)", file=sys.stderr)
-        return 2
+        print(f"smdim {args.command}: error: {_describe(exc)}  (set SMDIM_DEBUG=1 for a traceback)", file=sys.stderr)
+        code = 2
     except KeyboardInterrupt:
         print(f"smdim {args.command}: interrupted", file=sys.stderr)
-        return 130
+        code = 130
+    return _finish(args.command, code)
+
+
+def _finish(command, code):
+    """The exit code; a torchrun worker of `smdim train` exits here (see smdim.train.exit_distributed)."""
+    if command == "train":
+        from .train import exit_distributed
+
+        exit_distributed(code)
+    return code
 
 
 if __name__ == "__main__":

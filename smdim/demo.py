@@ -37,7 +37,8 @@ def _plot_curves(histories, path):
     plt.close(fig)
 
 
-def run_demo(out: Path, time_budget: float = 480.0, seed: int = 0, n: int = 48, cache_dir=None, steps: int = 32):
+def run_demo(out: Path, time_budget: float = 480.0, seed: int = 0, n: int = 48, cache_dir=None, steps: int = 32,
+             device=None):
     from . import metrics
     from .commands import train_model
     from .data import load_corpus
@@ -60,7 +61,7 @@ def run_demo(out: Path, time_budget: float = 480.0, seed: int = 0, n: int = 48, 
         print(f"[demo] training {name} for {time_budget / 2:.0f} s")
         trainer, result = train_model(corpus, out / f"run_{kind}", preset="tiny", model=kind, seq_len=SEQ_LEN,
                                       steps=100_000, batch_size=16, lr=2e-3, warmup=50, transpose=3,
-                                      time_budget=time_budget / 2, eval_every=50, seed=seed)
+                                      time_budget=time_budget / 2, eval_every=50, seed=seed, device=device)
         models[name] = trainer.ema.module.eval()
         histories[name] = result.history
         summary[name] = {"steps": result.step, "parameters": trainer.model.num_parameters(),
@@ -82,10 +83,10 @@ def run_demo(out: Path, time_budget: float = 480.0, seed: int = 0, n: int = 48, 
     kept_all = True
     tests = [ids for ids in reference_windows(corpus, "test", SEQ_LEN) if ids.count(tok.vocab["Bar_None"]) >= 5][:2]
     for i, ids in enumerate(tests):
-        tokens = torch.tensor(ids)
+        tokens = torch.tensor(ids, dtype=torch.long)
         region = bar_region(tok, tokens, 2, 3)
         filled = infill(smdim, tokens[None], region[None], steps=steps, mask_id=mask_id(tok),
-                        generator=torch.Generator().manual_seed(seed + i), constraints=constraints)[0]
+                        generator=torch.Generator().manual_seed(seed + i), constraints=constraints)[0].cpu()
         kept_all &= bool(torch.equal(filled[~region], tokens[~region]))
         span = bar_beats(tok, ids, 2, 3)
         write_piece(tok, ids, out / "infilled", f"original_{i}", highlight=[span], title=f"held-out piece {i}")

@@ -22,6 +22,21 @@ import torch.nn.functional as F
 T_MIN = 1e-3  # t is drawn from [T_MIN, 1]: the 1/t weight stays finite
 
 
+def model_device(model) -> torch.device:
+    """The device of a model's first parameter (or buffer); CPU for a model without tensors."""
+    for tensor in model.parameters():
+        return tensor.device
+    for tensor in model.buffers():
+        return tensor.device
+    return torch.device("cpu")
+
+
+def to_device(device, *tensors):
+    """`tensors` on `device` (None stays None; a tensor already there is returned as is)."""
+    moved = tuple(None if t is None else t.to(device) for t in tensors)
+    return moved[0] if len(moved) == 1 else moved
+
+
 def uniform(shape, generator=None, device=None) -> torch.Tensor:
     """U(0, 1) draws from `generator` (on its own device), placed on `device`."""
     where = generator.device if generator is not None else device
@@ -64,9 +79,11 @@ class DiffusionLoss:
 
 def diffusion_loss(model, x0, pad_mask=None, *, mask_id, generator=None, t=None) -> DiffusionLoss:
     """The MDLM NELBO of a batch. x0: (batch, L) token ids; pad_mask: (batch, L) bool, True at
-    real tokens (None = all real). `t` (batch,) overrides the sampled times (for evaluation)."""
+    real tokens (None = all real). `t` (batch,) overrides the sampled times (for evaluation).
+    The inputs are moved to the model's device."""
     if x0.dim() != 2:
         raise ValueError(f"x0 must be (batch, L) token ids; got shape {tuple(x0.shape)}")
+    x0, pad_mask, t = to_device(model_device(model), x0, pad_mask, t)
     maskable = torch.ones_like(x0, dtype=torch.bool) if pad_mask is None else pad_mask.bool()
     if t is None:
         t = sample_times(x0.shape[0], generator, x0.device)
@@ -86,6 +103,8 @@ def sequence_nlls(model, batches, *, mask_id, n_times=4, seed=0):
     """Per-sequence NELBO over `batches` (iterable of (x0, pad_mask)): a list of (nats, tokens) per
     sequence, each averaged over `n_times` stratified times (fixed seed: deterministic). Summing
     nats and tokens over any subset gives that subset's bits/token (for bootstrap intervals)."""
+    if n_times < 1:
+        raise ValueError(f"n_times must be >= 1; got {n_times}")
     generator = torch.Generator().manual_seed(seed)
     out = []
     was_training = model.training
@@ -109,20 +128,7 @@ def bits_per_token(items):
     return sum(n for n, _ in items) / max(tokens, 1) / math.log(2)
 
 
-@torch.no_grad()
 def evaluate_nll(model, batches, *, mask_id, n_times=4, seed=0):
     """Validation NELBO in bits/token over `batches` (iterable of (x0, pad_mask)), averaged over
     `n_times` stratified times per batch with a fixed seed (deterministic)."""
-    generator = torch.Generator().manual_seed(seed)
-    total, tokens = 0.0, 0
-    was_training = model.training
-    model.eval()
-    try:
-        for x0, pad_mask in batches:
-            for _ in range(n_times):
-                result = diffusion_loss(model, x0, pad_mask, mask_id=mask_id, generator=generator)
-                total += result.loss.item() * result.n_tokens
-                tokens += result.n_tokens
-    finally:
-        model.train(was_training)
-    return total / max(tokens, 1) / math.log(2)
+    return bits_per_token(sequence_nlls(model, batches, mask_id=mask_id, n_times=n_times, seed=seed))

@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 from . import metrics
 from .data import TokenDataset
 from .diffusion import bits_per_token, sequence_nlls
-from .sampling import sample
+from .sampling import generate
 from .tokenizer import decode, mask_id, pad_id, special_ids
 
 OA_KEYS = ("mean_oa", "pitch_consistency", "pitch_variance", "duration_consistency", "duration_variance")
@@ -46,16 +46,16 @@ def reference_windows(corpus, split, seq_len, n=None, seed=0) -> List[List[int]]
 
 
 @torch.no_grad()
-def sample_pieces(model, tok, n, length, *, steps, seed=0, constraints=None, batch_size=16, progress=False):
+def sample_pieces(model, tok, n, length, *, steps, seed=0, constraints=None, temperature=1.0, batch_size=16,
+                  progress=False):
     """n unconditional samples of `length` tokens (lists of ids)."""
     generator = torch.Generator().manual_seed(seed)
-    device = next(model.parameters()).device
     out = []
     bar = tqdm(total=n, desc="sampling", disable=not progress, leave=False)
     while len(out) < n:
         count = min(batch_size, n - len(out))
-        x = torch.full((count, length), mask_id(tok), dtype=torch.long, device=device)
-        tokens, _ = sample(model, x, steps=steps, mask_id=mask_id(tok), generator=generator, constraints=constraints)
+        tokens = generate(model, count, length, steps=steps, mask_id=mask_id(tok), generator=generator,
+                          constraints=constraints, temperature=temperature)
         out.extend(tokens.cpu().tolist())
         bar.update(count)
     bar.close()
@@ -67,7 +67,7 @@ def _batches(windows, seq_len, pad, batch_size=16):
         chunk = windows[i:i + batch_size]
         x = torch.full((len(chunk), seq_len), pad, dtype=torch.long)
         for row, ids in enumerate(chunk):
-            x[row, :len(ids)] = torch.tensor(ids[:seq_len])
+            x[row, :len(ids)] = torch.tensor(ids[:seq_len], dtype=torch.long)
         yield x, x != pad
 
 
@@ -90,7 +90,7 @@ def training_pitch_range(corpus, quantiles=(0.001, 0.999)):
 
 
 def evaluate(models: Dict[str, torch.nn.Module], corpus, *, n=64, seq_len=256, steps=64, seed=0, n_boot=200,
-             constraints=None, max_chord=4, pitch_range=None, progress=False):
+             constraints=None, max_chord=4, pitch_range=None, temperature=1.0, progress=False):
     """{row: {column: value}} for `metrics.format_table`: one column per model plus "real vs real"
     (n held-out windows of the valid+train splits scored against the same n test windows)."""
     tok = corpus.tokenizer
@@ -106,7 +106,7 @@ def evaluate(models: Dict[str, torch.nn.Module], corpus, *, n=64, seq_len=256, s
     columns = {}
     for name, model in models.items():
         seqs = sample_pieces(model, tok, n, seq_len, steps=steps, seed=seed, constraints=constraints,
-                             progress=progress)
+                             temperature=temperature, progress=progress)
         columns[name] = (seqs, True, model)
     other = reference_windows(corpus, "valid", seq_len, None, seed) + reference_windows(corpus, "train", seq_len,
                                                                                           n, seed + 1)

@@ -59,7 +59,9 @@ def _end_beats(score) -> float:
 
 
 def prefix_tokens(tok, score, n_bars: int) -> List[int]:
-    """Token ids of the first `n_bars` bars of a score (for continuation)."""
+    """Token ids of the first `n_bars` (>= 1) bars of a score (for continuation)."""
+    if n_bars < 1:
+        raise ValueError(f"n_bars must be >= 1 (a continuation needs a prefix); got {n_bars}")
     ids = encode(tok, score)
     if not ids:
         raise ValueError("the MIDI file has no notes in the tokenizer's pitch range")

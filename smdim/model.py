@@ -64,6 +64,9 @@ class SMDIMConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer; got {value!r}")
+        if self.attn_window is not None and (not isinstance(self.attn_window, int) or self.attn_window < 1):
+            raise ValueError(f"attn_window must be None (full attention) or a positive integer; "
+                             f"got {self.attn_window!r}")
         if self.d_model % self.num_heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by num_heads ({self.num_heads})")
         for name in ("pad_id", "mask_id"):
@@ -93,11 +96,17 @@ PRESETS = {
 
 
 def preset_config(name, vocab_size, pad_id, mask_id, block="mfa", **overrides):
-    """SMDIMConfig of a named size preset; block="transformer" gives the parameter-matched baseline."""
+    """SMDIMConfig of a named size preset; block="transformer" gives the parameter-matched baseline
+    (full attention unless `attn_window` is overridden: the window does not change the parameters)."""
     if name not in PRESETS:
         raise ValueError(f"preset must be one of {sorted(PRESETS)}; got {name!r}")
+    if block not in BLOCK_TYPES:
+        raise ValueError(f"block must be one of {BLOCK_TYPES}; got {block!r}")
     config = SMDIMConfig(vocab_size=vocab_size, pad_id=pad_id, mask_id=mask_id, **dict(PRESETS[name], **overrides))
-    return matched_baseline_config(config) if block == "transformer" else config
+    if block == "mfa":
+        return config
+    baseline = matched_baseline_config(config)
+    return replace(baseline, attn_window=overrides["attn_window"]) if "attn_window" in overrides else baseline
 
 
 class TransformerBlock(nn.Module):
@@ -129,9 +138,14 @@ def sinusoidal_positions(length, dim, device=None, dtype=torch.float32):
 
 
 class SMDIM(nn.Module):
-    """The denoiser: tokens (batch, L) -> logits (batch, L, vocab_size); see the module docstring."""
+    """The denoiser: tokens (batch, L) -> logits (batch, L, vocab_size); see the module docstring.
 
-    def __init__(self, config: SMDIMConfig):
+    gradient_checkpointing=True (a training option, not part of the config: `smdim train
+    --gradient-checkpointing`) re-runs each block in the backward instead of keeping its
+    activations, as smdim_kernels' MFAStack does; the loss and gradients are the same.
+    """
+
+    def __init__(self, config: SMDIMConfig, gradient_checkpointing: bool = False):
         super().__init__()
         self.config = c = config
         self.embedding = nn.Embedding(c.vocab_size, c.d_embed)
@@ -148,7 +162,7 @@ class SMDIM(nn.Module):
         self.norm_f = LayerNorm(c.d_model)
         self.expand_out = nn.ConvTranspose1d(c.d_model, c.d_embed, kernel_size=c.compression, stride=c.compression)
         self.norm_out = LayerNorm(c.d_embed)
-        self.gradient_checkpointing = False
+        self.gradient_checkpointing = gradient_checkpointing
 
     def forward(self, tokens):
         """tokens: (batch, L) int64 -> logits (batch, L, vocab_size) (fp32)."""
@@ -164,17 +178,22 @@ class SMDIM(nn.Module):
         h = self.compress(emb.transpose(1, 2)).transpose(1, 2)           # (batch, L'/c, d_model)
         if c.pos_encoding == "sinusoidal":
             h = h + sinusoidal_positions(h.shape[1], c.d_model, h.device, h.dtype)
+        h = self._blocks(h)
+        up = self.expand_out(h.transpose(1, 2)).transpose(1, 2)          # (batch, L', d_embed)
+        out = self.norm_out(up, emb)                                      # token-level skip
+        logits = F.linear(out, self.embedding.weight)                    # tied head
+        return logits[:, :length].float()
+
+    def _blocks(self, h):
+        """The residual stream through every block and the final norm (checkpointed per block
+        when gradient_checkpointing is on in training)."""
         residual = None
         for layer in self.layers:
             if self.gradient_checkpointing and self.training:
                 h, residual = torch.utils.checkpoint.checkpoint(layer, h, residual, use_reentrant=False)
             else:
                 h, residual = layer(h, residual)
-        h = self.norm_f(h, residual)
-        up = self.expand_out(h.transpose(1, 2)).transpose(1, 2)          # (batch, L', d_embed)
-        out = self.norm_out(up, emb)                                      # token-level skip
-        logits = F.linear(out, self.embedding.weight)                    # tied head
-        return logits[:, :length].float()
+        return self.norm_f(h, residual)
 
     def num_parameters(self):
         return sum(p.numel() for p in self.parameters())

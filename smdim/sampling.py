@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from .diffusion import subs_log_probs, uniform
+from .diffusion import model_device, subs_log_probs, to_device, uniform
 
 
 @dataclass
@@ -53,26 +53,31 @@ class Constraints:
             banned |= self.is_pitch & ((self.pitch_of_token < low) | (self.pitch_of_token > high))
         return banned
 
+    def _spans(self, x, mask_id):
+        """(span id, known Pitch) per position, both (batch, L): a known boundary opens a new span."""
+        known = x != mask_id
+        boundary = self.is_boundary.to(x.device)[x] & known
+        pitch = self.is_pitch.to(x.device)[x] & known
+        return torch.cumsum(boundary.long(), dim=1), pitch
+
+    @staticmethod
+    def _per_span(span, values):
+        """The sum of `values` (batch, L) over each position's span -> (batch, L)."""
+        return torch.zeros_like(span).scatter_add_(1, span, values.long()).gather(1, span)
+
     def chord_counts(self, x, mask_id):
         """For every position, the number of known Pitch tokens in its onset span: the tokens between
         the nearest known boundary on the left and the nearest known boundary on the right (MASKs
         inside may later split the span, so this over-counts — safe). x: (batch, L) -> (batch, L)."""
-        known = x != mask_id
-        boundary = self.is_boundary.to(x.device)[x] & known
-        pitch = self.is_pitch.to(x.device)[x] & known
-        span = torch.cumsum(boundary.long(), dim=1)            # span id; a boundary opens a new span
-        counts = torch.zeros_like(span).scatter_add_(1, span, pitch.long())
-        return counts.gather(1, span)
+        span, pitch = self._spans(x, mask_id)
+        return self._per_span(span, pitch)
 
     def overflow(self, x, mask_id, newly_revealed):
         """Newly revealed Pitch tokens beyond max_chord in their span (the rightmost ones) -> bool (batch, L)."""
         if self.max_chord is None:
             return torch.zeros_like(newly_revealed)
-        known = x != mask_id
-        pitch = self.is_pitch.to(x.device)[x] & known
-        span = torch.cumsum((self.is_boundary.to(x.device)[x] & known).long(), dim=1)
-        old = pitch & ~newly_revealed
-        old_counts = torch.zeros_like(span).scatter_add_(1, span, old.long()).gather(1, span)
+        span, pitch = self._spans(x, mask_id)
+        old_counts = self._per_span(span, pitch & ~newly_revealed)
         new = pitch & newly_revealed
         seen = torch.cumsum(new.long(), dim=1)                 # new pitches up to and including i
         before = torch.full_like(span, torch.iinfo(torch.int64).max).scatter_reduce_(
@@ -91,20 +96,39 @@ class Constraints:
         return log_probs
 
 
-def _draw(log_probs, temperature, generator):
-    """Categorical draws from log_probs (batch, L, vocab) with a temperature, via Gumbel-max."""
-    gumbel = -torch.log(-torch.log(uniform(log_probs.shape, generator, log_probs.device).clamp_min(1e-20)))
-    return torch.argmax(log_probs / max(temperature, 1e-6) + gumbel, dim=-1)
+def check_temperature(temperature):
+    """Sampling temperature: > 0 scales the logits, 0 = greedy (argmax); negative is an error."""
+    if not temperature >= 0:
+        raise ValueError(f"temperature must be >= 0 (0 = greedy); got {temperature}")
+
+
+def _draw(log_probs, where, temperature, generator):
+    """Categorical draws from log_probs (batch, L, vocab) at the positions `where` (batch, L) is True,
+    via Gumbel-max (noise only for those rows); temperature 0 takes the argmax. -> (n,) token ids."""
+    rows = log_probs[where]                                               # (n, vocab)
+    if temperature == 0:
+        return rows.argmax(dim=-1)
+    gumbel = -torch.log(-torch.log(uniform(rows.shape, generator, rows.device).clamp_min(1e-20)))
+    return torch.argmax(rows / temperature + gumbel, dim=-1)
+
+
+def _reveal(x, where, log_probs, temperature, generator):
+    """x with the positions `where` replaced by draws from log_probs."""
+    x = x.clone()
+    x[where] = _draw(log_probs, where, temperature, generator)
+    return x
 
 
 @torch.no_grad()
 def sample(model, x_init, *, steps, mask_id, generator=None, temperature=1.0,
            constraints: Optional[Constraints] = None, progress=False, desc="sampling"):
     """Fill every MASK of x_init (batch, L) in `steps` ancestral steps; other tokens are kept.
-    Returns (tokens (batch, L), number of denoiser calls)."""
+    x_init is moved to the model's device; temperature 0 = greedy. Returns (tokens (batch, L) on
+    the model's device, number of denoiser calls)."""
     if steps < 1:
         raise ValueError(f"steps must be >= 1; got {steps}")
-    x = x_init.clone()
+    check_temperature(temperature)
+    x = to_device(model_device(model), x_init).long()
     cached, calls = None, 0
     bar = tqdm(range(steps, 0, -1), desc=desc, disable=not progress, leave=False)
     for k in bar:
@@ -119,7 +143,7 @@ def sample(model, x_init, *, steps, mask_id, generator=None, temperature=1.0,
         reveal = masked & (uniform(x.shape, generator, x.device) < (t - s) / t)
         if k == 1:
             reveal = masked
-        x = torch.where(reveal, _draw(log_probs, temperature, generator), x)
+        x = _reveal(x, reveal, log_probs, temperature, generator)
         if constraints is not None and constraints.max_chord is not None:
             undo = constraints.overflow(x, mask_id, reveal)
             x = torch.where(undo, torch.full_like(x, mask_id), x)
@@ -135,7 +159,7 @@ def sample(model, x_init, *, steps, mask_id, generator=None, temperature=1.0,
         calls += 1
         if constraints is not None:
             log_probs = constraints.apply(log_probs, x, mask_id)
-        x = torch.where(masked, _draw(log_probs, temperature, generator), x)
+        x = _reveal(x, masked, log_probs, temperature, generator)
         if constraints is not None and constraints.max_chord is not None:
             x = torch.where(constraints.overflow(x, mask_id, masked), torch.full_like(x, mask_id), x)
     if (x == mask_id).any():
@@ -144,32 +168,40 @@ def sample(model, x_init, *, steps, mask_id, generator=None, temperature=1.0,
 
 
 def generate(model, batch, length, *, steps, mask_id, **kwargs):
-    """Unconditional generation: (batch, length) tokens from all-MASK."""
-    device = next(model.parameters()).device
-    x = torch.full((batch, length), mask_id, dtype=torch.long, device=device)
-    return sample(model, x, steps=steps, mask_id=mask_id, **kwargs)[0]
+    """Unconditional generation: (batch, length) tokens from all-MASK, on the model's device."""
+    return sample(model, _with_prefix(model, batch, length, mask_id), steps=steps, mask_id=mask_id, **kwargs)[0]
 
 
 def infill(model, tokens, region, *, steps, mask_id, **kwargs):
-    """Regenerate tokens where `region` (same shape, bool) is True; every other token is kept."""
+    """Regenerate tokens where `region` (same shape, bool) is True; every other token is kept.
+    Both are moved to the model's device (so is the result)."""
     if region.shape != tokens.shape:
         raise ValueError(f"region must have the shape of tokens {tuple(tokens.shape)}; got {tuple(region.shape)}")
-    x = torch.where(region, torch.full_like(tokens, mask_id), tokens)
+    tokens, region = to_device(model_device(model), tokens, region)
+    x = torch.where(region.bool(), torch.full_like(tokens, mask_id), tokens)
     return sample(model, x, steps=steps, mask_id=mask_id, **kwargs)[0]
 
 
 def continue_sequence(model, prefix, total_length, *, steps, mask_id, window=None, **kwargs):
     """Extend prefix (batch, P) to total_length tokens; the prefix is kept exactly. Longer than
-    `window` (the training length) is generated by sliding windows (see `generate_long`)."""
+    `window` (the training length) is generated by sliding windows (see `generate_long`).
+    The result is on the model's device."""
     batch, plen = prefix.shape
     if total_length < plen:
         raise ValueError(f"total_length ({total_length}) must be >= the prefix length ({plen})")
     if window is None or total_length <= window:
-        x = torch.full((batch, total_length), mask_id, dtype=prefix.dtype, device=prefix.device)
-        x[:, :plen] = prefix
+        x = _with_prefix(model, batch, total_length, mask_id, prefix)
         return sample(model, x, steps=steps, mask_id=mask_id, **kwargs)[0]
     return generate_long(model, batch, total_length, window=window, steps=steps, mask_id=mask_id, prefix=prefix,
                          **kwargs)
+
+
+def _with_prefix(model, batch, length, mask_id, prefix=None):
+    """(batch, length) int64 MASKs on the model's device, starting with `prefix` (batch, P) if given."""
+    x = torch.full((batch, length), mask_id, dtype=torch.long, device=model_device(model))
+    if prefix is not None:
+        x[:, :prefix.shape[1]] = prefix.to(x.device)
+    return x
 
 
 def generate_long(model, batch, length, *, window, steps, mask_id, hop=None, prefix=None, progress=False,
@@ -179,10 +211,7 @@ def generate_long(model, batch, length, *, window, steps, mask_id, hop=None, pre
     hop = window // 2 if hop is None else hop
     if not 0 < hop <= window:
         raise ValueError(f"hop must be in (0, window={window}]; got {hop}")
-    device = next(model.parameters()).device
-    out = torch.full((batch, length), mask_id, dtype=torch.long, device=device)
-    if prefix is not None:
-        out[:, :prefix.shape[1]] = prefix
+    out = _with_prefix(model, batch, length, mask_id, prefix)
     end = min(window, length)
     out[:, :end] = sample(model, out[:, :end], steps=steps, mask_id=mask_id, **kwargs)[0]
     bar = tqdm(total=length, initial=end, desc="sliding windows", disable=not progress, leave=False)

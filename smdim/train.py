@@ -4,7 +4,10 @@ NCCL on GPU).
 
 Exact resume: every random draw comes from (a) a per-epoch permutation seeded by (seed, epoch),
 (b) the trainer's generator (diffusion times and masks) and (c) torch's global RNG (dataset crops,
-dropout); the checkpoint stores the position in the epoch and both RNG states.
+dropout; and the CUDA RNG on a GPU); the checkpoint stores, for every DDP rank, the position in
+the epoch and those RNG states, and each rank restores its own. Resumed with another number of
+processes, the ranks are reseeded from (seed, rank, step) with a warning (the run goes on, not
+bit-exactly).
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ import torch.distributed as dist
 from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, require_fields, save_checkpoint
 from .diffusion import diffusion_loss, evaluate_nll
 from .model import SMDIM, SMDIMConfig
 
@@ -42,6 +45,7 @@ class TrainConfig:
     checkpoint_every: int = 200
     seed: int = 0
     time_budget_s: Optional[float] = None  # stop (and checkpoint) after this much wall time
+    gradient_checkpointing: bool = False    # re-run each block in the backward (less memory, same gradients)
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "eval_every", "checkpoint_every"):
@@ -120,11 +124,18 @@ class EpochBatches:
         self.batch_index += 1
         return batch
 
+    @property
+    def items_per_step(self):
+        return self.batch_size * self.world_size
+
     def state_dict(self):
-        return {"epoch": self.epoch, "batch_index": self.batch_index}
+        return {"epoch": self.epoch, "batch_index": self.batch_index, "items_per_step": self.items_per_step}
 
     def load_state_dict(self, state):
-        self.epoch, self.batch_index, self._order = state["epoch"], state["batch_index"], None
+        """Restore the position. Saved with another global batch size (batch size x processes), resume
+        at the first global batch of that epoch not yet fully seen (the epoch's order is the same)."""
+        consumed = state["batch_index"] * state.get("items_per_step", self.items_per_step)
+        self.epoch, self.batch_index, self._order = state["epoch"], -(-consumed // self.items_per_step), None
 
 
 @dataclass
@@ -137,6 +148,19 @@ class TrainResult:
 
 def _distributed():
     return dist.is_available() and dist.is_initialized()
+
+
+def rank_seed(seed, rank, step=0):
+    """The seed of a rank's generator (step > 0: the reseed after a resume that cannot restore it)."""
+    return seed * 7919 + rank + 1_000_003 * step
+
+
+def _checkpoint_rank_states(state):
+    """The per-rank random/data-order states of a checkpoint; older checkpoints kept one (rank 0's)
+    at the top level."""
+    if "ranks" in state:
+        return list(state["ranks"])
+    return [{key: state[key] for key in ("generator", "torch_rng", "batches")}]
 
 
 class Trainer:
@@ -156,7 +180,7 @@ class Trainer:
         self.progress = progress and self.rank == 0
 
         torch.manual_seed(train_config.seed)
-        self.model = SMDIM(model_config).to(self.device)
+        self.model = SMDIM(model_config, gradient_checkpointing=train_config.gradient_checkpointing).to(self.device)
         self.ema = AveragedModel(self.model, multi_avg_fn=ema_multi_avg_fn(train_config.ema_decay))
         self.optimizer = torch.optim.AdamW(param_groups(self.model, train_config.weight_decay), lr=train_config.lr,
                                            betas=tuple(train_config.betas))
@@ -167,7 +191,7 @@ class Trainer:
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.batches = EpochBatches(len(train_set), train_config.batch_size, train_config.seed, self.rank,
                                     self.world_size)
-        self.generator = torch.Generator().manual_seed(train_config.seed * 7919 + self.rank)
+        self.generator = torch.Generator().manual_seed(rank_seed(train_config.seed, self.rank))
         self.step = 0
         self.history: List[Dict[str, float]] = []
 
@@ -177,20 +201,40 @@ class Trainer:
     def checkpoint_path(self):
         return self.out_dir / "checkpoint.pt"
 
-    def state_dict(self):
+    def _rank_state(self):
+        """This rank's position in the data order and its RNG states (what its next draws depend on)."""
+        state = {"generator": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
+                 "batches": self.batches.state_dict()}
+        if self.device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def _rank_states(self, gather=True):
+        """Every rank's `_rank_state()` in rank order. Under DDP this is a collective (every rank must
+        call it); gather=False (after Ctrl-C, when the ranks may be out of step) keeps only this
+        rank's, the others are None."""
+        states = [None] * self.world_size
+        states[self.rank] = self._rank_state()
+        if self.world_size > 1 and gather:
+            dist.all_gather_object(states, states[self.rank])
+        return states
+
+    def state_dict(self, gather=True):
+        """The checkpoint contents; a collective under DDP unless gather=False (see `_rank_states`)."""
         return {
             "model": self.model.state_dict(), "ema": self.ema.state_dict(),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-            "step": self.step, "batches": self.batches.state_dict(), "generator": self.generator.get_state(),
-            "torch_rng": torch.get_rng_state(), "history": self.history,
+            "step": self.step, "ranks": self._rank_states(gather), "history": self.history,
             "model_config": self.model_config.to_dict(), "train_config": asdict(self.config),
             "tokenizer": self.tokenizer_config,
         }
 
-    def save(self, path=None):
+    def save(self, path=None, gather=True):
+        """Rank 0 writes the checkpoint; under DDP every rank must call it (the rank states are gathered)."""
+        state = self.state_dict(gather)
         if self.rank != 0:
             return None
-        return save_checkpoint(path or self.checkpoint_path, self.state_dict())
+        return save_checkpoint(path or self.checkpoint_path, state)
 
     def resume(self, path=None):
         # RNG states must stay CPU tensors; load_state_dict moves model/optimiser tensors to the device.
@@ -203,11 +247,30 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = state["step"]
-        self.batches.load_state_dict(state["batches"])
-        self.generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
+        self._load_rank_state(_checkpoint_rank_states(state))
         self.history = list(state["history"])
         return self.step
+
+    def _load_rank_state(self, states):
+        """Restore this rank's own state; reseed (with a warning) when the checkpoint has none for it."""
+        own = states[self.rank] if len(states) == self.world_size else None
+        if own is None:
+            return self._reseed(states)
+        self.generator.set_state(own["generator"])
+        torch.set_rng_state(own["torch_rng"])
+        if "cuda_rng" in own and self.device.type == "cuda":
+            torch.cuda.set_rng_state(own["cuda_rng"], self.device)
+        self.batches.load_state_dict(own["batches"])
+
+    def _reseed(self, states):
+        saved = sum(s is not None for s in states)
+        self.log(f"warning: resume: the checkpoint holds the random state of {saved} of {len(states)} process(es) "
+                 f"and none for rank {self.rank} of {self.world_size}; reseeding it from (seed, rank, step) - "
+                 "training goes on, but not exactly as an uninterrupted run would")
+        seed = rank_seed(self.config.seed, self.rank, self.step)
+        self.generator.manual_seed(seed)
+        torch.manual_seed(seed)
+        self.batches.load_state_dict(next(s for s in states if s is not None)["batches"])
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -275,7 +338,8 @@ class Trainer:
                     break
         except KeyboardInterrupt:
             interrupted = True
-            last_saved = self.save()
+            # The ranks may have been interrupted at different points: no collective here.
+            last_saved = self.save(gather=False)
             self.log(f"\ninterrupted at step {self.step}; checkpoint saved to {last_saved} "
                      f"(continue with --resume)")
         finally:
@@ -286,6 +350,7 @@ class Trainer:
 def load_model(path, use_ema=True, map_location="cpu"):
     """(model in eval mode, checkpoint state) from a training checkpoint."""
     state = load_checkpoint(path, map_location=map_location)
+    require_fields(state, path, "model_config", "ema" if use_ema else "model")
     model = SMDIM(SMDIMConfig.from_dict(state["model_config"]))
     if use_ema:
         ema = {k[len("module."):]: v for k, v in state["ema"].items() if k.startswith("module.")}
@@ -295,15 +360,41 @@ def load_model(path, use_ema=True, map_location="cpu"):
     return model.eval(), state
 
 
-def init_distributed():
-    """Initialise torch.distributed from torchrun's environment (gloo on CPU, NCCL on GPU); returns
-    the device this rank should use. No-op without torchrun."""
+def default_device():
+    """cuda if a GPU is available, else cpu."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def init_distributed(device=None):
+    """Initialise torch.distributed from torchrun's environment (NCCL on CUDA devices, gloo on CPU);
+    returns the device this rank should use (`device`, default `default_device()`; under torchrun a
+    CUDA device becomes cuda:LOCAL_RANK). No process group without torchrun."""
+    device = torch.device(device) if device is not None else default_device()
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if torch.cuda.is_available():
-        local_rank = int(os.environ.get("LOCAL_RANK", 0))
-        torch.cuda.set_device(local_rank)
+        return device
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
         dist.init_process_group("nccl")
-        return torch.device("cuda", local_rank)
+        return device
     dist.init_process_group("gloo")
-    return torch.device("cpu")
+    return device
+
+
+def exit_distributed(code=0):
+    """End a torchrun worker that ran `init_distributed`: destroy the process group, flush stdout and
+    stderr and leave at once with `code`, without the interpreter's finalization. Without a
+    process group this does nothing (and returns).
+
+    Why: DDP keeps its process group alive to the end (destroy_process_group cannot free it), so
+    gloo's worker threads outlive the script; a worker that frees a finished collective after
+    Python began finalizing must take the GIL to free the collective's tensors and aborts the
+    whole process instead (SIGABRT, "terminate called without an active exception"), a rare race
+    seen as a failed run after training had finished.
+    """
+    if not _distributed():
+        return
+    dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

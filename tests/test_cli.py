@@ -138,3 +138,109 @@ def test_demo_end_to_end(tmp_path, cache_dir):
     assert summary["infill_kept_clamped_tokens"] is True
     for f in _midi_files(out / "generated") + _midi_files(out / "infilled"):
         Score(str(f))
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["generate", "--checkpoint", "ck.pt", "--n", "0"], "argument --n: expected an integer >= 1; got '0'"),
+    (["generate", "--checkpoint", "ck.pt", "--length", "-3"], "argument --length: expected an integer >= 1; got '-3'"),
+    (["infill", "--checkpoint", "ck.pt", "--midi", "a.mid", "--bars", "0", "1", "--steps", "0"],
+     "argument --steps: expected an integer >= 1; got '0'"),
+    (["continue", "--checkpoint", "ck.pt", "--midi", "a.mid", "--prefix-bars", "0"],
+     "argument --prefix-bars: expected an integer >= 1; got '0'"),
+    (["continue", "--checkpoint", "ck.pt", "--midi", "a.mid", "--length", "x"],
+     "argument --length: expected an integer >= 1; got 'x'"),
+    (["evaluate", "--checkpoint", "ck.pt", "--n", "0"], "argument --n: expected an integer >= 1; got '0'"),
+    (["train", "--steps", "0"], "argument --steps: expected an integer >= 1; got '0'"),
+    (["demo", "--n", "-1"], "argument --n: expected an integer >= 1; got '-1'"),
+    (["generate", "--checkpoint", "ck.pt", "--temperature", "-0.5"],
+     "argument --temperature: expected a number >= 0; got '-0.5'"),
+    (["generate", "--checkpoint", "ck.pt", "--device", "tpu"], "argument --device: expected cpu, cuda or cuda:N"),
+])
+def test_bad_numbers_and_devices_are_rejected_by_the_parser(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["train", "generate", "infill", "continue", "evaluate", "demo"])
+def test_every_model_command_takes_a_device(command):
+    required = {"generate": ["--checkpoint", "c"], "infill": ["--checkpoint", "c", "--midi", "m", "--bars", "0", "0"],
+                "continue": ["--checkpoint", "c", "--midi", "m"], "evaluate": ["--checkpoint", "c"]}
+    args = build_parser().parse_args([command, *required.get(command, []), "--device", "cpu"])
+    assert args.device == "cpu"
+    assert build_parser().parse_args([command, *required.get(command, [])]).device is None  # cuda if available
+
+
+def test_device_option_loads_the_model_there(checkpoint, monkeypatch, tmp_path):
+    import torch
+
+    from smdim import commands
+
+    model, _, seq_len = commands._load(checkpoint, device="cpu")
+    assert next(model.parameters()).device == torch.device("cpu") and seq_len == 64
+    devices = []
+    original = commands._load
+    monkeypatch.setattr(commands, "_load", lambda *a: devices.append(a[2]) or original(*a))
+    assert main(["--threads", "1", "generate", "--checkpoint", str(checkpoint), "--n", "1", "--steps", "1",
+                 "--device", "cpu", "--out", str(tmp_path)]) == 0
+    assert devices == ["cpu"]
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the message without CUDA")
+def test_cuda_device_without_cuda_is_a_user_error(checkpoint, capsys):
+    assert main(["generate", "--checkpoint", str(checkpoint), "--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert "--device cuda: CUDA is not available here" in err and err.count("\n") == 1
+
+
+def test_os_errors_are_one_line_without_traceback(checkpoint, tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    assert main(["generate", "--checkpoint", str(checkpoint), "--n", "1", "--steps", "1",
+                 "--out", str(blocker / "sub")]) == 2  # mkdir under a file: NotADirectoryError
+    err = capsys.readouterr().err
+    assert f"error: Not a directory: {blocker / 'sub'}" in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_os_error_traceback_with_smdim_debug(checkpoint, tmp_path, monkeypatch):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    monkeypatch.setenv("SMDIM_DEBUG", "1")
+    with pytest.raises(NotADirectoryError):
+        main(["generate", "--checkpoint", str(checkpoint), "--n", "1", "--steps", "1", "--out", str(blocker / "x")])
+
+
+def test_checkpoint_without_seq_len_is_reported(checkpoint, tmp_path, capsys):
+    from smdim.checkpoint import load_checkpoint, save_checkpoint
+
+    state = load_checkpoint(checkpoint)
+    state["tokenizer"] = {k: v for k, v in state["tokenizer"].items() if k != "seq_len"}
+    save_checkpoint(tmp_path / "old.pt", state)
+    assert main(["generate", "--checkpoint", str(tmp_path / "old.pt"), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "has no 'seq_len' field" in err and err.count("\n") == 1
+
+
+def test_attention_window_applies_to_the_transformer_baseline(checkpoint):
+    from smdim.commands import _load, _model_config
+
+    _, tok, _ = _load(checkpoint)
+    assert _model_config(tok, "tiny", "transformer", attn_window=8).attn_window == 8
+    assert _model_config(tok, "tiny", "transformer", attn_window=0).attn_window is None
+    assert _model_config(tok, "tiny", "transformer").attn_window is None
+    assert _model_config(tok, "tiny", "smdim", attn_window=8).attn_window == 8
+
+
+def test_gradient_checkpointing_flag_and_train_exit_path(checkpoint, tmp_path, cache_dir, monkeypatch):
+    import smdim.train
+    from smdim.checkpoint import load_checkpoint
+
+    finished = []
+    monkeypatch.setattr(smdim.train, "exit_distributed", finished.append)
+    run = tmp_path / "run"
+    shutil.copytree(checkpoint.parent, run)
+    assert main(["--threads", "1", "train", "--data", "han", "--out", str(run), "--steps", "4", "--batch-size", "2",
+                 "--seq-len", "64", "--eval-every", "3", "--resume", "--gradient-checkpointing",
+                 "--cache-dir", cache_dir, "--device", "cpu"]) == 0
+    assert load_checkpoint(run / "checkpoint.pt")["train_config"]["gradient_checkpointing"] is True
+    assert finished == [0]  # a torchrun worker would exit there

@@ -234,3 +234,113 @@ def test_per_sequence_nll_adds_up_to_the_batch_nll():
     assert [k for _, k in per_sequence] == [16, 20, 20, 20, 20]
     assert bits_per_token(per_sequence) == pytest.approx(evaluate_nll(model, [(x0, pad_mask)], mask_id=MASK, seed=3),
                                                          rel=1e-6)  # fp32 sums in another order
+
+
+class NoTensorModel(torch.nn.Module):
+    """A denoiser without parameters or buffers (uniform logits)."""
+
+    def forward(self, tokens):
+        return torch.zeros(*tokens.shape, VOCAB)
+
+
+def test_model_device_and_inputs_already_there_are_not_copied():
+    from smdim.diffusion import model_device, to_device
+
+    assert model_device(NoTensorModel()) == torch.device("cpu")
+    assert model_device(TableModel()) == torch.device("cpu")
+    x, pad = torch.zeros(2, 3, dtype=torch.long), torch.ones(2, 3, dtype=torch.bool)
+    moved = to_device(model_device(TableModel()), x, pad, None)
+    assert moved[0] is x and moved[1] is pad and moved[2] is None
+    # A model without tensors used to break generation (next(model.parameters()) raised StopIteration).
+    out = generate(NoTensorModel(), 2, 5, steps=2, mask_id=MASK, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (2, 5) and not (out == MASK).any()
+
+
+def test_token_dtype_is_int64_whatever_the_input():
+    model = TableModel()
+    prefix = torch.randint(2, VOCAB, (2, 6), dtype=torch.int32)
+    out = continue_sequence(model, prefix, 12, steps=3, mask_id=MASK, generator=torch.Generator().manual_seed(0))
+    assert out.dtype == torch.long and torch.equal(out[:, :6], prefix.long())
+    filled = sample(model, torch.full((1, 4), MASK, dtype=torch.int32), steps=2, mask_id=MASK)[0]
+    assert filled.dtype == torch.long
+    empty = torch.tensor([]).repeat(2, 1)  # torch.tensor of no ids is float32 (what --prefix-bars 0 produced)
+    assert continue_sequence(model, empty, 5, steps=2, mask_id=MASK).dtype == torch.long
+
+
+def test_double_precision_model_samples_and_scores():
+    model = TableModel().double()
+    x0 = torch.randint(2, VOCAB, (2, 10))
+    assert torch.isfinite(diffusion_loss(model, x0, mask_id=MASK, generator=torch.Generator().manual_seed(0)).loss)
+    assert generate(model, 1, 8, steps=2, mask_id=MASK).dtype == torch.long
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@needs_cuda
+def test_cpu_inputs_for_a_cuda_model():
+    from smdim.diffusion import evaluate_nll, sequence_nlls
+
+    model = TableModel().cuda()
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731 (CPU generators work for CUDA models)
+    tokens = torch.randint(2, VOCAB, (2, 20))
+    region = torch.zeros_like(tokens, dtype=torch.bool)
+    region[:, 5:9] = True
+    assert sample(model, torch.full((1, 6), MASK), steps=2, mask_id=MASK, generator=g())[0].is_cuda
+    assert infill(model, tokens, region, steps=2, mask_id=MASK, generator=g()).is_cuda
+    assert continue_sequence(model, tokens[:, :4], 12, steps=2, mask_id=MASK, generator=g()).is_cuda
+    assert continue_sequence(model, tokens[:, :4], 40, window=16, steps=2, mask_id=MASK, generator=g()).is_cuda
+    assert generate_long(model, 1, 40, window=16, steps=2, mask_id=MASK, prefix=tokens[:1, :3]).is_cuda
+    constraints = make_constraints(pitch_range=(62, 65), max_chord=2)
+    assert generate(model, 1, 16, steps=2, mask_id=MASK, constraints=constraints).is_cuda
+    pad = tokens != PAD
+    assert diffusion_loss(model, tokens, pad, mask_id=MASK, generator=g(), t=torch.full((2,), 0.5)).loss.is_cuda
+    assert len(sequence_nlls(model, [(tokens, pad)], mask_id=MASK)) == 2
+    assert evaluate_nll(model, [(tokens, pad)], mask_id=MASK) > 0
+
+
+def test_temperature_zero_is_greedy_and_negative_is_rejected():
+    model = TableModel()
+    out = sample(model, torch.full((2, 7), MASK), steps=1, mask_id=MASK, temperature=0,
+                 generator=torch.Generator().manual_seed(0))[0]
+    best = subs_log_probs(model.table[MASK].detach(), MASK).argmax()
+    assert (out == best).all()
+    for fn, args in ((sample, (torch.full((1, 3), MASK),)), (generate, (1, 3))):
+        with pytest.raises(ValueError, match=r"temperature must be >= 0 \(0 = greedy\); got -0.5"):
+            fn(model, *args, steps=2, mask_id=MASK, temperature=-0.5)
+
+
+def test_gumbel_noise_only_for_the_revealed_positions(monkeypatch):
+    import smdim.sampling
+
+    shapes = []
+
+    def recording_uniform(shape, generator=None, device=None):
+        shapes.append(tuple(shape))
+        return torch.rand(shape, generator=generator, device=device)
+
+    monkeypatch.setattr(smdim.sampling, "uniform", recording_uniform)
+    batch, length = 3, 40
+    sample(TableModel(), torch.full((batch, length), MASK), steps=4, mask_id=MASK,
+           generator=torch.Generator().manual_seed(0))
+    noise = [s for s in shapes if len(s) == 2 and s[1] == VOCAB]
+    assert all(len(s) == 2 for s in shapes), shapes  # never a (batch, L, vocab) draw
+    assert sum(n for n, _ in noise) == batch * length  # one row of noise per revealed token
+
+
+def test_nll_needs_at_least_one_time():
+    from smdim.diffusion import evaluate_nll, sequence_nlls
+
+    batches = [(torch.randint(2, VOCAB, (2, 8)), None)]
+    for fn in (sequence_nlls, evaluate_nll):
+        with pytest.raises(ValueError, match="n_times must be >= 1; got 0"):
+            fn(TableModel(), batches, mask_id=MASK, n_times=0)
+
+
+def test_chord_counts_and_overflow_by_hand():
+    constraints = make_constraints(max_chord=2)
+    x = torch.tensor([[POS, 4, 5, 6, POS, 7, MASK, BAR, 8, 9]])
+    assert constraints.chord_counts(x, MASK).tolist() == [[3, 3, 3, 3, 1, 1, 1, 2, 2, 2]]
+    new = torch.tensor([[False, False, True, True, False, True, False, False, True, True]])
+    # Span 1 has one old pitch (4): the first new one (5) fits, 6 overflows; span 2 has room; span 3 holds 8, 9.
+    assert constraints.overflow(x, MASK, new).nonzero()[:, 1].tolist() == [3]

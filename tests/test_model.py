@@ -74,20 +74,45 @@ def test_config_round_trip_and_errors():
         SMDIM(config)(torch.zeros(2, 5))
 
 
-def test_gradient_checkpointing_same_gradients():
+@pytest.mark.parametrize("block", ["mfa", "transformer"])
+def test_gradient_checkpointing_same_loss_and_gradients(block, monkeypatch):
     torch.manual_seed(3)
-    model = SMDIM(tiny_config()).double()
+    config = tiny_config(block=block)
+    plain, checkpointed = SMDIM(config).double(), SMDIM(config, gradient_checkpointing=True).double()
+    checkpointed.load_state_dict(plain.state_dict())
     tokens = torch.randint(0, VOCAB, (2, 16))
+    calls = []
+    original = torch.utils.checkpoint.checkpoint
+    monkeypatch.setattr(torch.utils.checkpoint, "checkpoint", lambda *a, **k: calls.append(1) or original(*a, **k))
 
-    def grads():
-        model.zero_grad()
-        model(tokens).square().mean().backward()
-        return [p.grad.clone() for p in model.parameters()]
+    def loss_and_grads(model):
+        loss = model(tokens).square().mean()
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.parameters()]
 
-    plain = grads()
-    model.gradient_checkpointing = True
-    for a, b in zip(plain, grads()):
+    (loss_a, grads_a), (loss_b, grads_b) = loss_and_grads(plain), loss_and_grads(checkpointed)
+    assert len(calls) == config.n_layers  # one checkpointed call per block, only in the second model
+    torch.testing.assert_close(loss_a, loss_b, atol=0, rtol=0)
+    for a, b in zip(grads_a, grads_b):
         torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
+    calls.clear()
+    with torch.no_grad():
+        checkpointed.eval()(tokens)
+    assert not calls  # inference never checkpoints
+
+
+def test_attention_window_of_the_baseline():
+    assert preset_config("tiny", VOCAB, PAD, MASK, block="transformer").attn_window is None
+    windowed = preset_config("tiny", VOCAB, PAD, MASK, block="transformer", attn_window=8)
+    full = preset_config("tiny", VOCAB, PAD, MASK, block="transformer", attn_window=None)
+    assert windowed.attn_window == 8 and full.attn_window is None
+    assert windowed.n_layers == full.n_layers  # the window does not change the parameter match
+    assert all(layer.attn.window == 8 for layer in SMDIM(windowed).layers)
+    for bad in (0, -2, 1.5):
+        with pytest.raises(ValueError, match="attn_window must be None"):
+            tiny_config(attn_window=bad)
+    with pytest.raises(ValueError, match="block must be one of"):
+        preset_config("tiny", VOCAB, PAD, MASK, block="rnn")
 
 
 def test_matched_baseline_uses_full_attention_and_positions():

@@ -1,4 +1,5 @@
 """Training: atomic checkpoints, exact resume, Ctrl-C saves, EMA, schedules, and DDP with 2 processes."""
+import json
 import os
 import subprocess
 import sys
@@ -162,30 +163,133 @@ def test_lr_schedule_and_epoch_batches():
     assert not set(shards[0]) & set(shards[1])
 
 
+def test_gradient_checkpointing_gives_the_same_training(tmp_path):
+    plain = make_trainer(tmp_path / "a", steps=3)  # each trainer seeds torch's global RNG: build, then train
+    plain.train()
+    checkpointed = make_trainer(tmp_path / "b", steps=3, gradient_checkpointing=True)
+    checkpointed.train()
+    assert checkpointed.model.gradient_checkpointing and not plain.model.gradient_checkpointing
+    assert [r["loss_bits"] for r in plain.history] == pytest.approx([r["loss_bits"] for r in checkpointed.history],
+                                                                    rel=1e-6)
+    for a, b in zip(plain.model.parameters(), checkpointed.model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert load_checkpoint(tmp_path / "b" / "checkpoint.pt")["train_config"]["gradient_checkpointing"] is True
+
+
+def test_resume_with_another_number_of_processes_reseeds_with_a_warning(tmp_path):
+    from smdim.train import rank_seed
+
+    trainer = make_trainer(tmp_path, steps=3)
+    trainer.train()
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert len(state["ranks"]) == 1 and state["ranks"][0]["batches"]["items_per_step"] == 4
+    # As if written by 2 processes (global batch 8) after 3 steps.
+    two = [dict(state["ranks"][0], batches={"epoch": 0, "batch_index": 1, "items_per_step": 8}) for _ in range(2)]
+    save_checkpoint(tmp_path / "two.pt", dict(state, ranks=two))
+    logged = []
+    resumed = Trainer(model_config(), train_config(steps=6), RandomTokens(), None, out_dir=tmp_path / "r",
+                      progress=False, log=logged.append)
+    assert resumed.resume(tmp_path / "two.pt") == 3
+    assert len(logged) == 1 and "reseeding" in logged[0] and "rank 0 of 1" in logged[0]
+    expected = torch.Generator().manual_seed(rank_seed(5, 0, 3)).get_state()
+    assert torch.equal(resumed.generator.get_state(), expected)
+    assert resumed.batches.state_dict() == {"epoch": 0, "batch_index": 2, "items_per_step": 4}  # 8 items seen
+    resumed.train()
+    assert resumed.step == 6
+
+
+def test_resume_from_a_checkpoint_of_the_older_layout(tmp_path, monkeypatch):
+    """Older checkpoints kept one generator/torch_rng/batches state at the top level: still exact."""
+    straight = make_trainer(tmp_path / "a")
+    straight.train()
+    half = make_trainer(tmp_path / "b")
+    interrupt_at_batch(half, 4, monkeypatch)
+    half.train()
+    state = load_checkpoint(tmp_path / "b" / "checkpoint.pt")
+    own = state.pop("ranks")[0]
+    save_checkpoint(tmp_path / "b" / "checkpoint.pt", dict(state, **own))
+    resumed = make_trainer(tmp_path / "b")
+    assert resumed.resume() == 3
+    resumed.train()
+    assert [r["loss_bits"] for r in straight.history] == [r["loss_bits"] for r in resumed.history]
+
+
+def test_epoch_batches_resume_under_another_global_batch():
+    two = [EpochBatches(24, 3, seed=1, rank=r, world_size=2) for r in (0, 1)]
+    seen = [i for _ in range(2) for b in two for i in b.next()]  # two global steps: 12 items
+    one = EpochBatches(24, 3, seed=1)
+    one.load_state_dict(two[0].state_dict())
+    rest = [i for _ in range(4) for i in one.next()]
+    assert one.epoch == 0 and sorted(seen + rest) == list(range(24))  # the epoch goes on where it stopped
+
+
 DDP_SCRIPT = textwrap.dedent("""
-    import sys, torch, torch.distributed as dist
+    import json, sys, torch, torch.distributed as dist
     sys.path.insert(0, {tests!r})
     from test_train import RandomTokens, model_config, train_config
-    from smdim.train import Trainer, init_distributed
+    from smdim.train import Trainer, exit_distributed, init_distributed
+
+    def make(folder):
+        return Trainer(model_config(), train_config(steps=4, checkpoint_every=2), RandomTokens(), None,
+                       out_dir={out!r} + folder, progress=False, device=device)
+
+    def gather(obj):
+        out = [None] * dist.get_world_size()
+        dist.all_gather_object(out, obj)
+        return out
+
+    def flat_parameters(trainer):
+        return torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
+
     device = init_distributed()
-    trainer = Trainer(model_config(), train_config(steps=4), RandomTokens(), None, out_dir={out!r},
-                      progress=False, device=device)
-    trainer.train()
-    flat = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
-    gathered = [torch.zeros_like(flat) for _ in range(dist.get_world_size())]
-    dist.all_gather(gathered, flat)
-    assert torch.equal(gathered[0], gathered[1]), "ranks diverged"
-    print("rank", dist.get_rank(), "ok", trainer.step)
-    dist.destroy_process_group()
+    rank = dist.get_rank()
+    straight = make("/straight")
+    save = straight.save
+
+    def save_and_keep_step_2(path=None, gather=True):  # every rank calls save: keep step 2's checkpoint too
+        if straight.step == 2:
+            save({out!r} + "/step2.pt", gather)
+        return save(path, gather)
+
+    straight.save = save_and_keep_step_2
+    straight.train()
+
+    resumed = make("/resumed")
+    assert resumed.resume({out!r} + "/step2.pt") == 2
+    generators = gather(resumed.generator.get_state())
+    drawn, next_batch = [], resumed.batches.next
+    resumed.batches.next = lambda: drawn.append(next_batch()) or drawn[-1]
+    resumed.train()
+    gathered = gather(flat_parameters(resumed))
+    result = dict(
+        rank=rank, step=resumed.step, ranks_agree=torch.equal(gathered[0], gathered[1]),
+        exact=torch.equal(flat_parameters(straight), flat_parameters(resumed)),
+        same_losses=[r["loss_bits"] for r in straight.history[2:]] == [r["loss_bits"] for r in resumed.history[2:]],
+        own_generator=not torch.equal(generators[0], generators[1]),
+        batches_after_resume=drawn)
+    with open({out!r} + f"/rank{{rank}}.json", "w") as f:
+        json.dump(result, f)
+    exit_distributed(0)  # what `smdim train` does: no interpreter finalization racing gloo's threads
+    raise AssertionError("exit_distributed returned under torchrun")
 """)
 
 
-def test_ddp_two_cpu_processes(tmp_path):
+def test_ddp_two_cpu_processes_and_exact_resume(tmp_path):
+    """2 processes (gloo): the ranks stay in sync; a resume restores each rank's own random state and
+    data order (they draw different masks and batches) and continues exactly."""
     script = tmp_path / "ddp_train.py"
-    script.write_text(DDP_SCRIPT.format(tests=str(Path(__file__).parent), out=str(tmp_path / "run")))
+    script.write_text(DDP_SCRIPT.format(tests=str(Path(__file__).parent), out=str(tmp_path)))
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                            str(script)], capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert proc.stdout.count("ok 4") == 2  # both ranks finished 4 steps (their lines may interleave)
-    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["step"] == 4
+    results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    for result in results:
+        assert result["step"] == 4 and result["ranks_agree"], result
+        assert result["own_generator"], "every rank got the same generator state back"
+        assert result["exact"] and result["same_losses"], f"rank {result['rank']} did not resume exactly"
+    for batch_0, batch_1 in zip(results[0]["batches_after_resume"], results[1]["batches_after_resume"]):
+        assert not set(batch_0) & set(batch_1)  # each step, the ranks draw different items
+    state = load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")
+    assert state["step"] == 4 and len(state["ranks"]) == 2
+    assert not torch.equal(state["ranks"][0]["generator"], state["ranks"][1]["generator"])
