@@ -98,9 +98,10 @@ def _current_rss_bytes() -> int:
 
 def _runner(suite: str, impl: str, pass_name: str, length: int, config: Optional[str] = None):
     if suite == MODEL_SUITE:
-        from .models import make_model_runner
+        from .models import MEMORY_SAMPLE_STEPS, SAMPLE, make_model_runner
 
-        return make_model_runner(config, impl, pass_name, length)  # the model is built once per process
+        steps = {"steps": MEMORY_SAMPLE_STEPS} if pass_name == SAMPLE else {}
+        return make_model_runner(config, impl, pass_name, length, **steps)  # the model is built once per process
     if suite == SUITE:
         from .cases import make_problem, make_runner
 

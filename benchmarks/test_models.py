@@ -16,9 +16,11 @@ Each case, on CPU:
      2 run, then measures alone;
   4. it is timed like the layer cases (one round for cases over 1 s, else ~3 s of rounds), and the
      last round's result is checked (finite logits of the right shape; a finite loss).
-A sample (single shot) skips 4: it runs exactly once, in the fresh process that measures its
-memory, and that run is timed there (extra_info time_s) and checked (L tokens, no MASK left); its
-GFLOP are its denoiser calls x one forward's.
+A sample (single shot) is timed over exactly one run of the full K-step sample in this process
+(its memory: a MEMORY_SAMPLE_STEPS-step sample in step 3's fresh process, the same peak), checked
+(L tokens, no MASK left); its GFLOP are its denoiser calls x one forward's. (Not timed inside the
+memory process: the allocator settings there, which return freed memory to the OS at once, slow
+allocation-heavy code by up to 2-3x.)
 On CUDA (cuda.py), 3 runs in process (torch.cuda.max_memory_allocated) and 4 times with CUDA events.
 """
 from __future__ import annotations
@@ -31,13 +33,13 @@ from smdim_kernels import _native
 
 from .cuda import CUDA_TIMING, CudaEventTimer, measure_cuda
 from .machine import kernel_isa
-from .memory import MemoryMeasurement, measure_peak_memory, start_peak_memory
-from .models import (BATCH, DTYPE, MODEL_SUITE, SAMPLE_STEPS, ModelCase, describe_config, make_model_runner,
-                     make_warmup_runner, token_space)
+from .memory import MemoryMeasurement, start_peak_memory
+from .models import (BATCH, DTYPE, MEMORY_SAMPLE_STEPS, MODEL_SUITE, SAMPLE_STEPS, ModelCase, describe_config,
+                     make_model_runner, make_warmup_runner, token_space)
 
 SINGLE_SHOT_TIMING = {
-    "cpu": ("one run (after a 2-step warm-up sample), timed inside the fresh process that measured its memory "
-            "(pytest-benchmark's figure adds that process's start-up)"),
+    "cpu": (f"one run of the {SAMPLE_STEPS}-step sample in the benchmark process (after the warm-up runs); memory "
+            f"from a {MEMORY_SAMPLE_STEPS}-step sample in a fresh process"),
     "cuda": "one run (after a 2-step warm-up sample), between CUDA events",
 }
 SAMPLE_FLOPS_NOTE = "sample: denoiser calls x one forward's GFLOP"
@@ -69,18 +71,21 @@ def _memory_info(memory: MemoryMeasurement) -> dict:
             "memory_method": memory.method}
 
 
-def _run_sample_once(benchmark, case: ModelCase, settings, runner, gflop, note) -> None:
-    """The single-shot sample: one measured, timed and checked run (fresh subprocess on CPU)."""
+def _run_sample_once(benchmark, case: ModelCase, settings, runner, gflop, note, pending) -> None:
+    """The single-shot sample: memory from the fresh subprocess (CPU) or in process (CUDA), then one
+    timed and checked run of the full sample."""
     if settings.model_device == "cpu":
-        measure = functools.partial(measure_peak_memory, case.impl, case.pass_name, case.length, settings.threads,
-                                    suite=MODEL_SUITE, config=case.config)
-    else:
-        measure = functools.partial(measure_cuda, runner,
-                                    make_warmup_runner(case.config, case.impl, case.pass_name, settings.model_device))
-    memory = benchmark.pedantic(measure, rounds=1, warmup_rounds=0, iterations=1)
-    calls = memory.info["denoiser_calls"]
+        memory = pending.result()
+        make_warmup_runner(case.config, case.impl, case.pass_name)()  # this process's one-time costs
+        result = benchmark.pedantic(runner, rounds=1, warmup_rounds=0, iterations=1)
+        calls, timing = runner.check(result)["denoiser_calls"], {}
+    else:  # one run: its CUDA memory and event time
+        warmup = make_warmup_runner(case.config, case.impl, case.pass_name, settings.model_device)
+        memory = benchmark.pedantic(functools.partial(measure_cuda, runner, warmup), rounds=1, warmup_rounds=0,
+                                    iterations=1)
+        calls, timing = memory.info["denoiser_calls"], {"time_s": memory.seconds}
     benchmark.extra_info.update(
-        _memory_info(memory), time_s=memory.seconds, timing=SINGLE_SHOT_TIMING[settings.model_device],
+        _memory_info(memory), **timing, timing=SINGLE_SHOT_TIMING[settings.model_device],
         denoiser_calls=calls, gflop=None if gflop is None else round(gflop * calls, 4),
         gflop_per_call=None if gflop is None else round(gflop, 4), flops_note=f"{note}; {SAMPLE_FLOPS_NOTE}")
 
@@ -90,7 +95,7 @@ def run_model_case(benchmark, case: ModelCase, settings, guard) -> None:
     device = settings.model_device
     _skip_if_unavailable(device)
     pending = None
-    if device == "cpu" and not benchmark.disabled and not case.single_shot:
+    if device == "cpu" and not benchmark.disabled:
         pending = start_peak_memory(case.impl, case.pass_name, case.length, settings.threads, suite=MODEL_SUITE,
                                     config=case.config)
     try:
@@ -105,7 +110,7 @@ def run_model_case(benchmark, case: ModelCase, settings, guard) -> None:
         raise
 
     if case.single_shot:
-        _run_sample_once(benchmark, case, settings, runner, gflop, note)
+        _run_sample_once(benchmark, case, settings, runner, gflop, note, pending)
         return
     info = benchmark.extra_info
     info.update(gflop=None if gflop is None else round(gflop, 4), flops_note=note)
