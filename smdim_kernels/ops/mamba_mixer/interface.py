@@ -462,23 +462,26 @@ def _bwd(dout, hidden_states, in_proj_weight, in_proj_bias, conv1d_weight, conv1
             partner[..., start:end] = ds  # the forward branch's ds, read by its own backward below
         return ds
 
-    grads = {}
-    first = reverse_walk if reverse_walk is not None else forward_walk
-    grads[first.reverse] = _BranchGrads(first.branch)
-    _branch_backward(x, first, grads[first.reverse], dx, chunk_size, delta_softplus, through_gate)
-    if reverse_walk is not None:
-        grads[False] = _BranchGrads(forward_branch)
-        _branch_backward(x, forward_walk, grads[False], dx, chunk_size, delta_softplus,
-                         lambda start, end, s: partner[..., start:end])
+    def branch_grads(walk, chunk_ds):
+        grads = _BranchGrads(walk.branch)
+        _branch_backward(x, walk, grads, dx, chunk_size, delta_softplus, chunk_ds)
+        return grads
+
+    if reverse_walk is None:
+        forward_grads = branch_grads(forward_walk, through_gate)
+        reverse_grads = None
+    else:  # the reverse branch meets the gate (its chunks see partner = the forward branch's s), then
+        # the forward branch runs its own backward on the ds that through_gate left in partner
+        reverse_grads = branch_grads(reverse_walk, through_gate)
+        forward_grads = branch_grads(forward_walk, lambda start, end, s: partner[..., start:end])
     x = partner = None  # free them before the in_proj gradient GEMMs
     dhidden += batched_mm(dx.transpose(1, 2), in_proj.x_weight)
     din_proj_weight = torch.cat([_batched_weight_grad(dx, hidden_states), dz_weight])
     din_proj_bias = _empty(dx) if in_proj.x_bias is None else torch.cat([dx.sum((0, 2)), dz_bias])
     dout_proj_bias = _empty(dout) if out_proj_bias is None else dout.sum((0, 1))
-    forward_grads = grads[False].as_tuple(dx, conv1d_weight.shape)
-    reverse_grads = (_empty(dx),) * 7 if reverse_walk is None else grads[True].as_tuple(dx, conv1d_weight_b.shape)
-    return (dhidden, din_proj_weight, din_proj_bias, *forward_grads, dout_proj_weight, dout_proj_bias,
-            *reverse_grads)
+    reverse_tuple = (_empty(dx),) * 7 if reverse_grads is None else reverse_grads.as_tuple(dx, conv1d_weight_b.shape)
+    return (dhidden, din_proj_weight, din_proj_bias, *forward_grads.as_tuple(dx, conv1d_weight.shape),
+            dout_proj_weight, dout_proj_bias, *reverse_tuple)
 
 
 # --- fake (meta) kernels --------------------------------------------------------------------
