@@ -316,3 +316,14 @@ def test_local_backward_keeps_no_per_span_gradients():
     qkv_bytes = 4096 * 3 * 64 * 4
     _, biggest = allocated_bytes(m, x)
     assert biggest <= 1.5 * qkv_bytes
+
+
+def test_compile_fullgraph_inference_batch_one():
+    """The batch-1 inference path (in_proj written into the buffer with out=) compiles without a break."""
+    torch.manual_seed(0)
+    m = SelfAttention(32, 4, window=5)
+    x = torch.randn(1, 40, 32)
+    torch._dynamo.reset()
+    with torch.no_grad():
+        out = torch.compile(m, fullgraph=True, backend="aot_eager")(x)
+        torch.testing.assert_close(out, m(x), rtol=1e-6, atol=1e-6)
