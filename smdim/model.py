@@ -127,6 +127,24 @@ class TransformerBlock(nn.Module):
         return hidden_states, residual
 
 
+def patch_conv(x, conv: nn.Conv1d):
+    """conv (kernel_size == stride, no padding) over time-major x (batch, L, C_in) -> (batch, L/k,
+    C_out). The patches do not overlap, so it is one GEMM on a view of x: no transposed copy of x
+    and no im2col buffer (nn.Conv1d needs both here)."""
+    k = conv.kernel_size[0]
+    weight = conv.weight.transpose(1, 2).reshape(conv.out_channels, k * conv.in_channels)  # [o, (j, i)]
+    return F.linear(x.reshape(x.shape[0], x.shape[1] // k, k * x.shape[2]), weight, conv.bias)
+
+
+def patch_conv_transpose(h, conv: nn.ConvTranspose1d):
+    """conv (kernel_size == stride, no padding) over time-major h (batch, T, C_in) -> (batch, T*k,
+    C_out), as one GEMM whose output rows are already in time order."""
+    k = conv.kernel_size[0]
+    weight = conv.weight.permute(2, 1, 0).reshape(k * conv.out_channels, conv.in_channels)  # [(j, o), i]
+    bias = None if conv.bias is None else conv.bias.repeat(k)
+    return F.linear(h, weight, bias).reshape(h.shape[0], h.shape[1] * k, conv.out_channels)
+
+
 def sinusoidal_positions(length, dim, device=None, dtype=torch.float32):
     """(length, dim) sine/cosine position table."""
     pos = torch.arange(length, device=device, dtype=torch.float32)[:, None]
@@ -175,11 +193,11 @@ class SMDIM(nn.Module):
         if padded != length:
             tokens = F.pad(tokens, (0, padded - length), value=c.pad_id)
         emb = self.embedding(tokens)                                      # (batch, L', d_embed)
-        h = self.compress(emb.transpose(1, 2)).transpose(1, 2)           # (batch, L'/c, d_model)
+        h = patch_conv(emb, self.compress)                                # (batch, L'/c, d_model)
         if c.pos_encoding == "sinusoidal":
             h = h + sinusoidal_positions(h.shape[1], c.d_model, h.device, h.dtype)
         h = self._blocks(h)
-        up = self.expand_out(h.transpose(1, 2)).transpose(1, 2)          # (batch, L', d_embed)
+        up = patch_conv_transpose(h, self.expand_out)                     # (batch, L', d_embed)
         out = self.norm_out(up, emb)                                      # token-level skip
         logits = F.linear(out, self.embedding.weight)                    # tied head
         return logits[:, :length].float()

@@ -97,6 +97,12 @@ def test_bad_input_is_named(args, error, pattern):
         causal_conv1d_fn(*args)
 
 
+def test_native_op_rejects_a_zero_width_weight():
+    # Direct op calls skip the Python checks; the C++ kernel checks the width itself.
+    with pytest.raises(RuntimeError, match=r"weight width must be >= 1"):
+        torch.ops.smdim.causal_conv1d_fwd(torch.randn(1, 4, 10), torch.randn(4, 0), None, True)
+
+
 def test_update_steps_reproduce_the_convolution():
     x, w, b = make(batch=2, dim=5, length=12, width=4)
     x, w, b = x.detach(), w.detach(), b.detach()

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from smdim.model import PRESETS, SMDIM, SMDIMConfig, matched_baseline_config, preset_config
+from smdim.model import (PRESETS, SMDIM, SMDIMConfig, matched_baseline_config, patch_conv, patch_conv_transpose,
+                         preset_config)
 
 VOCAB, PAD, MASK = 50, 0, 1
 
@@ -12,6 +13,25 @@ def tiny_config(**kw):
                   d_state=4, attn_window=4)
     values.update(kw)
     return SMDIMConfig(**values)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("k", [1, 3, 4])
+def test_patch_convs_equal_the_torch_convolutions(k, bias):
+    torch.manual_seed(k)
+    batch, steps, c_in, c_out = 2, 5, 7, 6
+    conv = torch.nn.Conv1d(c_in, c_out, k, stride=k, bias=bias).double()
+    deconv = torch.nn.ConvTranspose1d(c_out, c_in, k, stride=k, bias=bias).double()
+    x = torch.randn(batch, steps * k, c_in, dtype=torch.float64, requires_grad=True)
+    h = torch.randn(batch, steps, c_out, dtype=torch.float64, requires_grad=True)
+    pairs = [(patch_conv(x, conv), conv(x.transpose(1, 2)).transpose(1, 2), (x, *conv.parameters())),
+             (patch_conv_transpose(h, deconv), deconv(h.transpose(1, 2)).transpose(1, 2), (h, *deconv.parameters()))]
+    for ours, torchs, inputs in pairs:
+        assert ours.shape == torchs.shape
+        torch.testing.assert_close(ours, torchs, rtol=1e-12, atol=1e-12)
+        grad = torch.randn_like(ours)
+        for a, b in zip(torch.autograd.grad(ours, inputs, grad), torch.autograd.grad(torchs, inputs, grad)):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("length", [1, 3, 8, 37])

@@ -25,6 +25,7 @@ ConvShape check(const Tensor& x, const Tensor& weight, const OptTensor& bias) {
   TORCH_CHECK(x.dim() == 3, "causal_conv1d: x must be (batch, dim, L), got ", x.sizes());
   TORCH_CHECK(weight.dim() == 2 && weight.size(0) == x.size(1),
               "causal_conv1d: weight must be (dim, width), got ", weight.sizes());
+  TORCH_CHECK(weight.size(1) >= 1, "causal_conv1d: weight width must be >= 1, got ", weight.sizes());
   if (bias.has_value())
     TORCH_CHECK(bias->dim() == 1 && bias->size(0) == x.size(1), "causal_conv1d: bias must be (dim,), got ", bias->sizes());
   return {x.size(0), x.size(1), x.size(2), weight.size(1)};

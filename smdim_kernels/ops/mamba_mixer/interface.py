@@ -16,8 +16,9 @@ chunk to chunk; the backward walks the chunks the other way carrying the state g
 re-running each chunk's scan forward from its entry state (that run gives the chunk's y, for
 out_proj's weight gradient, and the scan's 64-step checkpoints, for its backward). The reverse
 branch reads each chunk flipped, so both branches run the same causal kernels. Per-chunk
-intermediates are (batch, d_inner, chunk). out_proj is linear, so each branch adds its share,
-0.5 * out_proj(y_branch), straight into the output.
+intermediates are (batch, d_inner, chunk). With two branches the reverse one runs first into a
+(batch, d_inner, L) buffer; each forward chunk averages it in, applies the shared gate silu(z) (z
+made per chunk) and runs out_proj once for both branches.
 Results equal the unchunked computation up to float rounding (the chunks chain exactly).
 
 One implementation for all devices: it composes the fused ops (causal_conv1d, selective_scan) and
@@ -295,6 +296,7 @@ def _scan_outputs(x, walk, chunk_size, delta_softplus, save, sink):
             walk.x_dbl[:, lo:hi] = chunk.x_dbl
             walk.chunk_states[:, :, index] = 0 if state is None else state
         s, state, _ = _scan_chunk(chunk, walk.branch, delta_softplus, state, False)
+        del chunk  # free the chunk's conv input, u and delta before the sink allocates its own
         start, end = _span(lo, hi, x.shape[-1], walk.reverse)
         sink(start, end, s.flip(-1) if walk.reverse else s)
 
@@ -331,7 +333,7 @@ def _fwd(hidden_states, in_proj_weight, in_proj_bias, conv1d_weight, conv1d_bias
         # Both branches share the gate: out = out_proj(mean(s_fwd, s_rev) * silu(z)), one GEMM per chunk.
         if partner is not None:
             s = s.add_(partner[..., start:end]).mul_(0.5)
-        y = s.mul_(F.silu(_project(in_proj.z_weight, in_proj.z_bias, hidden_states[:, start:end])))
+        y = s.mul_(F.silu(_project(in_proj.z_weight, in_proj.z_bias, hidden_states[:, start:end]), inplace=True))
         out[:, start:end] = batched_mm(y.transpose(1, 2), out_proj_weight.t())
     _scan_outputs(x, walks[0], chunk_size, delta_softplus, save_for_backward, gate_and_project)
     if out_proj_bias is not None:
