@@ -33,6 +33,8 @@ class InferenceParams:
 
     `key_value_memory_dict[layer_idx]` holds each layer's (conv_state, ssm_state); a forward with
     `seqlen_offset == 0` fills them from a prompt, later calls with one token advance them.
+    `batch_size_offset` is kept so that mamba_ssm generation code can construct it; the Mamba
+    layers do not read it (nor do mamba_ssm's).
     """
     max_seqlen: int
     max_batch_size: int
