@@ -127,11 +127,21 @@ class TransformerBlock(nn.Module):
         return hidden_states, residual
 
 
+def _patch_size(name, conv):
+    """The kernel size of a non-overlapping-patch conv (stride == kernel_size, no padding, dilation
+    or groups); anything else is rejected rather than computed wrongly."""
+    k = conv.kernel_size[0]
+    if conv.stride[0] != k or conv.padding[0] != 0 or conv.dilation[0] != 1 or conv.groups != 1 \
+            or getattr(conv, "output_padding", (0,))[0] != 0:
+        raise ValueError(f"{name} must have stride == kernel_size and no padding, dilation or groups; got {conv}")
+    return k
+
+
 def patch_conv(x, conv: nn.Conv1d):
     """conv (kernel_size == stride, no padding) over time-major x (batch, L, C_in) -> (batch, L/k,
     C_out). The patches do not overlap, so it is one GEMM on a view of x: no transposed copy of x
     and no im2col buffer (nn.Conv1d needs both here)."""
-    k = conv.kernel_size[0]
+    k = _patch_size("conv", conv)
     weight = conv.weight.transpose(1, 2).reshape(conv.out_channels, k * conv.in_channels)  # [o, (j, i)]
     return F.linear(x.reshape(x.shape[0], x.shape[1] // k, k * x.shape[2]), weight, conv.bias)
 
@@ -139,7 +149,7 @@ def patch_conv(x, conv: nn.Conv1d):
 def patch_conv_transpose(h, conv: nn.ConvTranspose1d):
     """conv (kernel_size == stride, no padding) over time-major h (batch, T, C_in) -> (batch, T*k,
     C_out), as one GEMM whose output rows are already in time order."""
-    k = conv.kernel_size[0]
+    k = _patch_size("conv", conv)
     weight = conv.weight.permute(2, 1, 0).reshape(k * conv.out_channels, conv.in_channels)  # [(j, o), i]
     bias = None if conv.bias is None else conv.bias.repeat(k)
     return F.linear(h, weight, bias).reshape(h.shape[0], h.shape[1] * k, conv.out_channels)

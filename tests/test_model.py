@@ -34,6 +34,13 @@ def test_patch_convs_equal_the_torch_convolutions(k, bias):
             torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
+def test_patch_convs_reject_overlapping_convolutions():
+    with pytest.raises(ValueError, match="conv must have stride == kernel_size"):
+        patch_conv(torch.randn(1, 8, 3), torch.nn.Conv1d(3, 2, 4, stride=2))
+    with pytest.raises(ValueError, match="conv must have stride == kernel_size"):
+        patch_conv_transpose(torch.randn(1, 2, 3), torch.nn.ConvTranspose1d(3, 2, 4, stride=4, padding=1))
+
+
 @pytest.mark.parametrize("length", [1, 3, 8, 37])
 @pytest.mark.parametrize("block", ["mfa", "transformer"])
 def test_logits_shape_for_any_length(length, block):
