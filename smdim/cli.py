@@ -16,10 +16,6 @@ EXAMPLES = """examples:
 """
 
 
-class UserError(Exception):
-    """A mistake in the command line or its files: reported in one line, without a traceback."""
-
-
 def positive_int(text):
     """argparse type: an integer >= 1."""
     return _bounded(int, text, 1, "an integer >= 1")
@@ -88,28 +84,31 @@ def build_parser():
                                    "are written atomically to OUT/checkpoint.pt; --resume continues exactly; "
                                    "Ctrl-C saves a checkpoint. Multi-process: torchrun --nproc_per_node N "
                                    "$(which smdim) train ...")
-    p.add_argument("--data", default="han", help="'han' (the embedded Essen Han folk songs, default), a folder "
-                   "of .mid/.midi files, a MAESTRO v3 or POP909 folder")
+    p.add_argument("--data", help="'han' (the embedded Essen Han folk songs, default for a new run), a folder "
+                   "of .mid/.midi files, a MAESTRO v3 or POP909 folder (--resume: the recorded source)")
     p.add_argument("--layout", default="auto", help="data layout: auto, han, abc, midi, maestro, pop909")
     p.add_argument("--out", default="runs/smdim", help="run folder (default runs/smdim)")
-    p.add_argument("--preset", default="tiny", help="model size: tiny, small, base (default tiny)")
-    p.add_argument("--model", choices=("smdim", "transformer"), default="smdim",
+    p.add_argument("--preset", help="model size: tiny, small, base (default tiny)")
+    p.add_argument("--model", choices=("smdim", "transformer"),
                    help="smdim (MFA blocks) or the parameter-matched transformer-diffusion baseline")
     p.add_argument("--attn-window", type=non_negative_int,
                    help="attention window in compressed steps, for either model (0 = full attention; default: "
                         "the preset's for smdim, full for the transformer baseline)")
-    p.add_argument("--seq-len", type=positive_int, default=256, help="training length in tokens (default 256)")
-    p.add_argument("--steps", type=positive_int, default=2000, help="optimiser steps (default 2000)")
-    p.add_argument("--batch-size", type=positive_int, default=16, help="batch size per process (default 16)")
-    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
-    p.add_argument("--warmup", type=non_negative_int, default=100, help="warm-up steps (default 100)")
-    p.add_argument("--transpose", type=non_negative_int, default=3,
+    p.add_argument("--seq-len", type=positive_int, help="training length in tokens (default 256)")
+    p.add_argument("--steps", type=positive_int, help="optimiser steps (default 2000)")
+    p.add_argument("--batch-size", type=positive_int, help="batch size per process (default 16)")
+    p.add_argument("--lr", type=float, help="peak learning rate (default 1e-3)")
+    p.add_argument("--warmup", type=non_negative_int, help="warm-up steps (default 100)")
+    p.add_argument("--transpose", type=non_negative_int,
                    help="random transposition in [-T, T] semitones (default 3)")
     p.add_argument("--time-budget", type=float, help="stop after this many seconds (a checkpoint is saved)")
-    p.add_argument("--eval-every", type=positive_int, default=200, help="validate every N steps (default 200)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    p.add_argument("--gradient-checkpointing", action="store_true",
+    p.add_argument("--eval-every", type=positive_int, help="validate every N steps (default 200)")
+    p.add_argument("--seed", type=int, help="random seed, also of the data split (default 0)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue OUT/checkpoint.pt with its recorded settings, data and split (only --steps, "
+                        "--time-budget, --eval-every and --gradient-checkpointing may change)")
+    p.add_argument("--overwrite", action="store_true", help="replace a run that OUT already holds")
+    p.add_argument("--gradient-checkpointing", action="store_true", default=None,
                    help="re-run each block in the backward instead of storing its activations (less memory, "
                         "same gradients, one more forward pass of the blocks)")
     p.add_argument("--cache-dir", help="token cache folder (default $SMDIM_CACHE or ~/.cache/smdim)")
@@ -142,12 +141,18 @@ def build_parser():
     _add_sampling_args(p)
 
     p = sub.add_parser("evaluate", help="score a model (and a baseline) against held-out music",
-                       description="Generates N pieces per model and reports test NLL, OA metrics with bootstrap "
-                                   "intervals, the real-vs-real ceiling, invalid-token and copy rates.")
+                       description="Scores the model on the test pieces recorded in its checkpoint (never on its "
+                                   "training pieces, also when the data folder changed since): generates N pieces "
+                                   "per model and reports the test NLL bound, framewise OA (published protocol and "
+                                   "ours), attribute OA, invalid-token and copy rates with bootstrap intervals, the "
+                                   "real-vs-real ceiling and a paired model - baseline column.")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--baseline", help="a second checkpoint to compare with (e.g. the transformer baseline)")
-    p.add_argument("--data", default="han")
+    p.add_argument("--data", help="where the training corpus is now (default: the source recorded in the "
+                   "checkpoint); with --cross-corpus, another corpus to score on")
     p.add_argument("--layout", default="auto")
+    p.add_argument("--cross-corpus", action="store_true",
+                   help="score on the test split of another corpus (--data); the table says so")
     p.add_argument("--n", type=positive_int, default=64, help="pieces per model (default 64)")
     p.add_argument("--bootstrap", type=positive_int, default=200, help="bootstrap replicates (default 200)")
     p.add_argument("--cache-dir")
@@ -162,6 +167,7 @@ def build_parser():
                    help="total seconds for training both models (default 480; the whole demo ends within ~10 min)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n", type=positive_int, default=48, help="pieces per model for the evaluation (default 48)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier demo in OUT")
     p.add_argument("--cache-dir")
     _add_device_arg(p)
     return parser
@@ -183,7 +189,9 @@ def main(argv=None):
         parser.print_help()
         return 2
     from .checkpoint import CheckpointError
+    from .pipeline import UserError
 
+    shown_before = _warnings_in_one_line()
     try:
         from . import commands
 
@@ -200,7 +208,25 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"smdim {args.command}: interrupted", file=sys.stderr)
         code = 130
+    finally:
+        import warnings
+
+        warnings.showwarning = shown_before
     return _finish(args.command, code)
+
+
+def _warnings_in_one_line():
+    """Show warnings (e.g. skipped data files) as one 'smdim: warning: ...' line each, without the
+    source line; returns the previous `warnings.showwarning` (restored when the command ends)."""
+    import warnings
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        text = " ".join(str(message).split())
+        text = text[len("smdim: "):] if text.startswith("smdim: ") else text
+        print(f"smdim: warning: {text}", file=file or sys.stderr)
+
+    before, warnings.showwarning = warnings.showwarning, show
+    return before
 
 
 def _finish(command, code):

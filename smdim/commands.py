@@ -1,102 +1,41 @@
-"""What each `smdim` command does (argument parsing lives in cli.py)."""
+"""What each `smdim` command does: thin adapters from the parsed arguments (cli.py) to the run
+plumbing (pipeline.py), sampling and evaluation."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
 
-from .cli import UserError
-
-
-def _corpus(data, layout, seed, cache_dir=None):
-    from .data import load_corpus
-
-    source = None if data in (None, "han") else data
-    if source is not None and not Path(source).expanduser().exists():
-        raise UserError(f"--data: {source} does not exist (use 'han' for the embedded folk songs)")
-    return load_corpus(None if source is None else Path(source).expanduser(), layout=layout, seed=seed,
-                       cache_dir=cache_dir)
-
-
-def _model_config(tok, preset, model, attn_window=None):
-    from .model import preset_config
-    from .tokenizer import mask_id, pad_id, vocab_size
-
-    overrides = {}
-    if attn_window is not None:
-        overrides["attn_window"] = None if attn_window == 0 else attn_window
-    block = "transformer" if model == "transformer" else "mfa"
-    return preset_config(preset, vocab_size(tok), pad_id(tok), mask_id(tok), block=block, **overrides)
-
-
-def _device(name):
-    """The torch device of a --device value (None: cuda if available, else cpu); CUDA must be there."""
-    from .train import default_device
-
-    device = torch.device(name) if name is not None else default_device()
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available here (use --device cpu)")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise UserError(f"--device {name}: there are {torch.cuda.device_count()} CUDA device(s)")
-    return device
-
-
-def train_model(corpus, out, *, preset="tiny", model="smdim", attn_window=None, seq_len=256, steps=2000,
-                batch_size=16, lr=1e-3, warmup=100, transpose=3, time_budget=None, eval_every=200, seed=0,
-                resume=False, progress=True, device=None, gradient_checkpointing=False):
-    from .data import TokenDataset
-    from .tokenizer import tokenizer_to_dict
-    from .train import TrainConfig, Trainer, init_distributed
-
-    device = init_distributed(_device(device))
-    tok = corpus.tokenizer
-    train_set = TokenDataset(corpus, seq_len, split="train", train=True, transpose=transpose)
-    valid_set = TokenDataset(corpus, seq_len, split="valid", train=False)
-    config = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, warmup_steps=min(warmup, steps),
-                         eval_every=eval_every, checkpoint_every=eval_every, seed=seed, time_budget_s=time_budget,
-                         gradient_checkpointing=gradient_checkpointing)
-    trainer = Trainer(_model_config(tok, preset, model, attn_window), config, train_set, valid_set, out_dir=out,
-                      tokenizer_config=dict(tokenizer_to_dict(tok), seq_len=seq_len), device=device,
-                      progress=progress)
-    if resume:
-        if not trainer.checkpoint_path.exists():
-            raise UserError(f"--resume: no checkpoint at {trainer.checkpoint_path}")
-        step = trainer.resume()
-        print(f"resumed from step {step}")
-    n_params = trainer.model.num_parameters()
-    if trainer.rank == 0:
-        print(f"training {model} ({preset}, {n_params / 1e6:.2f} M parameters) on {len(train_set)} windows of "
-              f"{seq_len} tokens; run folder {out}")
-    result = trainer.train()
-    return trainer, result
+from .pipeline import (
+    TRAIN_DEFAULTS,
+    UserError,
+    check_run_folder,
+    corpus_of_record,
+    enough_left,
+    load_data,
+    load_run,
+    require_record,
+    resolve_device,
+    train_model,
+)
 
 
 def run_train(args):
-    corpus = _corpus(args.data, args.layout, args.seed, args.cache_dir)
-    _, result = train_model(corpus, args.out, preset=args.preset, model=args.model, attn_window=args.attn_window,
-                            seq_len=args.seq_len, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                            warmup=args.warmup, transpose=args.transpose, time_budget=args.time_budget,
-                            eval_every=args.eval_every, seed=args.seed, resume=args.resume, device=args.device,
-                            gradient_checkpointing=args.gradient_checkpointing)
+    check_run_folder(args.out, resume=args.resume, overwrite=args.overwrite)  # before the data is loaded
+    if args.preset is not None:
+        from .model import PRESETS
+
+        if args.preset not in PRESETS:
+            raise UserError(f"--preset: preset must be one of {sorted(PRESETS)}; got {args.preset!r}")
+    corpus = None
+    if not args.resume or args.data is not None:
+        corpus = load_data(args.data, layout=args.layout, cache_dir=args.cache_dir,
+                           seed=args.seed if args.seed is not None else TRAIN_DEFAULTS["seed"])
+    settings = {k: getattr(args, k) for k in TRAIN_DEFAULTS}
+    _, result = train_model(corpus, args.out, resume=args.resume, overwrite=args.overwrite, device=args.device,
+                            **settings)
     print(f"stopped at step {result.step}; checkpoint: {result.checkpoint}")
     return 130 if result.interrupted else 0
-
-
-def _load(checkpoint, no_ema=False, device=None):
-    """(model on `device` in eval mode, tokenizer, training length) of a checkpoint."""
-    from .checkpoint import require_fields
-    from .tokenizer import tokenizer_from_dict
-    from .train import load_model
-
-    path = Path(checkpoint).expanduser()
-    device = _device(device)
-    model, state = load_model(path, use_ema=not no_ema)
-    require_fields(state, path, "tokenizer")
-    tok_config = dict(state["tokenizer"])
-    require_fields(tok_config, f"{path} (tokenizer config)", "seq_len")
-    seq_len = tok_config.pop("seq_len")
-    model.split_seed = state.get("train_config", {}).get("seed", 0)  # the seed that split the corpus
-    return model.to(device), tokenizer_from_dict(tok_config), seq_len
 
 
 def _constraints(tok, args):
@@ -117,37 +56,40 @@ def _read_midi(path):
         raise UserError(f"--midi: cannot read {path} as MIDI ({exc})") from None
 
 
+def _sampling(run, args):
+    from .tokenizer import mask_id
+
+    return dict(steps=args.steps, mask_id=mask_id(run.tokenizer), temperature=args.temperature,
+                constraints=_constraints(run.tokenizer, args), generator=torch.Generator().manual_seed(args.seed))
+
+
 def run_generate(args):
     from .generation import write_piece
     from .sampling import generate_long
-    from .tokenizer import mask_id
+    from .tokenizer import bar_id
 
-    model, tok, seq_len = _load(args.checkpoint, args.no_ema, args.device)
-    length = args.length or seq_len
-    generator = torch.Generator().manual_seed(args.seed)
-    tokens = generate_long(model, args.n, length, window=seq_len, steps=args.steps, mask_id=mask_id(tok),
-                           generator=generator, temperature=args.temperature, constraints=_constraints(tok, args),
-                           progress=True)
+    run = load_run(args.checkpoint, use_ema=not args.no_ema, device=args.device)
+    tokens = generate_long(run.model, args.n, args.length or run.seq_len, window=run.seq_len,
+                           bar_id=bar_id(run.tokenizer), progress=True, **_sampling(run, args))
     for i, ids in enumerate(tokens.tolist()):
-        midi, png, score = write_piece(tok, ids, args.out, f"sample_{i}")
+        midi, png, score = write_piece(run.tokenizer, ids, args.out, f"sample_{i}")
         print(f"wrote {midi} ({score.note_num()} notes) and {png}")
 
 
 def run_infill(args):
     from .generation import bar_beats, bar_region, write_piece
     from .sampling import infill
-    from .tokenizer import encode, mask_id
+    from .tokenizer import encode
 
-    model, tok, seq_len = _load(args.checkpoint, args.no_ema, args.device)
+    run = load_run(args.checkpoint, use_ema=not args.no_ema, device=args.device)
+    tok = run.tokenizer
     ids = encode(tok, _read_midi(args.midi))
     if not ids:
         raise UserError(f"--midi: {args.midi} has no notes in the tokenizer's pitch range")
     tokens = torch.tensor(ids, dtype=torch.long)
     region = bar_region(tok, tokens, *args.bars)
-    generator = torch.Generator().manual_seed(args.seed)
-    batch = tokens.repeat(args.n, 1)
-    out = infill(model, batch, region.repeat(args.n, 1), steps=args.steps, mask_id=mask_id(tok), generator=generator,
-                 temperature=args.temperature, constraints=_constraints(tok, args))
+    out = infill(run.model, tokens.repeat(args.n, 1), region.repeat(args.n, 1), window=run.seq_len, progress=True,
+                 **_sampling(run, args))
     span = bar_beats(tok, ids, *args.bars)
     write_piece(tok, ids, args.out, "original", highlight=[span])
     for i, row in enumerate(out.tolist()):
@@ -159,45 +101,76 @@ def run_infill(args):
 def run_continue(args):
     from .generation import prefix_tokens, write_piece
     from .sampling import continue_sequence
-    from .tokenizer import mask_id
+    from .tokenizer import bar_id
 
-    model, tok, seq_len = _load(args.checkpoint, args.no_ema, args.device)
-    ids = prefix_tokens(tok, _read_midi(args.midi), args.prefix_bars)
+    run = load_run(args.checkpoint, use_ema=not args.no_ema, device=args.device)
+    ids = prefix_tokens(run.tokenizer, _read_midi(args.midi), args.prefix_bars)
     prefix = torch.tensor(ids, dtype=torch.long).repeat(args.n, 1)
-    length = args.length or 2 * seq_len
+    length = args.length or 2 * run.seq_len
     if length <= prefix.shape[1]:
         raise UserError(f"--length ({length}) must exceed the prefix ({prefix.shape[1]} tokens)")
-    out = continue_sequence(model, prefix, length, window=seq_len, steps=args.steps, mask_id=mask_id(tok),
-                            generator=torch.Generator().manual_seed(args.seed), temperature=args.temperature,
-                            constraints=_constraints(tok, args))
+    out = continue_sequence(run.model, prefix, length, window=run.seq_len, bar_id=bar_id(run.tokenizer),
+                            **_sampling(run, args))
     for i, row in enumerate(out.tolist()):
-        midi, png, _ = write_piece(tok, row, args.out, f"continuation_{i}")
+        midi, png, _ = write_piece(run.tokenizer, row, args.out, f"continuation_{i}")
         print(f"wrote {midi} and {png}")
 
 
+def _test_corpus(run, args, baseline=None):
+    """(corpus whose test split is what gets scored, label for the table)."""
+    from dataclasses import replace
+
+    if args.cross_corpus:
+        if args.data is None:
+            raise UserError("--cross-corpus needs --data (the corpus to score the model on)")
+        corpus = load_data(args.data, layout=args.layout, tokenizer=run.tokenizer, cache_dir=args.cache_dir,
+                           seed=args.seed)
+        trained = set()
+        for r in (run.record, None if baseline is None else baseline.record):
+            if r is not None:
+                trained |= {r.pieces[name] for s in ("train", "valid") for name in r.split_names(s) if name in r.pieces}
+        hashes = corpus.piece_hashes()
+        test = [i for i in corpus.splits["test"] if hashes[corpus.names[i]] not in trained]
+        corpus = replace(corpus, splits=dict(corpus.splits, test=test))
+        origin = run.record.source if run.record is not None else "an unrecorded corpus"
+        return corpus, (f"CROSS-CORPUS: the test split of {corpus.source} ({len(test)} pieces, content split with "
+                        f"seed {args.seed}), not the corpus the model was trained on ({origin})")
+    record = require_record(run)
+    corpus, _ = corpus_of_record(record, run.tokenizer, data=args.data, layout=args.layout, cache_dir=args.cache_dir)
+    test = corpus.splits["test"]
+    label = f"the recorded test split of {record.source} ({len(test)} pieces held out from training)"
+    if baseline is not None:
+        other = require_record(baseline)
+        if other.fingerprint != record.fingerprint or other.splits != record.splits:
+            held_out = set(other.split_names("test"))
+            test = [i for i in test if corpus.names[i] in held_out]
+            label += f"; {len(test)} of them also held out by the baseline (its record differs)"
+        corpus = replace(corpus, splits=dict(corpus.splits, test=test))
+    enough_left(len(test), len(record.split_names("test")))
+    return corpus, label
+
+
 def run_evaluate(args):
-    from .evaluation import evaluate, format_evaluation
-    from .tokenizer import tokenizer_to_dict
+    from .evaluation import evaluate
 
-    model, tok, seq_len = _load(args.checkpoint, args.no_ema, args.device)
-    models = {"model": model}
+    run = load_run(args.checkpoint, use_ema=not args.no_ema, device=args.device)
+    models = {"model": run.model}
+    baseline = None
     if args.baseline:
-        baseline, tok_b, _ = _load(args.baseline, args.no_ema, args.device)
-        if tokenizer_to_dict(tok_b) != tokenizer_to_dict(tok):
-            raise UserError("--baseline was trained with a different tokenizer; they cannot be compared")
-        models["baseline"] = baseline
-    # The test split must be the one the model was trained without: split with its training seed.
-    corpus = _corpus(args.data, args.layout, model.split_seed, args.cache_dir)
-    if tokenizer_to_dict(corpus.tokenizer) != tokenizer_to_dict(tok):
-        from .data import load_corpus
+        from .tokenizer import tokenizer_to_dict
 
-        corpus = load_corpus(None if args.data == "han" else Path(args.data), layout=args.layout, tokenizer=tok,
-                             seed=model.split_seed,
-                             cache_dir=args.cache_dir)
-    table = evaluate(models, corpus, n=args.n, seq_len=seq_len, steps=args.steps, seed=args.seed,
-                     n_boot=args.bootstrap, constraints=_constraints(tok, args), temperature=args.temperature,
-                     progress=True)
-    text = format_evaluation(table)
+        baseline = load_run(args.baseline, use_ema=not args.no_ema, device=args.device)
+        if tokenizer_to_dict(baseline.tokenizer) != tokenizer_to_dict(run.tokenizer):
+            raise UserError("--baseline was trained with a different tokenizer; they cannot be compared")
+        if baseline.seq_len != run.seq_len:
+            raise UserError(f"--baseline was trained at {baseline.seq_len} tokens, the model at {run.seq_len}; "
+                            "compare runs of one length")
+        models["baseline"] = baseline.model
+    corpus, label = _test_corpus(run, args, baseline)
+    result = evaluate(models, corpus, n=args.n, seq_len=run.seq_len, steps=args.steps, seed=args.seed,
+                      n_boot=args.bootstrap, constraints=_constraints(run.tokenizer, args),
+                      temperature=args.temperature, progress=True, test_label=label)
+    text = result.format()
     print(text)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -209,4 +182,4 @@ def run_demo(args):
     from .demo import run_demo as demo
 
     return demo(out=Path(args.out), time_budget=args.time_budget, seed=args.seed, n=args.n,
-                cache_dir=args.cache_dir, device=_device(args.device))
+                cache_dir=args.cache_dir, device=resolve_device(args.device), overwrite=args.overwrite)

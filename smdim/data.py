@@ -17,12 +17,11 @@ import hashlib
 import json
 import math
 import os
-import random
 import tempfile
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -33,11 +32,12 @@ from torch.utils.data import Dataset
 from smdim import corpora
 from smdim.corpora import SourceItem
 from smdim.tokenizer import (
+    Transposer,
     bar_id,
     encode,
     make_tokenizer,
     pad_id,
-    pitch_tokens,
+    pitch_table,
     tokenizer_from_dict,
     tokenizer_to_dict,
 )
@@ -46,15 +46,22 @@ __all__ = [
     "CACHE_FORMAT",
     "DataSkipWarning",
     "Corpus",
+    "DataRecord",
+    "SplitChanges",
+    "content_key",
+    "corpus_fingerprint",
     "default_cache_dir",
     "load_corpus",
     "make_splits",
+    "piece_hash",
     "TokenDataset",
 ]
 
 #: bump when the way pieces become tokens changes (invalidates every cache file)
 CACHE_FORMAT = 1
 SPLITS = ("train", "valid", "test")
+#: the `Corpus.source` of the embedded Han folk songs
+HAN_SOURCE = "music21:essenFolksong/han1+han2"
 _PROGRESS_MIN_ITEMS = 16
 _EXAMPLES_PER_REASON = 5
 
@@ -96,6 +103,39 @@ class Corpus:
     def __len__(self) -> int:
         return len(self.pieces)
 
+    split_seed: int = 0
+    split_fractions: Tuple[float, ...] = (0.9, 0.05, 0.05)
+
+    def piece_hashes(self) -> Dict[str, str]:
+        """name -> content hash of every piece."""
+        return {name: piece_hash(ids) for name, ids in zip(self.names, self.pieces)}
+
+    def record(self, seq_len: Optional[int] = None) -> DataRecord:
+        """The data record of a run trained on this corpus at `seq_len` tokens."""
+        hashes = self.piece_hashes()
+        return DataRecord(source=self.source, layout=self.layout, split_seed=self.split_seed,
+                          split_fractions=tuple(self.split_fractions), pieces=hashes,
+                          splits={s: [self.names[i] for i in idx] for s, idx in self.splits.items()},
+                          fingerprint=corpus_fingerprint(hashes), seq_len=seq_len)
+
+    def with_record(self, record: DataRecord) -> Tuple["Corpus", SplitChanges]:
+        """This corpus with the splits of `record` (by piece name) and what changed since: pieces
+        not in the record are in no split; recorded pieces that are missing or whose content
+        changed are left out of their split (a changed piece could now hold anything)."""
+        index = {name: i for i, name in enumerate(self.names)}
+        hashes = self.piece_hashes()
+        recorded = set(record.pieces)
+        changes = SplitChanges(added=[n for n in self.names if n not in recorded])
+        splits: Dict[str, List[int]] = {}
+        for split in SPLITS:
+            names = record.split_names(split)
+            changes.missing[split] = [n for n in names if n not in index]
+            changes.changed[split] = [n for n in names if n in index and hashes[n] != record.pieces.get(n)]
+            splits[split] = sorted(index[n] for n in names if n in index and hashes[n] == record.pieces.get(n))
+        corpus = replace(self, splits=splits, split_seed=record.split_seed,
+                         split_fractions=tuple(record.split_fractions))
+        return corpus, changes
+
     def split(self, name: str) -> List[List[int]]:
         """The pieces of one split ("train", "valid" or "test")."""
         if name not in self.splits:
@@ -117,44 +157,153 @@ class Corpus:
         }
 
 
-def make_splits(n: int, fractions: Sequence[float] = (0.9, 0.05, 0.05), seed: int = 0) -> Dict[str, List[int]]:
-    """Seeded split of ``range(n)`` into train/valid/test by `fractions` (normalised). With
-    n >= 3, every split with a positive fraction gets at least one piece."""
+def content_key(ids: Sequence[int], pitch_of_token: Optional[np.ndarray] = None) -> bytes:
+    """A piece's identity up to transposition: its token ids with every Pitch token replaced by
+    its pitch relative to the piece's lowest pitch (`pitch_of_token`: (vocab,) MIDI pitch of each
+    Pitch id, -1 elsewhere; None = exact ids). Equal keys = exact or transposed duplicates."""
+    arr = np.asarray(ids, dtype=np.int64)
+    if pitch_of_token is not None and arr.size:
+        pitch = pitch_of_token[arr]
+        is_pitch = pitch >= 0
+        if is_pitch.any():
+            arr = np.where(is_pitch, -1 - (pitch - pitch[is_pitch].min()), arr)
+    return arr.astype(np.int32).tobytes()
+
+
+def piece_hash(ids: Sequence[int]) -> str:
+    """A short content hash of one piece's token ids (for data records)."""
+    return hashlib.sha1(np.asarray(ids, dtype=np.int32).tobytes()).hexdigest()[:16]
+
+
+def _unit_hash(seed: int, key: bytes) -> float:
+    """A number in [0, 1) that depends only on (seed, key)."""
+    digest = hashlib.sha256(str(int(seed)).encode() + b"/" + key).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0 ** 64
+
+
+def make_splits(keys: Union[int, Sequence[bytes]], fractions: Sequence[float] = (0.9, 0.05, 0.05),
+                seed: int = 0) -> Dict[str, List[int]]:
+    """Split pieces into train/valid/test by `fractions` (normalised), by content.
+
+    keys: one key per piece (`content_key`), or an int n for n distinct pieces. Pieces with equal
+    keys (duplicates, also transposed ones) form one group and always share a split. Each group
+    draws u in [0, 1) from a hash of (seed, key); the groups, ordered by u, fill train, then
+    valid, then test by piece count, so the sizes follow the fractions. Adding or removing a piece
+    moves at most the one group at each split boundary (no reshuffle). With >= 3 groups every split
+    with a positive fraction gets at least one group."""
     if len(fractions) != 3 or any(f < 0 for f in fractions) or sum(fractions) <= 0:
         raise ValueError(f"split fractions must be three non-negative numbers, got {fractions}")
+    if isinstance(keys, int):
+        keys = [str(i).encode() for i in range(keys)]
+    n = len(keys)
     total = float(sum(fractions))
-    fr = [f / total for f in fractions]
-    order = list(range(n))
-    random.Random(seed).shuffle(order)
-    n_valid = int(round(n * fr[1]))
-    n_test = int(round(n * fr[2]))
-    if n >= 3:
-        n_valid = max(n_valid, 1 if fr[1] > 0 else 0)
-        n_test = max(n_test, 1 if fr[2] > 0 else 0)
-    n_valid = min(n_valid, n)
-    n_test = min(n_test, n - n_valid)
-    n_train = n - n_valid - n_test
-    if fr[0] == 0 and n_train > 0:  # no train fraction: give the rest to valid
-        n_valid += n_train
-        n_train = 0
-    return {
-        "train": sorted(order[:n_train]),
-        "valid": sorted(order[n_train:n_train + n_valid]),
-        "test": sorted(order[n_train + n_valid:]),
-    }
+    bounds = np.cumsum([f / total for f in fractions]) * n
+    groups: Dict[bytes, List[int]] = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
+    order = sorted(groups, key=lambda k: (_unit_hash(seed, k), k))
+    which, seen = {}, 0
+    for key in order:  # a group goes where the middle of its piece range falls
+        middle = seen + len(groups[key]) / 2.0
+        which[key] = int(min(np.searchsorted(bounds, middle, side="right"), 2))
+        seen += len(groups[key])
+    if len(groups) >= 3:
+        for s in range(3):
+            if fractions[s] <= 0 or s in which.values():
+                continue
+            sizes = np.bincount(list(which.values()), minlength=3)
+            # the group next to this split's place in the order, from a split that keeps one
+            donors = [i for i, k in enumerate(order) if sizes[which[k]] > 1]
+            target = 0 if s == 0 else (len(order) - 1 if s == 2 else len(order) // 2)
+            which[order[min(donors, key=lambda i: abs(i - target))]] = s
+    out: Dict[str, List[int]] = {name: [] for name in SPLITS}
+    for key, members in groups.items():
+        out[SPLITS[which[key]]].extend(members)
+    return {name: sorted(v) for name, v in out.items()}
 
 
-def _splits_with_metadata(labels: Sequence[Optional[str]], fractions, seed) -> Dict[str, List[int]]:
-    """Metadata split where a piece has one; the unlabelled pieces are split by seed."""
+def _splits_with_metadata(labels: Sequence[Optional[str]], keys, fractions, seed) -> Dict[str, List[int]]:
+    """Metadata split where a piece has one; the unlabelled pieces are split by content."""
     out: Dict[str, List[int]] = {s: [] for s in SPLITS}
     unlabelled = []
     for i, lab in enumerate(labels):
         (out[lab] if lab in out else unlabelled).append(i)
     if unlabelled:
-        extra = make_splits(len(unlabelled), fractions, seed)
+        extra = make_splits([keys[i] for i in unlabelled], fractions, seed)
         for s in SPLITS:
             out[s].extend(unlabelled[j] for j in extra[s])
     return {s: sorted(v) for s, v in out.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# the data record of a run
+# --------------------------------------------------------------------------------------------
+@dataclass
+class DataRecord:
+    """What a run was trained on, stored in its checkpoint: the source and layout, the split seed
+    and fractions, each piece's content hash by name, the piece names of each split, a fingerprint
+    of the whole corpus (names + hashes) and the training length in tokens."""
+
+    source: str
+    layout: str
+    split_seed: int
+    split_fractions: Tuple[float, float, float]
+    pieces: Dict[str, str]
+    splits: Dict[str, List[str]]
+    fingerprint: str
+    seq_len: Optional[int] = None
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d["split_fractions"] = list(self.split_fractions)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "DataRecord":
+        missing = [k for k in ("source", "layout", "pieces", "splits", "fingerprint") if k not in d]
+        if missing:
+            raise ValueError(f"data record lacks {', '.join(missing)}")
+        return cls(source=str(d["source"]), layout=str(d["layout"]), split_seed=int(d.get("split_seed", 0)),
+                   split_fractions=tuple(d.get("split_fractions", (0.9, 0.05, 0.05))),
+                   pieces=dict(d["pieces"]), splits={s: list(d["splits"].get(s, [])) for s in SPLITS},
+                   fingerprint=str(d["fingerprint"]), seq_len=d.get("seq_len"))
+
+    def split_names(self, name: str) -> List[str]:
+        return list(self.splits.get(name, []))
+
+
+def corpus_fingerprint(pieces: Dict[str, str]) -> str:
+    """sha256 over the sorted (name, content hash) pairs of a corpus."""
+    blob = json.dumps(sorted(pieces.items()), separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+@dataclass
+class SplitChanges:
+    """How a corpus differs from a data record: pieces added since, recorded pieces now missing,
+    and recorded pieces whose content changed (by split for the last two)."""
+
+    added: List[str] = field(default_factory=list)
+    missing: Dict[str, List[str]] = field(default_factory=dict)
+    changed: Dict[str, List[str]] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.added or any(self.missing.values()) or any(self.changed.values()))
+
+    def describe(self, max_names: int = 3) -> str:
+        """One line: what changed (counts, a few names)."""
+        def names(items):
+            shown = ", ".join(items[:max_names])
+            return shown + (f", ... ({len(items)} in all)" if len(items) > max_names else "")
+
+        parts = []
+        if self.added:
+            parts.append(f"{len(self.added)} piece(s) added since training (not used: {names(self.added)})")
+        for label, table in (("missing", self.missing), ("changed", self.changed)):
+            for split, items in table.items():
+                if items:
+                    parts.append(f"{len(items)} recorded {split} piece(s) {label} ({names(items)})")
+        return "; ".join(parts) if parts else "no change"
 
 
 # --------------------------------------------------------------------------------------------
@@ -313,7 +462,7 @@ def load_corpus(
     t0 = time.perf_counter()
     tok = tokenizer if tokenizer is not None else make_tokenizer()
     layout, items, missing = corpora.list_items(source, layout)
-    source_str = "music21:essenFolksong/han1+han2" if layout == "han" else str(Path(source).expanduser())
+    source_str = HAN_SOURCE if layout == "han" else str(Path(source).expanduser().resolve())
     cache_path: Optional[Path] = None
     loaded = None
     key = None
@@ -368,13 +517,27 @@ def load_corpus(
     if not pieces:
         warnings.warn(f"smdim: no usable pieces in {source_str}", DataSkipWarning, stacklevel=2)
 
+    names = _unique_names(names)
+    table = pitch_table(tok)
+    keys = [content_key(p, table) for p in pieces]
     if any(lab is not None for lab in labels):
-        splits = _splits_with_metadata(labels, split_fractions, seed)
+        splits = _splits_with_metadata(labels, keys, split_fractions, seed)
     else:
-        splits = make_splits(len(pieces), split_fractions, seed)
+        splits = make_splits(keys, split_fractions, seed)
     return Corpus(pieces=pieces, names=names, splits=splits, skipped=dict(skipped), tokenizer=tok,
                   layout=layout, source=source_str, skipped_files=dict(skipped_files),
-                  cache_path=cache_path, from_cache=from_cache, load_seconds=time.perf_counter() - t0)
+                  cache_path=cache_path, from_cache=from_cache, load_seconds=time.perf_counter() - t0,
+                  split_seed=seed, split_fractions=tuple(split_fractions))
+
+
+def _unique_names(names: List[str]) -> List[str]:
+    """Names with repeats numbered ("a", "a (2)", ...): records address pieces by name."""
+    seen: Dict[str, int] = {}
+    out = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        out.append(name if seen[name] == 1 else f"{name} ({seen[name]})")
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -431,15 +594,7 @@ class TokenDataset(Dataset):
         self.bar_aligned = bool(bar_aligned)
         self.pad_id = pad_id(tokenizer)
         self.bar_id = bar_id(tokenizer)
-        vocab = len(tokenizer.vocab)
-        pitches = pitch_tokens(tokenizer)
-        self._pitch_of = torch.full((vocab,), -1, dtype=torch.long)
-        self._id_of_pitch = torch.full((128,), -1, dtype=torch.long)
-        for i, p in pitches.items():
-            self._pitch_of[i] = p
-            self._id_of_pitch[p] = i
-        self.pitch_min = min(pitches.values())
-        self.pitch_max = max(pitches.values())
+        self._transposer = Transposer(tokenizer)
         self.pieces = [torch.as_tensor(np.asarray(p, dtype=np.int64)) for p in pieces]
         self._bars = [torch.nonzero(p == self.bar_id).flatten() for p in self.pieces]
         nonempty = [i for i, p in enumerate(self.pieces) if len(p) > 0]
@@ -512,20 +667,11 @@ class TokenDataset(Dataset):
         return {"tokens": tokens, "pad_mask": pad_mask, "piece": piece_idx, "start": start, "transpose": k}
 
     def _transpose(self, window: torch.Tensor, rng: np.random.Generator) -> Tuple[torch.Tensor, int]:
-        pitch = self._pitch_of[window]
-        is_pitch = pitch >= 0
-        if not bool(is_pitch.any()):
-            return window, 0
-        lo = int(pitch[is_pitch].min())
-        hi = int(pitch[is_pitch].max())
-        k_min = max(-self.transpose, self.pitch_min - lo)
-        k_max = min(self.transpose, self.pitch_max - hi)
-        if k_max < k_min:  # cannot happen for in-range pitches; keep the crop as is
-            return window, 0
-        k = int(rng.integers(k_min, k_max + 1))
+        """The window moved by k semitones, k uniform over the shifts in [-transpose, transpose] that
+        keep every pitch in the tokenizer's range."""
+        ids = window.numpy()
+        low, high = self._transposer.shifts(ids)
+        k = int(rng.integers(max(-self.transpose, low), min(self.transpose, high) + 1))
         if k == 0:
             return window, 0
-        moved = self._id_of_pitch[(pitch + k).clamp(0, 127)]
-        ok = is_pitch & (moved >= 0)
-        out = torch.where(ok, moved, window)
-        return out, k
+        return torch.from_numpy(self._transposer(ids, k)), k

@@ -22,6 +22,11 @@ import torch.nn.functional as F
 T_MIN = 1e-3  # t is drawn from [T_MIN, 1]: the 1/t weight stays finite
 
 
+def default_device() -> torch.device:
+    """cuda if a GPU is available, else cpu."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def model_device(model) -> torch.device:
     """The device of a model's first parameter (or buffer); CPU for a model without tensors."""
     for tensor in model.parameters():

@@ -19,9 +19,9 @@ from typing import Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torch.utils.checkpoint
 
 from smdim_kernels import FeedForward, LayerNorm, MFABlock, SelfAttention
+from smdim_kernels.modules import residual_stack
 
 BLOCK_TYPES = ("mfa", "transformer")
 
@@ -213,15 +213,9 @@ class SMDIM(nn.Module):
         return logits[:, :length].float()
 
     def _blocks(self, h):
-        """The residual stream through every block and the final norm (checkpointed per block
-        when gradient_checkpointing is on in training)."""
-        residual = None
-        for layer in self.layers:
-            if self.gradient_checkpointing and self.training:
-                h, residual = torch.utils.checkpoint.checkpoint(layer, h, residual, use_reentrant=False)
-            else:
-                h, residual = layer(h, residual)
-        return self.norm_f(h, residual)
+        """The residual stream through every block and the final norm."""
+        return residual_stack(self.layers, h, self.norm_f,
+                              gradient_checkpointing=self.gradient_checkpointing and self.training)
 
     def num_parameters(self):
         return sum(p.numel() for p in self.parameters())

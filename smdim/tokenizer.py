@@ -53,7 +53,6 @@ __all__ = [
     "merge_tracks",
     "encode",
     "decode",
-    "invalid_token_rate",
     "token_ids_by_type",
     "pitch_tokens",
     "velocity_tokens",
@@ -62,6 +61,8 @@ __all__ = [
     "time_signature_tokens",
     "positions_per_beat",
     "transpose_ids",
+    "Transposer",
+    "pitch_table",
 ]
 
 FORMAT_NAME = "smdim.tokenizer"
@@ -415,42 +416,51 @@ def decode(tok: REMI, ids: Sequence[int]) -> Score:
     return score
 
 
-def invalid_token_rate(tok: REMI, ids: Sequence[int]) -> float:
-    """Fraction of tokens breaking the REMI grammar, by miditok's `tokens_errors` (wrong type
-    succession, a Position not after the previous one in the bar, a duplicated note), with PAD,
-    BOS and EOS ignored and every MASK or out-of-vocabulary id counted as an error."""
-    ids = _as_int_list(ids)
-    n_vocab = vocab_size(tok)
-    skip = {pad_id(tok), bos_id(tok), eos_id(tok)} - {None}
-    m = mask_id(tok)
-    kept = [i for i in ids if 0 <= i < n_vocab and i not in skip]
-    n_oob = sum(1 for i in ids if not 0 <= i < n_vocab)
-    total = len(kept) + n_oob
-    if total == 0:
-        return 0.0
-    errors = n_oob + sum(1 for i in kept if i == m)
-    if kept:
-        ratio = tok.tokens_errors(TokSequence(ids=list(kept)))  # miditok: errors / len(kept)
-        errors += int(round(float(ratio) * len(kept)))
-    return min(1.0, errors / total)
-
-
 # --------------------------------------------------------------------------------------------
 # augmentation helper
 # --------------------------------------------------------------------------------------------
+def pitch_table(tok: REMI) -> np.ndarray:
+    """(vocab,) int64: the MIDI pitch of each Pitch token id, -1 for every other id."""
+    table = np.full(len(tok.vocab), -1, dtype=np.int64)
+    for token_id, pitch in pitch_tokens(tok).items():
+        table[token_id] = pitch
+    return table
+
+
+class Transposer:
+    """Moves every Pitch token of a sequence by the same number of semitones: the one
+    transposition routine (training augmentation, `transpose_ids`)."""
+
+    def __init__(self, tok: REMI):
+        self.pitch_of = pitch_table(tok)
+        self.id_of_pitch = np.full(128, -1, dtype=np.int64)
+        pitched = np.nonzero(self.pitch_of >= 0)[0]
+        self.id_of_pitch[self.pitch_of[pitched]] = pitched
+        self.low, self.high = int(self.pitch_of[pitched].min()), int(self.pitch_of[pitched].max())
+
+    def shifts(self, ids: np.ndarray) -> Tuple[int, int]:
+        """(lowest, highest) shift in semitones that keeps every pitch of `ids` in the vocabulary
+        ((0, 0) for a sequence without pitches)."""
+        pitch = self.pitch_of[ids]
+        pitch = pitch[pitch >= 0]
+        if pitch.size == 0:
+            return 0, 0
+        return self.low - int(pitch.min()), self.high - int(pitch.max())
+
+    def __call__(self, ids: np.ndarray, semitones: int) -> np.ndarray:
+        """`ids` (int array) with every Pitch token moved by `semitones`; ValueError if one would leave
+        the vocabulary's range."""
+        ids = np.asarray(ids, dtype=np.int64)
+        low, high = self.shifts(ids)
+        if not low <= semitones <= high:
+            raise ValueError(f"transposing by {semitones} semitones takes a pitch outside the tokenizer's range "
+                             f"{self.low}-{self.high}")
+        pitch = self.pitch_of[ids]
+        is_pitch = pitch >= 0
+        return np.where(is_pitch, self.id_of_pitch[np.clip(pitch + semitones, 0, 127)], ids)
+
+
 def transpose_ids(tok: REMI, ids: Sequence[int], semitones: int) -> List[int]:
     """`ids` with every Pitch token moved by `semitones`; raises ValueError if a pitch would
     leave the tokenizer's range."""
-    pitches = pitch_tokens(tok)
-    by_pitch = {p: i for i, p in pitches.items()}
-    out = []
-    for i in _as_int_list(ids):
-        p = pitches.get(i)
-        if p is None:
-            out.append(i)
-            continue
-        j = by_pitch.get(p + semitones)
-        if j is None:
-            raise ValueError(f"pitch {p} + {semitones} is outside the tokenizer's range")
-        out.append(j)
-    return out
+    return Transposer(tok)(np.asarray(_as_int_list(ids), dtype=np.int64), semitones).tolist()

@@ -24,8 +24,8 @@ import torch.distributed as dist
 from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
-from .checkpoint import load_checkpoint, require_fields, save_checkpoint
-from .diffusion import diffusion_loss, evaluate_nll
+from .checkpoint import load_checkpoint, save_checkpoint
+from .diffusion import default_device, diffusion_loss, evaluate_nll
 from .model import SMDIM, SMDIMConfig
 
 
@@ -146,6 +146,40 @@ class TrainResult:
     interrupted: bool = False
 
 
+class _Progress:
+    """The training bar: steps out of `steps`, or, for a time-budgeted run that will not reach
+    its step count, seconds out of the budget (with the step in the postfix), so the bar and its
+    time-left estimate show when the run really ends."""
+
+    def __init__(self, config: TrainConfig, step: int, enabled: bool):
+        # On a terminal the bar redraws often; in a log file one line every 30 s is plenty.
+        interval = 0.5 if sys.stderr.isatty() else 30.0
+        self.by_time = config.time_budget_s is not None
+        self.steps = config.steps
+        if self.by_time:
+            self.bar = tqdm(total=float(config.time_budget_s), desc="training (time budget)", unit="s",
+                            disable=not enabled, mininterval=interval,
+                            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s "
+                                       "[{elapsed}<{remaining}{postfix}]")
+        else:
+            self.bar = tqdm(total=config.steps, initial=step, desc="training", disable=not enabled, unit="step",
+                            mininterval=interval)
+
+    def advance(self, step, elapsed, **postfix):
+        if self.by_time:
+            self.bar.set_postfix(step=f"{step}/{self.steps}", **postfix, refresh=False)
+            self.bar.update(min(elapsed, self.bar.total) - self.bar.n)
+        else:
+            self.bar.set_postfix(**postfix, refresh=False)
+            self.bar.update(1)
+
+    def write(self, text):
+        self.bar.write(text)
+
+    def close(self):
+        self.bar.close()
+
+
 def _distributed():
     return dist.is_available() and dist.is_initialized()
 
@@ -167,12 +201,17 @@ class Trainer:
     """Trains an SMDIM denoiser on a TokenDataset-like object (items: dict(tokens, pad_mask))."""
 
     def __init__(self, model_config: SMDIMConfig, train_config: TrainConfig, train_set, valid_set=None, *,
-                 out_dir, tokenizer_config=None, device="cpu", progress=True,
+                 out_dir, tokenizer_config=None, data_record=None, run_settings=None, device="cpu", progress=True,
                  log: Callable[[str], None] = print):
+        """tokenizer_config: the tokenizer's dict; data_record: the run's `DataRecord.to_dict()`
+        (source, splits, training length); run_settings: the command-level settings (preset, model,
+        transpose, ...; see smdim.pipeline.TRAIN_DEFAULTS). All three are stored in every checkpoint."""
         self.model_config, self.config = model_config, train_config
         self.train_set, self.valid_set = train_set, valid_set
         self.out_dir = Path(out_dir)
         self.tokenizer_config = tokenizer_config
+        self.data_record = data_record
+        self.run_settings = run_settings
         self.device = torch.device(device)
         self.log = log
         self.rank = dist.get_rank() if _distributed() else 0
@@ -226,7 +265,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "step": self.step, "ranks": self._rank_states(gather), "history": self.history,
             "model_config": self.model_config.to_dict(), "train_config": asdict(self.config),
-            "tokenizer": self.tokenizer_config,
+            "tokenizer": self.tokenizer_config, "data": self.data_record, "settings": self.run_settings,
         }
 
     def save(self, path=None, gather=True):
@@ -236,9 +275,11 @@ class Trainer:
             return None
         return save_checkpoint(path or self.checkpoint_path, state)
 
-    def resume(self, path=None):
+    def resume(self, path=None, state=None):
+        """Continue from a checkpoint (`state`: its contents, already read; else read from `path`)."""
         # RNG states must stay CPU tensors; load_state_dict moves model/optimiser tensors to the device.
-        state = load_checkpoint(path or self.checkpoint_path, map_location="cpu")
+        if state is None:
+            state = load_checkpoint(path or self.checkpoint_path, map_location="cpu")
         if state["model_config"] != self.model_config.to_dict():
             raise ValueError("resume: the checkpoint's model config differs from this run's; "
                              f"checkpoint has {state['model_config']}")
@@ -299,10 +340,7 @@ class Trainer:
         c = self.config
         start = time.monotonic()
         self.model.train()
-        # On a terminal the bar redraws often; in a log file one line every 30 s is plenty.
-        interval = 0.5 if sys.stderr.isatty() else 30.0
-        bar = tqdm(total=c.steps, initial=self.step, desc="training", disable=not self.progress, unit="step",
-                   mininterval=interval)
+        bar = _Progress(c, self.step, enabled=self.progress)
         tokens_seen, interrupted, last_saved = 0, False, None
         try:
             while self.step < c.steps:
@@ -320,9 +358,8 @@ class Trainer:
                 elapsed = time.monotonic() - start
                 record = {"step": self.step, "loss_bits": result.bits_per_token, "grad_norm": float(grad_norm),
                           "lr": self.scheduler.get_last_lr()[0]}
-                bar.set_postfix(bits=f"{result.bits_per_token:.3f}", tok_s=f"{tokens_seen / max(elapsed, 1e-9):.0f}",
-                                refresh=False)
-                bar.update(1)
+                bar.advance(self.step, elapsed, bits=f"{result.bits_per_token:.3f}",
+                            tok_s=f"{tokens_seen / max(elapsed, 1e-9):.0f}")
                 out_of_time = self._agree(c.time_budget_s is not None and elapsed >= c.time_budget_s)
                 if self.step % c.eval_every == 0 or self.step == c.steps or out_of_time:
                     valid = self.validate() if self.rank == 0 else None
@@ -345,24 +382,6 @@ class Trainer:
         finally:
             bar.close()
         return TrainResult(step=self.step, history=self.history, checkpoint=last_saved, interrupted=interrupted)
-
-
-def load_model(path, use_ema=True, map_location="cpu"):
-    """(model in eval mode, checkpoint state) from a training checkpoint."""
-    state = load_checkpoint(path, map_location=map_location)
-    require_fields(state, path, "model_config", "ema" if use_ema else "model")
-    model = SMDIM(SMDIMConfig.from_dict(state["model_config"]))
-    if use_ema:
-        ema = {k[len("module."):]: v for k, v in state["ema"].items() if k.startswith("module.")}
-        model.load_state_dict(ema)
-    else:
-        model.load_state_dict(state["model"])
-    return model.eval(), state
-
-
-def default_device():
-    """cuda if a GPU is available, else cpu."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def init_distributed(device=None):

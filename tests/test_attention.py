@@ -1,6 +1,5 @@
 """SelfAttention (full and local-window) against an explicit L x L reference."""
 import math
-import time
 
 import pytest
 import torch
@@ -204,10 +203,8 @@ def test_compile_inductor_forward():
     m, x = make(50, 5, True, 4, dtype=torch.float32)
     x = x.detach()
     torch._dynamo.reset()
-    start = time.perf_counter()
     with torch.no_grad():
         out = torch.compile(m, fullgraph=True)(x)
-    assert time.perf_counter() - start < 60
     torch.testing.assert_close(out, m(x), rtol=1e-5, atol=1e-5)
 
 

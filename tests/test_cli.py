@@ -89,13 +89,31 @@ def test_infill_and_continue(checkpoint, song, tmp_path):
     assert len(_midi_files(tmp_path / "cont")) == 1
 
 
-def test_evaluate_prints_a_table(checkpoint, cache_dir, tmp_path, capsys):
+def _table(text):
+    """{row: [cells]} of the markdown table in `text`."""
+    rows = [line.strip("|").split("|") for line in text.splitlines() if line.startswith("| ")]
+    return {cells[0].strip(): [c.strip() for c in cells[1:]] for cells in rows[2:]}, [c.strip() for c in rows[0]]
+
+
+def test_evaluate_with_the_model_as_its_own_baseline_gives_identical_columns(checkpoint, cache_dir, tmp_path, capsys):
     assert main(["--threads", "1", "evaluate", "--checkpoint", str(checkpoint), "--baseline", str(checkpoint),
                  "--n", "4", "--steps", "2", "--bootstrap", "10", "--cache-dir", cache_dir,
                  "--out", str(tmp_path)]) == 0
     text = capsys.readouterr().out
-    assert "| metric | model | baseline | real vs real |" in text and "NLL test (bits/token)" in text
-    assert (tmp_path / "evaluation.md").is_file()
+    table, header = _table(text)
+    assert header == ["metric", "model", "baseline", "real vs real", "model − baseline"]
+    for row in ("NLL test (bits/token, MDLM bound)", "framewise pitch consistency (published)",
+                "framewise duration variance (pooled)", "attribute OA, mean (KDE overlap)",
+                "copy rate (16-gram, transposition-invariant)", "invalid tokens", "pieces"):
+        assert row in table, row
+    for row, cells in table.items():
+        assert cells[0] == cells[1], row           # same weights, same seed: the same numbers
+        if cells[3] not in ("", "—"):
+            assert cells[3] in ("0.000 ± 0.000", "0.000"), (row, cells[3])  # the paired difference is exactly 0
+    assert table["NLL test (bits/token, MDLM bound)"][0] != "—"
+    assert "framewise (published):" in text and "paired bootstrap" in text and "not comparable with autoregressive" \
+        in text
+    assert "| metric | model | baseline |" in (tmp_path / "evaluation.md").read_text()
 
 
 def test_resume_from_the_command_line(checkpoint, tmp_path, cache_dir):
@@ -103,9 +121,9 @@ def test_resume_from_the_command_line(checkpoint, tmp_path, cache_dir):
     shutil.copytree(checkpoint.parent, run)
     assert main(["--threads", "1", "train", "--data", "han", "--out", str(run), "--steps", "5", "--batch-size", "2",
                  "--seq-len", "64", "--eval-every", "3", "--resume", "--cache-dir", cache_dir]) == 0
-    import torch
+    from smdim.checkpoint import load_checkpoint
 
-    assert torch.load(run / "checkpoint.pt", weights_only=False)["step"] == 5
+    assert load_checkpoint(run / "checkpoint.pt")["step"] == 5
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -138,6 +156,10 @@ def test_demo_end_to_end(tmp_path, cache_dir):
     assert summary["infill_kept_clamped_tokens"] is True
     for f in _midi_files(out / "generated") + _midi_files(out / "infilled"):
         Score(str(f))
+    assert "framewise pitch consistency (published)" in report and "model − baseline" not in report
+    assert "SMDIM-tiny − transformer-tiny" in report and "paired bootstrap" in report
+    # Run again into the same folder: refused unless --overwrite.
+    assert main(["demo", "--out", str(out), "--cache-dir", cache_dir]) == 2
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -176,11 +198,11 @@ def test_device_option_loads_the_model_there(checkpoint, monkeypatch, tmp_path):
 
     from smdim import commands
 
-    model, _, seq_len = commands._load(checkpoint, device="cpu")
-    assert next(model.parameters()).device == torch.device("cpu") and seq_len == 64
+    run = commands.load_run(checkpoint, device="cpu")
+    assert next(run.model.parameters()).device == torch.device("cpu") and run.seq_len == 64
     devices = []
-    original = commands._load
-    monkeypatch.setattr(commands, "_load", lambda *a: devices.append(a[2]) or original(*a))
+    original = commands.load_run
+    monkeypatch.setattr(commands, "load_run", lambda *a, **k: devices.append(k["device"]) or original(*a, **k))
     assert main(["--threads", "1", "generate", "--checkpoint", str(checkpoint), "--n", "1", "--steps", "1",
                  "--device", "cpu", "--out", str(tmp_path)]) == 0
     assert devices == ["cpu"]
@@ -214,7 +236,7 @@ def test_checkpoint_without_seq_len_is_reported(checkpoint, tmp_path, capsys):
     from smdim.checkpoint import load_checkpoint, save_checkpoint
 
     state = load_checkpoint(checkpoint)
-    state["tokenizer"] = {k: v for k, v in state["tokenizer"].items() if k != "seq_len"}
+    state["data"] = dict(state["data"], seq_len=None)
     save_checkpoint(tmp_path / "old.pt", state)
     assert main(["generate", "--checkpoint", str(tmp_path / "old.pt"), "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
@@ -222,13 +244,13 @@ def test_checkpoint_without_seq_len_is_reported(checkpoint, tmp_path, capsys):
 
 
 def test_attention_window_applies_to_the_transformer_baseline(checkpoint):
-    from smdim.commands import _load, _model_config
+    from smdim.pipeline import load_run, model_config
 
-    _, tok, _ = _load(checkpoint)
-    assert _model_config(tok, "tiny", "transformer", attn_window=8).attn_window == 8
-    assert _model_config(tok, "tiny", "transformer", attn_window=0).attn_window is None
-    assert _model_config(tok, "tiny", "transformer").attn_window is None
-    assert _model_config(tok, "tiny", "smdim", attn_window=8).attn_window == 8
+    tok = load_run(checkpoint).tokenizer
+    assert model_config(tok, "tiny", "transformer", attn_window=8).attn_window == 8
+    assert model_config(tok, "tiny", "transformer", attn_window=0).attn_window is None
+    assert model_config(tok, "tiny", "transformer").attn_window is None
+    assert model_config(tok, "tiny", "smdim", attn_window=8).attn_window == 8
 
 
 def test_gradient_checkpointing_flag_and_train_exit_path(checkpoint, tmp_path, cache_dir, monkeypatch):

@@ -82,24 +82,16 @@ def test_loss_matches_hand_computation():
     assert model.table.grad is not None
 
 
-def test_unmasking_schedule_reveals_one_kth_per_step():
-    """With K steps, the first step reveals each masked token with probability (1 - (K-1)/K) / 1 = 1/K."""
+def test_one_step_reveals_everything_and_the_model_runs_at_most_once_per_step():
     model = TableModel()
-    steps = 10
     x = torch.full((1, 20000), MASK)
     g = torch.Generator().manual_seed(0)
-    first = sample(model, x, steps=1, mask_id=MASK, generator=g)[0]
-    assert not (first == MASK).any()  # one step reveals everything
-    # Run one step of a 10-step schedule by hand via the probabilities: (t - s) / t at t = 1, s = 0.9.
-    revealed = []
-    for k in range(steps, 0, -1):
-        t, s = k / steps, (k - 1) / steps
-        revealed.append((t - s) / t)
-    assert revealed[0] == pytest.approx(0.1) and revealed[-1] == 1.0
-    # Empirically, after all steps none is masked and the model was called at most once per step.
+    first, calls = sample(model, x, steps=1, mask_id=MASK, generator=g)
+    assert not (first == MASK).any() and calls == 1
     model.calls = 0
-    out, calls = sample(model, x, steps=steps, mask_id=MASK, generator=g)
-    assert not (out == MASK).any() and calls <= steps and model.calls == calls
+    out, calls = sample(model, x, steps=10, mask_id=MASK, generator=g)
+    # 20000 masks: every one of the 10 steps reveals some, so every step needs one fresh forward pass.
+    assert not (out == MASK).any() and calls == 10 and model.calls == calls
 
 
 def test_reveal_fraction_per_step_empirically():
@@ -154,6 +146,51 @@ def test_sliding_windows_beyond_the_training_length():
     assert out.shape == (2, 100) and torch.equal(out[:, :10], prefix) and not (out == MASK).any()
     long = generate_long(model, 1, 75, window=32, hop=12, steps=3, mask_id=MASK)
     assert long.shape == (1, 75) and not (long == MASK).any()
+
+
+class WindowRecorder(TableModel):
+    """A TableModel that refuses windows longer than its training length and records every input."""
+
+    def __init__(self, max_len):
+        super().__init__(max_len=max_len)
+        self.inputs = []
+
+    def forward(self, tokens):
+        self.inputs.append(tokens.clone())
+        return super().forward(tokens)
+
+
+def test_infill_of_a_long_input_uses_windows_with_context_on_both_sides():
+    model = WindowRecorder(max_len=32)
+    tokens = torch.randint(4, VOCAB, (2, 200))
+    region = torch.zeros_like(tokens, dtype=torch.bool)
+    region[:, 100:110] = True                                   # a short region: one centred window
+    region[:, 150:200] = True                                   # a long one, to the end: several windows
+    out = infill(model, tokens, region, window=32, steps=3, mask_id=MASK, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out[~region], tokens[~region]) and not (out == MASK).any()
+    assert all(x.shape[1] == 32 for x in model.inputs)
+    first = model.inputs[0][0]                                  # the window around 100..109: 11 known tokens each side
+    masked = (first == MASK).nonzero().flatten()
+    assert masked.numel() == 10 and int(masked[0]) == 11 and int(masked[-1]) == 20
+    with pytest.raises(ValueError, match="window must be >= 1"):
+        infill(model, tokens, region, window=0, steps=1, mask_id=MASK)
+
+
+def test_sliding_windows_start_at_bar_lines():
+    model = WindowRecorder(max_len=32)
+    with torch.no_grad():
+        model.table[:, BAR] = -math.inf                         # bar lines come only from the prefix
+    prefix = torch.tensor([[BAR, 5, 6, 7, 8, BAR, 9, 10, 11, BAR, 5, 6]]).repeat(2, 1)
+    prefix[1, 9], prefix[1, 11] = 7, BAR                        # row 1: bar lines at 0, 5, 11
+    out = continue_sequence(model, prefix, 56, window=32, hop=8, steps=1, mask_id=MASK, bar_id=BAR,
+                            generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out[:, :12], prefix) and not (out == MASK).any()
+    # Window 1 fills 32..39 with context from the first bar line at or after 8 (row 0: 9, row 1: 11);
+    # window 2 fills 40..47 and its context (16..) holds no bar line, so it takes the last 24 tokens.
+    shapes = [tuple(x.shape) for x in model.inputs]
+    assert shapes == [(2, 32), (1, 31), (1, 29), (1, 32), (1, 32), (1, 32), (1, 32)]
+    assert model.inputs[1][0, 0] == BAR and model.inputs[2][0, 0] == BAR
+    assert torch.equal(model.inputs[1][0, :23], out[0, 9:32]) and torch.equal(model.inputs[2][0, :21], out[1, 11:32])
 
 
 def make_constraints(pitch_range=None, max_chord=None):

@@ -52,14 +52,18 @@ def test_logits_shape_for_any_length(length, block):
     assert torch.isfinite(logits).all()
 
 
-def test_padding_to_a_multiple_of_four_does_not_change_the_prefix_logits_shape():
-    """L=37 is padded with PAD to 40 inside; the output is cropped back and equals running on the padded input."""
+def test_a_length_not_divisible_by_four_is_padded_with_pad():
+    """L=37 is padded to 40 inside: with PAD (as training pads), not with any other token, and cropped back."""
     torch.manual_seed(1)
     model = SMDIM(tiny_config()).eval()
     tokens = torch.randint(2, VOCAB, (1, 37))
-    padded = torch.cat([tokens, torch.full((1, 3), PAD)], dim=1)
     with torch.no_grad():
-        torch.testing.assert_close(model(tokens), model(padded)[:, :37])
+        logits = model(tokens)
+        with_pad = model(torch.cat([tokens, torch.full((1, 3), PAD)], dim=1))[:, :37]
+        with_other = model(torch.cat([tokens, torch.full((1, 3), MASK)], dim=1))[:, :37]
+    assert logits.shape == (1, 37, VOCAB)
+    torch.testing.assert_close(logits, with_pad)
+    assert not torch.allclose(logits, with_other)  # the padding token matters, so the first check can fail
 
 
 def test_gradients_reach_every_parameter():
@@ -109,8 +113,10 @@ def test_gradient_checkpointing_same_loss_and_gradients(block, monkeypatch):
     checkpointed.load_state_dict(plain.state_dict())
     tokens = torch.randint(0, VOCAB, (2, 16))
     calls = []
-    original = torch.utils.checkpoint.checkpoint
-    monkeypatch.setattr(torch.utils.checkpoint, "checkpoint", lambda *a, **k: calls.append(1) or original(*a, **k))
+    import smdim_kernels.modules.mfa as stack_module
+
+    original = stack_module.checkpoint
+    monkeypatch.setattr(stack_module, "checkpoint", lambda *a, **k: calls.append(1) or original(*a, **k))
 
     def loss_and_grads(model):
         loss = model(tokens).square().mean()

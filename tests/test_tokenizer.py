@@ -9,6 +9,7 @@ import torch
 from symusic import Note, Score, TimeSignature, Track
 
 from smdim import tokenizer as T
+from smdim.metrics import invalid_token_rate
 
 
 @pytest.fixture(scope="module")
@@ -170,22 +171,6 @@ def test_decode_tolerates_garbage(tok):
     assert T.decode(tok, np.array(ids[:-1])).note_num() == len(MELODY) - 1
 
 
-def test_invalid_token_rate(tok):
-    ids = T.encode(tok, make_score(MELODY))
-    assert T.invalid_token_rate(tok, ids) == 0.0
-    assert T.invalid_token_rate(tok, ids + [T.pad_id(tok)] * 50) == 0.0  # padding is ignored
-    assert T.invalid_token_rate(tok, [T.bos_id(tok)] + ids + [T.eos_id(tok)]) == 0.0
-    rng = random.Random(1)
-    shuffled = list(ids)
-    rng.shuffle(shuffled)
-    assert T.invalid_token_rate(tok, shuffled) > 0.2
-    masked = list(ids)
-    masked[5] = T.mask_id(tok)
-    assert T.invalid_token_rate(tok, masked) == pytest.approx(1 / len(ids))
-    assert T.invalid_token_rate(tok, []) == 0.0
-    assert 0.0 < T.invalid_token_rate(tok, ids + [10_000]) <= 1.0
-
-
 def test_token_tables(tok):
     by_type = T.token_ids_by_type(tok)
     all_ids = sorted(i for ids in by_type.values() for i in ids)
@@ -220,7 +205,7 @@ def test_programs_variant_keeps_instruments():
     bass = [(i, 1, 40 + i, 80) for i in range(8)]
     score = make_score(melody, extra_tracks=[(bass, 33, False)])
     ids = T.encode(tok, score)
-    assert T.invalid_token_rate(tok, ids) == 0.0
+    assert invalid_token_rate(tok, ids) == 0.0
     back = T.decode(tok, ids)
     assert sorted(t.program for t in back.tracks) == [0, 33]
     assert T.tokenizer_from_dict(T.tokenizer_to_dict(tok)).vocab == tok.vocab

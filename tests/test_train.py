@@ -11,7 +11,8 @@ import torch
 
 from smdim.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from smdim.model import SMDIMConfig
-from smdim.train import EpochBatches, TrainConfig, Trainer, load_model, lr_factor
+from smdim.checkpoint import load_model
+from smdim.train import EpochBatches, TrainConfig, Trainer, lr_factor
 
 VOCAB, PAD, MASK = 40, 0, 1
 
@@ -293,3 +294,19 @@ def test_ddp_two_cpu_processes_and_exact_resume(tmp_path):
     state = load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")
     assert state["step"] == 4 and len(state["ranks"]) == 2
     assert not torch.equal(state["ranks"][0]["generator"], state["ranks"][1]["generator"])
+
+
+def test_a_time_budgeted_run_shows_progress_against_its_budget(capsys):
+    from smdim.train import _Progress
+
+    bar = _Progress(TrainConfig(steps=100_000, time_budget_s=240.0), 0, enabled=True)
+    bar.advance(17, 60.0, bits="1.000")
+    assert bar.bar.total == 240.0 and bar.bar.n == 60.0
+    bar.advance(18, 300.0, bits="1.000")          # past the budget: the bar stops at 100 %
+    bar.close()
+    err = capsys.readouterr().err
+    assert "240/240 s" in err and "step=18/100000" in err and "100000 step" not in err.replace("step=18/100000", "")
+    steps = _Progress(TrainConfig(steps=50), 10, enabled=True)
+    steps.advance(11, 1.0)
+    assert steps.bar.total == 50 and steps.bar.n == 11
+    steps.close()

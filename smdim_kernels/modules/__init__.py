@@ -2,8 +2,8 @@
 from .attention import SelfAttention
 from .feedforward import FeedForward
 from .mamba import InferenceParams, Mamba
-from .mfa import MFABlock, MFAStack
+from .mfa import MFABlock, MFAStack, residual_stack
 from .norm import LayerNorm, RMSNorm
 
 __all__ = ["FeedForward", "InferenceParams", "LayerNorm", "MFABlock", "MFAStack", "Mamba", "RMSNorm",
-           "SelfAttention"]
+           "SelfAttention", "residual_stack"]

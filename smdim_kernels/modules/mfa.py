@@ -70,6 +70,18 @@ class MFABlock(nn.Module):
         return f"d_model={self.d_model}, residual_in_fp32={self.residual_in_fp32}"
 
 
+def residual_stack(layers, hidden_states, norm_f, gradient_checkpointing=False):
+    """Run blocks with the (hidden_states, residual) interface, then the final add+norm:
+    (batch, L, d) -> (batch, L, d). gradient_checkpointing re-runs each block in the backward."""
+    residual = None
+    for layer in layers:
+        if gradient_checkpointing:
+            hidden_states, residual = checkpoint(layer, hidden_states, residual, use_reentrant=False)
+        else:
+            hidden_states, residual = layer(hidden_states, residual)
+    return norm_f(hidden_states, residual)
+
+
 class MFAStack(nn.Module):
     """`n_layers` MFA blocks and a final norm: (batch, L, d_model) -> (batch, L, d_model).
 
@@ -92,13 +104,8 @@ class MFAStack(nn.Module):
 
     def forward(self, hidden_states):
         """hidden_states: (batch, L, d_model) -> normalised output (batch, L, d_model)."""
-        residual = None
-        for layer in self.layers:
-            if self.gradient_checkpointing and self.training:
-                hidden_states, residual = checkpoint(layer, hidden_states, residual, use_reentrant=False)
-            else:
-                hidden_states, residual = layer(hidden_states, residual)
-        return self.norm_f(hidden_states, residual)
+        return residual_stack(self.layers, hidden_states, self.norm_f,
+                              gradient_checkpointing=self.gradient_checkpointing and self.training)
 
     def extra_repr(self):
         return f"n_layers={len(self.layers)}, d_model={self.d_model}, gradient_checkpointing={self.gradient_checkpointing}"
