@@ -27,13 +27,13 @@ def run_train(args):
 
         if args.preset not in PRESETS:
             raise UserError(f"--preset: preset must be one of {sorted(PRESETS)}; got {args.preset!r}")
-    corpus = None
-    if not args.resume or args.data is not None:
+    corpus = None  # a resumed run reads its recorded source (or --data) with its recorded tokenizer
+    if not args.resume:
         corpus = load_data(args.data, layout=args.layout, cache_dir=args.cache_dir,
                            seed=args.seed if args.seed is not None else TRAIN_DEFAULTS["seed"])
     settings = {k: getattr(args, k) for k in TRAIN_DEFAULTS}
     _, result = train_model(corpus, args.out, resume=args.resume, overwrite=args.overwrite, device=args.device,
-                            **settings)
+                            data=args.data, layout=args.layout, cache_dir=args.cache_dir, **settings)
     print(f"stopped at step {result.step}; checkpoint: {result.checkpoint}")
     return 130 if result.interrupted else 0
 

@@ -66,8 +66,8 @@ def corpus_of_record(record: DataRecord, tokenizer, *, data=None, layout="auto",
         data, layout = record.source, record.layout
     corpus = load_data(data, layout=layout, tokenizer=tokenizer, cache_dir=cache_dir, seed=record.split_seed)
     if corpus.source != record.source:
-        raise UserError(f"--data {data} is not the corpus this run was trained on ({record.source}); "
-                        "to evaluate on another corpus pass --cross-corpus")
+        raise UserError(f"--data {data} is not the corpus this run was trained on ({record.source}); to score the "
+                        "model on another corpus, pass --cross-corpus to smdim evaluate")
     corpus, changes = corpus.with_record(record)
     if changes:
         log(f"note: the data changed since training: {changes.describe()}; only recorded pieces are used")
@@ -116,13 +116,14 @@ def check_run_folder(out, *, resume=False, overwrite=False) -> Path:
 
 
 def train_model(corpus: Optional[Corpus], out, *, resume=False, overwrite=False, progress=True, device=None,
-                log: Callable[[str], None] = print, **settings):
+                data=None, layout="auto", cache_dir=None, log: Callable[[str], None] = print, **settings):
     """Train (or, with resume=True, continue) the run in folder `out`; returns (trainer, result).
 
     settings: any of TRAIN_DEFAULTS (None or absent = the default for a new run, the recorded
     value for a resumed one). A new run refuses a folder that already holds a checkpoint unless
-    overwrite=True. A resumed run uses its recorded model config, training length and data split
-    (corpus None: the recorded source); it may change only RESUME_MAY_CHANGE."""
+    overwrite=True. A resumed run uses its recorded model config, training length and data split,
+    reading the recorded source (or `data`, which must name the same source; with `layout` and
+    `cache_dir`) with the recorded tokenizer when corpus is None; it may change only RESUME_MAY_CHANGE."""
     from .data import TokenDataset
     from .tokenizer import tokenizer_from_dict, tokenizer_to_dict
     from .train import TrainConfig, Trainer, init_distributed
@@ -149,8 +150,10 @@ def train_model(corpus: Optional[Corpus], out, *, resume=False, overwrite=False,
         values.update({k: v for k, v in given.items() if k in RESUME_MAY_CHANGE})
         tok = tokenizer_from_dict(tokenizer_dict(state, checkpoint_path))
         if corpus is None:
-            corpus, _ = corpus_of_record(record, tok, log=log)
+            corpus, _ = corpus_of_record(record, tok, data=data, layout=layout, cache_dir=cache_dir, log=log)
         else:
+            if tokenizer_to_dict(corpus.tokenizer) != tokenizer_to_dict(tok):
+                raise ValueError("train_model: the corpus was tokenized with another tokenizer than the run's")
             if corpus.source != record.source:
                 raise UserError(f"--resume: --data is {corpus.source}, but the run was trained on {record.source}")
             corpus, changes = corpus.with_record(record)

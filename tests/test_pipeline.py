@@ -149,6 +149,12 @@ def test_resume_keeps_the_recorded_settings_and_refuses_changed_ones(folder_run,
     shutil.copytree(folder_run.parent, run)
     assert main(["--threads", "1", "train", "--out", str(run), "--resume", "--seq-len", "64"]) == 2
     assert "--seq-len differ from the recorded run" in capsys.readouterr().err
+    other = tmp_path / "other"
+    for i in range(3):
+        write_piece(other / f"o_{i}.mid", 300 + i)
+    assert main(["--threads", "1", "train", "--out", str(run), "--resume", "--data", str(other),
+                 "--cache-dir", cache_dir]) == 2
+    assert "is not the corpus this run was trained on" in capsys.readouterr().err
     # No --data, no --seq-len: the recorded source, split and length are used.
     assert main(["--threads", "1", "train", "--out", str(run), "--resume", "--steps", "3",
                  "--cache-dir", cache_dir]) == 0
