@@ -1,4 +1,4 @@
-"""The `smdim` command line: train, generate, infill, continue, evaluate, demo."""
+"""The `smdim` command line: corpora, train, generate, infill, continue, evaluate, study, demo."""
 from __future__ import annotations
 
 import argparse
@@ -7,6 +7,8 @@ import sys
 
 EXAMPLES = """examples:
   smdim demo --out smdim_demo                       # train, generate, infill, evaluate on the Han folk songs
+  smdim corpora                                     # the named corpora: pieces, lengths, cached or not
+  smdim train --data palestrina --seq-len 2048 --out runs/pal --time-budget 3600
   smdim train --data han --out runs/tiny --preset tiny --time-budget 300
   smdim train --data ~/midi --out runs/mine --resume
   smdim generate --checkpoint runs/tiny/checkpoint.pt --n 4 --pitch-range 48 84 --max-chord 4
@@ -78,15 +80,26 @@ def build_parser():
     parser.add_argument("--threads", type=positive_int, help="CPU threads for torch (default: all cores)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
+    p = sub.add_parser("corpora", help="list the named corpora (and convert them with --prepare)",
+                       description="The corpora that --data accepts by name, read from the installed music21: piece "
+                                   "count, token lengths at the current tokenizer (median / p90 / max), style and "
+                                   "source, and whether their tokens are cached. Lengths are known once a corpus is "
+                                   "cached: --prepare converts and caches it (score files are parsed by music21 in "
+                                   "one process per core; an interrupted conversion continues where it stopped).")
+    p.add_argument("--prepare", nargs="+", metavar="NAME", help="convert and cache these corpora ('all' for every one)")
+    p.add_argument("--cache-dir", help="token cache folder (default $SMDIM_CACHE or ~/.cache/smdim)")
+
     p = sub.add_parser("train", help="train a denoiser on MIDI/ABC data", epilog=EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="Train SMDIM (or the transformer baseline) with masked diffusion. Checkpoints "
                                    "are written atomically to OUT/checkpoint.pt; --resume continues exactly; "
                                    "Ctrl-C saves a checkpoint. Multi-process: torchrun --nproc_per_node N "
                                    "$(which smdim) train ...")
-    p.add_argument("--data", help="'han' (the embedded Essen Han folk songs, default for a new run), a folder "
-                   "of .mid/.midi files, a MAESTRO v3 or POP909 folder (--resume: the recorded source)")
-    p.add_argument("--layout", default="auto", help="data layout: auto, han, abc, midi, maestro, pop909")
+    p.add_argument("--data", help="'han' (the embedded Essen Han folk songs, default for a new run), a corpus "
+                   "named by `smdim corpora` (bach, palestrina, polyphony, irish, ...), a folder of .mid/.midi, ABC or "
+                   "score files, a MAESTRO v3 or POP909 folder (--resume: the recorded source)")
+    p.add_argument("--layout", default="auto",
+                   help="data layout: auto, han, music21, abc, midi, scores, maestro, pop909")
     p.add_argument("--out", default="runs/smdim", help="run folder (default runs/smdim)")
     p.add_argument("--preset", help="model size: tiny, small, base (default tiny)")
     p.add_argument("--model", choices=("smdim", "transformer"),
@@ -96,12 +109,19 @@ def build_parser():
                         "the preset's for smdim, full for the transformer baseline)")
     p.add_argument("--seq-len", type=positive_int, help="training length in tokens (default 256)")
     p.add_argument("--steps", type=positive_int, help="optimiser steps (default 2000)")
-    p.add_argument("--batch-size", type=positive_int, help="batch size per process (default 16)")
+    p.add_argument("--batch-size", type=positive_int,
+                   help="windows per batch per process (default: 4096 tokens per batch, i.e. 16 windows at 256 tokens, "
+                        "4 at 1024, 1 at 4096 and longer)")
     p.add_argument("--lr", type=float, help="peak learning rate (default 1e-3)")
     p.add_argument("--warmup", type=non_negative_int, help="warm-up steps (default 100)")
     p.add_argument("--transpose", type=non_negative_int,
                    help="random transposition in [-T, T] semitones (default 3)")
-    p.add_argument("--time-budget", type=float, help="stop after this many seconds (a checkpoint is saved)")
+    p.add_argument("--time-budget", type=float,
+                   help="stop after this many seconds of training, counted over resumes (a checkpoint is saved; the "
+                        "learning rate decays over the budget)")
+    p.add_argument("--clock", choices=("wall", "cpu"),
+                   help="what --time-budget counts: wall seconds (default) or this process's CPU seconds per thread "
+                        "(fair between runs when other work shares the machine)")
     p.add_argument("--eval-every", type=positive_int, help="validate every N steps (default 200)")
     p.add_argument("--seed", type=int, help="random seed, also of the data split (default 0)")
     p.add_argument("--resume", action="store_true",
@@ -157,6 +177,31 @@ def build_parser():
     p.add_argument("--bootstrap", type=positive_int, default=200, help="bootstrap replicates (default 200)")
     p.add_argument("--cache-dir")
     _add_sampling_args(p)
+
+    p = sub.add_parser("study", help="the quality table: SMDIM vs the transformer per corpus and length (resumable)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="For each cell corpus@length[:seconds], trains SMDIM and the parameter-matched "
+                                   "transformer baseline for the same budget (cpu clock), evaluates both (published "
+                                   "framewise OA, attribute OA, NLL, invalid and copy rates, real-vs-real ceilings, "
+                                   "paired SMDIM - transformer intervals), measures quality vs sampling steps for the "
+                                   "random and confidence-ordered samplers, and for long cells the drift by quarter at "
+                                   "the training length and twice it. Writes OUT/study.md, OUT/study.json and "
+                                   "OUT/plots/. Interrupted (Ctrl-C, kill), it continues where it stopped when run "
+                                   "again with the same --out; finished stages are kept.",
+                       epilog="examples:\n  smdim study --out runs/study\n"
+                              "  smdim study --out runs/study --cells bach@1024:900 palestrina@2048:1800\n"
+                              "  smdim study --quick --out /tmp/study_quick")
+    p.add_argument("--out", required=True, help="study folder (run again to continue)")
+    p.add_argument("--cells", nargs="+", metavar="CELL",
+                   help="corpus@length[:seconds] cells (default: han@256:600 bach@1024:1200 palestrina@2048:1800 "
+                        "palestrina@4096:1800; a rerun: the stored cells)")
+    p.add_argument("--budget", type=non_negative_float, help="seconds per model for cells that give none")
+    p.add_argument("--quick", action="store_true", help="tiny budgets and sets (a smoke run: han@128, bach@512, 20 s)")
+    p.add_argument("--preset", help="model size of both models (default tiny)")
+    p.add_argument("--n", type=positive_int, help="evaluated pieces per model (default 48)")
+    p.add_argument("--steps", type=positive_int, help="denoising steps of the main table (default 32)")
+    p.add_argument("--cache-dir")
+    _add_device_arg(p)
 
     p = sub.add_parser("demo", help="the whole pipeline on the embedded Han folk songs, in bounded time",
                        description="Trains SMDIM-tiny and the same-size transformer baseline on the Han folk songs "

@@ -20,6 +20,42 @@ from .pipeline import (
 )
 
 
+def run_corpora(args):
+    from .data import cached_summary, load_corpus
+    from .metrics import format_table
+    from .music21_corpora import NAMED_CORPORA
+
+    names = list(NAMED_CORPORA)
+    if args.prepare:
+        wanted = names if "all" in args.prepare else args.prepare
+        unknown = [n for n in wanted if n not in NAMED_CORPORA]
+        if unknown:
+            raise UserError(f"--prepare: unknown corpus {unknown[0]!r}; named corpora: {', '.join(names)}")
+        for name in wanted:
+            corpus = load_corpus(name, cache_dir=args.cache_dir, progress=True)
+            print(f"{name}: {len(corpus)} pieces ({'from the cache' if corpus.from_cache else 'converted'}, "
+                  f"{corpus.load_seconds:.0f} s)")
+    table = {}
+    for name in names:
+        info = cached_summary(name, cache_dir=args.cache_dir)
+        corpus = NAMED_CORPORA[name]
+        unit = "tunes" if corpus.kind == "abc" else "files"
+        if info["cached"]:
+            skipped = sum(info["skipped"].values())
+            pieces = f"{info['pieces']}" + (f" ({skipped} skipped)" if skipped else "")
+            lengths = f"{info['median']:.0f} / {info['p90']:.0f} / {info['max']}"
+        else:
+            pieces, lengths = "-", "-"
+        table[name] = {"style": corpus.style + (f"; {corpus.note}" if corpus.note else ""),
+                       "source": info["source"], "items": f"{info['items']} {unit}",
+                       "pieces": pieces, "tokens median / p90 / max": lengths,
+                       "cached": "yes" if info["cached"] else "no"}
+    columns = ["corpus", "items", "pieces", "tokens median / p90 / max", "cached", "style", "source"]
+    print(format_table(table, columns=columns, index="corpus"))
+    if not all(row["cached"] == "yes" for row in table.values()):
+        print("\nlengths are known once a corpus is cached: smdim corpora --prepare NAME (or train on it)")
+
+
 def run_train(args):
     check_run_folder(args.out, resume=args.resume, overwrite=args.overwrite)  # before the data is loaded
     if args.preset is not None:
@@ -176,6 +212,27 @@ def run_evaluate(args):
     out.mkdir(parents=True, exist_ok=True)
     (out / "evaluation.md").write_text(text + "\n")
     print(f"wrote {out / 'evaluation.md'}")
+
+
+def run_study(args):
+    import json
+
+    from .study import StudyConfig, parse_cell, run_study
+
+    stored = Path(args.out) / "study_config.json"
+    if stored.exists():
+        data = json.loads(stored.read_text())
+        data.pop("format", None)
+        config = StudyConfig(**{k: tuple(v) if isinstance(v, list) and k != "cells" else v for k, v in data.items()})
+    else:
+        config = StudyConfig.quick() if args.quick else StudyConfig()
+    if args.cells:
+        config.cells = [f"{cell.name}:{cell.budget:g}" for cell in (parse_cell(c, args.budget) for c in args.cells)]
+    for name in ("preset", "n", "steps"):
+        if getattr(args, name) is not None:
+            setattr(config, name, getattr(args, name))
+    path = run_study(args.out, config, cache_dir=args.cache_dir, device=resolve_device(args.device))
+    print(f"wrote {path}")
 
 
 def run_demo(args):

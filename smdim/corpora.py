@@ -4,6 +4,9 @@ Layouts (`detect_layout` picks one from a path; `layout=` overrides):
 
 * ``"han"``     the Han Chinese folk songs of the Essen collection (``essenFolksong/han1.abc`` and
                 ``han2.abc``), read at run time from the installed music21 package;
+* ``"music21"`` another named corpus of the installed music21 ("palestrina", "bach", "irish", ...;
+                see `smdim.music21_corpora.NAMED_CORPORA`);
+* ``"scores"``  any folder of score files (.krn, .mxl, .xml, .musicxml, .mei), converted with music21;
 * ``"abc"``     any .abc file or folder of .abc files (each tune, i.e. each ``X:`` header, is a piece);
 * ``"midi"``    any .mid/.midi file or folder of them (searched recursively);
 * ``"maestro"`` MAESTRO v3: ``maestro-v3.0.0.csv`` (or ``.json``) with ``split`` and ``midi_filename``
@@ -16,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import importlib.util
 import json
 import os
 import re
@@ -28,6 +30,9 @@ from pathlib import Path
 from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
 from symusic import Score
+
+from smdim import music21_corpora
+from smdim.music21_corpora import SCORE_SUFFIXES
 
 __all__ = [
     "LAYOUTS",
@@ -43,7 +48,7 @@ __all__ = [
     "load_score",
 ]
 
-LAYOUTS = ("han", "abc", "midi", "maestro", "pop909")
+LAYOUTS = ("han", "music21", "abc", "midi", "scores", "maestro", "pop909")
 #: source strings that mean the embedded Han folk-song corpus
 HAN_NAMES = ("han", "default", "essen-han", "folk")
 MIDI_SUFFIXES = (".mid", ".midi")
@@ -61,34 +66,20 @@ class SourceItem:
     split: Optional[str] = None     # "train" / "valid" / "test" from dataset metadata, else None
     abc_text: Optional[str] = None  # the tune's text for ABC sources
 
+    @property
+    def is_score_file(self) -> bool:
+        """A score file (kern, MusicXML, MEI) that music21 converts (slow: parsed in worker processes)."""
+        return self.abc_text is None and Path(self.path).suffix.lower() in SCORE_SUFFIXES
+
 
 # --------------------------------------------------------------------------------------------
 # the embedded Han corpus and ABC files
 # --------------------------------------------------------------------------------------------
 def han_abc_paths() -> List[Path]:
-    """Paths of ``essenFolksong/han1.abc`` and ``han2.abc`` inside the installed music21.
-
-    Found from music21's package folder without importing it (the import takes about a second);
-    falls back to ``music21.corpus.getWork``."""
-    names = ("han1", "han2")
-    spec = importlib.util.find_spec("music21")
-    if spec is None:
-        raise FileNotFoundError("the embedded Han corpus needs music21 (pip install music21)")
-    for location in spec.submodule_search_locations or []:
-        folder = Path(location) / "corpus" / "essenFolksong"
-        paths = [folder / f"{name}.abc" for name in names]
-        if all(p.is_file() for p in paths):
-            return paths
-    from music21 import corpus as m21corpus
-
-    paths = []
-    for name in names:
-        found = m21corpus.getWork(f"essenFolksong/{name}")
-        if isinstance(found, (list, tuple)):
-            found = found[0] if found else None
-        if not found or not Path(found).is_file():
-            raise FileNotFoundError(f"music21's corpus has no essenFolksong/{name}.abc")
-        paths.append(Path(found))
+    """Paths of ``essenFolksong/han1.abc`` and ``han2.abc`` inside the installed music21."""
+    paths = music21_corpora.corpus_files("han")
+    if len(paths) != 2:
+        raise FileNotFoundError("music21's corpus lacks essenFolksong/han1.abc or han2.abc")
     return paths
 
 
@@ -156,15 +147,42 @@ def parse_abc_tunes(tunes: Sequence[str]) -> List[Union[Score, Exception]]:
     """Many ABC tunes -> one Score (or the parse error) per tune.
 
     symusic converts ABC with the abc2midi program it ships, one process per tune; with big
-    interpreters (torch, test runners) each process start costs several milliseconds. Here all
+    interpreters (torch, test runners) each process start costs several milliseconds. Here the
     tunes go through one abc2midi run (tunes renumbered X:1..X:n, one MIDI file each), which gives
     the same Scores as `Score.from_abc` (checked on the Han corpus) in a fraction of the time.
-    Falls back to `parse_abc` per tune when the program is not available or fails.
+    abc2midi stops at some malformed tunes and writes nothing for the rest, so the tunes left
+    without a file run again as a new batch, and a tune that blocks a batch is parsed alone
+    (`parse_abc`); every round settles at least one tune. Falls back to `parse_abc` per tune
+    when the program is not available or fails.
     """
     exe = _abc2midi_binary()
     if exe is None or not tunes:
         return [_try_parse_abc(t) for t in tunes]
-    out: List[Union[Score, Exception]] = []
+    out: List[Optional[Union[Score, Exception]]] = [None] * len(tunes)
+    pending = list(range(len(tunes)))
+    while pending:
+        batch = _abc2midi_batch(exe, [tunes[i] for i in pending])
+        if batch is None:  # the program itself failed
+            for i in pending:
+                out[i] = _try_parse_abc(tunes[i])
+            break
+        left = []
+        for i, result in zip(pending, batch):
+            if result is None:
+                left.append(i)
+            else:
+                out[i] = result
+        if left and left[0] == pending[0]:  # the first tune got nothing: parse it alone
+            out[left[0]] = _try_parse_abc(tunes[left[0]])
+            left = left[1:]
+        pending = left
+    return out
+
+
+def _abc2midi_batch(exe: Path, tunes: Sequence[str]) -> Optional[List[Optional[Union[Score, Exception]]]]:
+    """One abc2midi run over `tunes`: per tune its Score, its read error, or None when no MIDI file
+    was written; None when the program could not run."""
+    out: List[Optional[Union[Score, Exception]]] = []
     with tempfile.TemporaryDirectory(prefix="smdim-abc-") as tmp:
         body = "\n".join(re.sub(r"^X:[^\n]*", f"X:{i + 1}", t.lstrip(), count=1).rstrip() + "\n"
                          for i, t in enumerate(tunes))
@@ -174,13 +192,13 @@ def parse_abc_tunes(tunes: Sequence[str]) -> List[Union[Score, Exception]]:
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                            timeout=60 + 0.5 * len(tunes), check=False)
         except (OSError, subprocess.SubprocessError):
-            return [_try_parse_abc(t) for t in tunes]
+            return None
         for i, tune in enumerate(tunes):
             midi = Path(tmp, f"tunes{i + 1}.mid")
             if not tune.lstrip().startswith("X:"):
                 out.append(_try_parse_abc(tune))
             elif not midi.is_file():
-                out.append(RuntimeError("abc2midi wrote no MIDI file for this tune"))
+                out.append(None)
             else:
                 try:
                     out.append(Score.from_midi(midi.read_bytes()))
@@ -256,6 +274,9 @@ def detect_layout(source: Union[str, Path, None]) -> str:
     if source is None or (isinstance(source, str) and source.lower() in HAN_NAMES
                           and not Path(source).exists()):
         return "han"
+    named = music21_corpora.source_name(source)
+    if named is not None:
+        return "han" if named == "han" else "music21"
     path = Path(source).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"no such file or folder: {path}")
@@ -265,9 +286,11 @@ def detect_layout(source: Union[str, Path, None]) -> str:
             return "midi"
         if suffix == ".abc":
             return "abc"
+        if suffix in SCORE_SUFFIXES:
+            return "scores"
         if suffix in (".csv", ".json") and path.name.lower().startswith("maestro"):
             return "maestro"
-        raise FileNotFoundError(f"{path} is not a .mid/.midi/.abc file or a MAESTRO metadata file")
+        raise FileNotFoundError(f"{path} is not a .mid/.midi/.abc/score file or a MAESTRO metadata file")
     if _maestro_metadata(path) is not None:
         return "maestro"
     if _pop909_root(path) is not None:
@@ -276,7 +299,9 @@ def detect_layout(source: Union[str, Path, None]) -> str:
         return "midi"
     if _find(path, (".abc",)):
         return "abc"
-    raise FileNotFoundError(f"no .mid/.midi/.abc files under {path}")
+    if _find(path, SCORE_SUFFIXES):
+        return "scores"
+    raise FileNotFoundError(f"no .mid/.midi/.abc/.krn/.mxl/.xml files under {path}")
 
 
 def _read_maestro_rows(meta: Path) -> List[dict]:
@@ -336,14 +361,24 @@ def list_items(source: Union[str, Path, None], layout: str = "auto") -> Tuple[st
         raise ValueError(f"unknown layout {layout!r}; expected one of {LAYOUTS} or 'auto'")
     if layout == "han":
         return layout, _abc_items(han_abc_paths(), None), []
+    if layout == "music21":
+        name = music21_corpora.source_name(source)
+        if name is None:
+            raise ValueError(f"layout 'music21' needs a corpus name ({', '.join(music21_corpora.NAMED_CORPORA)}); "
+                             f"got {source!r}")
+        root = music21_corpora.music21_corpus_root()
+        files = music21_corpora.corpus_files(name, root)
+        if music21_corpora.named_corpus(name).kind == "abc":
+            return layout, _abc_items(files, root), []
+        return layout, [SourceItem(name=_rel(f, root), path=str(f)) for f in files], []
     path = Path(source).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"no such file or folder: {path}")
     if layout == "abc":
         files = [path] if path.is_file() else _find(path, (".abc",))
         return layout, _abc_items(files, None if path.is_file() else path), []
-    if layout == "midi":
-        files = [path] if path.is_file() else _find(path, MIDI_SUFFIXES)
+    if layout in ("midi", "scores"):
+        files = [path] if path.is_file() else _find(path, MIDI_SUFFIXES if layout == "midi" else SCORE_SUFFIXES)
         root = path.parent if path.is_file() else path
         return layout, [SourceItem(name=_rel(f, root), path=str(f)) for f in files], []
     if layout == "maestro":
@@ -352,9 +387,12 @@ def list_items(source: Union[str, Path, None], layout: str = "auto") -> Tuple[st
     return layout, _pop909_items(path), []
 
 
-def load_score(item: SourceItem) -> Score:
-    """Parse one item (raises on unreadable data)."""
+def load_score(item: SourceItem, convert_cache: Union[str, Path, None] = None) -> Score:
+    """Parse one item (raises on unreadable data); score files go through music21, their MIDI
+    kept in `convert_cache` when given."""
     if item.abc_text is not None:
         return parse_abc(item.abc_text)
+    if item.is_score_file:
+        return music21_corpora.load_score_file(item.path, convert_cache)
     data = Path(item.path).read_bytes()
     return Score.from_midi(data, sanitize_data=True)

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from smdim import corpora
+from smdim import corpora, music21_corpora
 from smdim.corpora import SourceItem
 from smdim.tokenizer import (
     Transposer,
@@ -52,13 +52,14 @@ __all__ = [
     "corpus_fingerprint",
     "default_cache_dir",
     "load_corpus",
+    "cached_summary",
     "make_splits",
     "piece_hash",
     "TokenDataset",
 ]
 
 #: bump when the way pieces become tokens changes (invalidates every cache file)
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 SPLITS = ("train", "valid", "test")
 #: the `Corpus.source` of the embedded Han folk songs
 HAN_SOURCE = "music21:essenFolksong/han1+han2"
@@ -309,13 +310,14 @@ class SplitChanges:
 # --------------------------------------------------------------------------------------------
 # tokenizing items
 # --------------------------------------------------------------------------------------------
-def _tokenize_item(tok, item: SourceItem, parsed=None) -> Tuple[Optional[List[int]], Optional[str], str]:
+def _tokenize_item(tok, item: SourceItem, parsed=None, convert_cache=None
+                   ) -> Tuple[Optional[List[int]], Optional[str], str]:
     """(ids, None, "") or (None, reason, detail). `parsed`: the item's Score (or parse error)
-    when it was parsed already."""
+    when it was parsed already; convert_cache: where converted score files are kept."""
     if isinstance(parsed, Exception):
         return None, "unreadable", f"{type(parsed).__name__}: {parsed}"
     try:
-        score = parsed if parsed is not None else corpora.load_score(item)
+        score = parsed if parsed is not None else corpora.load_score(item, convert_cache)
     except Exception as exc:  # unreadable / not MIDI / truncated
         return None, "unreadable", f"{type(exc).__name__}: {exc}"
     try:
@@ -332,14 +334,18 @@ def _tokenize_item(tok, item: SourceItem, parsed=None) -> Tuple[Optional[List[in
 _WORKER_TOKENIZER = None
 
 
-def _worker_init(tok_dict: Dict[str, Any]) -> None:
-    global _WORKER_TOKENIZER
+_WORKER_CONVERT_CACHE = None
+
+
+def _worker_init(tok_dict: Dict[str, Any], convert_cache) -> None:
+    global _WORKER_TOKENIZER, _WORKER_CONVERT_CACHE
     torch.set_num_threads(1)
     _WORKER_TOKENIZER = tokenizer_from_dict(tok_dict)
+    _WORKER_CONVERT_CACHE = convert_cache
 
 
 def _worker_tokenize(item: SourceItem):
-    return _tokenize_item(_WORKER_TOKENIZER, item)
+    return _tokenize_item(_WORKER_TOKENIZER, item, convert_cache=_WORKER_CONVERT_CACHE)
 
 
 def _progress(iterable: Iterable, total: int, desc: str, enabled: bool):
@@ -352,18 +358,23 @@ def _progress(iterable: Iterable, total: int, desc: str, enabled: bool):
     return tqdm(iterable, total=total, desc=desc, unit="piece", leave=False, dynamic_ncols=True)
 
 
-def _tokenize_items(tok, items: List[SourceItem], num_workers: int, show: bool, desc: str):
+def _tokenize_items(tok, items: List[SourceItem], num_workers: Optional[int], show: bool, desc: str,
+                    convert_cache=None):
+    """num_workers: processes for MIDI and score files (None: one per core when there are score
+    files to convert, else none)."""
     abc = [i for i, it in enumerate(items) if it.abc_text is not None]
     if abc:  # ABC tunes: parsed in one batch, tokenized here
         parsed = dict(zip(abc, corpora.parse_abc_tunes([items[i].abc_text for i in abc])))
-        return [_tokenize_item(tok, it, parsed.get(i))
+        return [_tokenize_item(tok, it, parsed.get(i), convert_cache)
                 for i, it in _progress(enumerate(items), len(items), desc, show)]
+    if num_workers is None:
+        num_workers = (os.cpu_count() or 1) if any(it.is_score_file for it in items) else 0
     if num_workers and num_workers > 1 and len(items) > 1:
         with ProcessPoolExecutor(max_workers=num_workers, initializer=_worker_init,
-                                 initargs=(tokenizer_to_dict(tok),)) as ex:
-            chunk = max(1, min(32, len(items) // (num_workers * 8) or 1))
+                                 initargs=(tokenizer_to_dict(tok), convert_cache)) as ex:
+            chunk = 1 if any(it.is_score_file for it in items) else max(1, min(32, len(items) // (num_workers * 8) or 1))
             return list(_progress(ex.map(_worker_tokenize, items, chunksize=chunk), len(items), desc, show))
-    return [_tokenize_item(tok, it) for it in _progress(items, len(items), desc, show)]
+    return [_tokenize_item(tok, it, convert_cache=convert_cache) for it in _progress(items, len(items), desc, show)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -436,6 +447,33 @@ def _read_cache(path: Path, key: str):
 # --------------------------------------------------------------------------------------------
 # load_corpus
 # --------------------------------------------------------------------------------------------
+def _cache_file(tok, layout, items, missing, cache_dir) -> Tuple[str, Path]:
+    key = _cache_key(tok, layout, items, missing)
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    return key, root / f"{layout}-{key[:24]}.npz"
+
+
+def cached_summary(source: Union[str, Path, None], *, layout: str = "auto", tokenizer=None,
+                   cache_dir: Union[str, Path, None] = None) -> Dict[str, Any]:
+    """What is known of a source without tokenizing it: ``items`` (files or tunes), ``cached``
+    (its tokens are in the cache for this tokenizer) and, when cached, ``pieces``, token-length
+    ``median`` / ``p90`` / ``max`` and ``skipped`` (reason -> count)."""
+    tok = tokenizer if tokenizer is not None else make_tokenizer()
+    layout, items, missing = corpora.list_items(source, layout)
+    key, path = _cache_file(tok, layout, items, missing, cache_dir)
+    out: Dict[str, Any] = {"layout": layout, "source": source_string(layout, source), "items": len(items),
+                           "cached": False, "cache_path": path}
+    if path.exists():
+        try:
+            pieces, _, _, skipped, _ = _read_cache(path, key)
+        except Exception:
+            return out
+        lengths = np.array([len(p) for p in pieces] or [0])
+        out.update(cached=True, pieces=len(pieces), median=float(np.median(lengths)),
+                   p90=float(np.percentile(lengths, 90)), max=int(lengths.max()), skipped=dict(skipped))
+    return out
+
+
 def load_corpus(
     source: Union[str, Path, None] = None,
     *,
@@ -445,31 +483,33 @@ def load_corpus(
     use_cache: bool = True,
     seed: int = 0,
     split_fractions: Sequence[float] = (0.9, 0.05, 0.05),
-    num_workers: int = 0,
+    num_workers: Optional[int] = None,
     progress: Optional[bool] = None,
 ) -> Corpus:
     """Tokenized pieces of `source`.
 
-    source: None or "han" for the embedded Han folk songs; a .mid/.midi/.abc file; a folder of
-    MIDI (recursive) or ABC files; a MAESTRO v3 folder (its metadata split is used) or a POP909
-    folder. layout: "auto" or one of ``smdim.corpora.LAYOUTS``. tokenizer: default
+    source: None or "han" for the embedded Han folk songs; a named music21 corpus ("bach",
+    "palestrina", ...: `smdim.music21_corpora.NAMED_CORPORA`); a .mid/.midi/.abc/score file; a
+    folder of MIDI (recursive), ABC or score files; a MAESTRO v3 folder (its metadata split is
+    used) or a POP909 folder. layout: "auto" or one of ``smdim.corpora.LAYOUTS``. tokenizer: default
     ``make_tokenizer()``. Splits are by piece and seeded by `seed` (`split_fractions` =
     train/valid/test) except where MAESTRO metadata gives them. Token ids are cached in
     `cache_dir` (default `default_cache_dir()`); a corrupt cache file is rebuilt with a warning.
-    num_workers > 1 tokenizes MIDI files in that many processes. progress: a tqdm bar (default: when more
+    num_workers > 1 tokenizes MIDI and score files in that many processes (None: one per core
+    for score files, which music21 converts slowly; each converted file is kept in
+    ``cache_dir/converted``, so an interrupted conversion continues). progress: a tqdm bar (default: when more
     than a few files). Unreadable, empty or missing files are skipped with one DataSkipWarning.
     """
     t0 = time.perf_counter()
     tok = tokenizer if tokenizer is not None else make_tokenizer()
     layout, items, missing = corpora.list_items(source, layout)
-    source_str = HAN_SOURCE if layout == "han" else str(Path(source).expanduser().resolve())
+    source_str = source_string(layout, source)
     cache_path: Optional[Path] = None
     loaded = None
     key = None
+    cache_root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     if use_cache:
-        key = _cache_key(tok, layout, items, missing)
-        cache_path = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-        cache_path = cache_path / f"{layout}-{key[:24]}.npz"
+        key, cache_path = _cache_file(tok, layout, items, missing, cache_root)
         if cache_path.exists():
             try:
                 loaded = _read_cache(cache_path, key)
@@ -480,7 +520,8 @@ def load_corpus(
     from_cache = loaded is not None
     if loaded is None:
         show = (len(items) > _PROGRESS_MIN_ITEMS) if progress is None else bool(progress)
-        results = _tokenize_items(tok, items, num_workers, show, f"tokenizing {layout}")
+        results = _tokenize_items(tok, items, num_workers, show, f"tokenizing {source_str}",
+                                  convert_cache=cache_root / "converted" if use_cache else None)
         pieces, names, labels = [], [], []
         skipped: Dict[str, int] = {}
         skipped_files: Dict[str, List[str]] = {}
@@ -528,6 +569,15 @@ def load_corpus(
                   layout=layout, source=source_str, skipped_files=dict(skipped_files),
                   cache_path=cache_path, from_cache=from_cache, load_seconds=time.perf_counter() - t0,
                   split_seed=seed, split_fractions=tuple(split_fractions))
+
+
+def source_string(layout: str, source) -> str:
+    """The `Corpus.source` of a source: HAN_SOURCE, "music21:<name>" or the resolved path."""
+    if layout == "han":
+        return HAN_SOURCE
+    if layout == "music21":
+        return music21_corpora.named_corpus(music21_corpora.source_name(source)).source
+    return str(Path(source).expanduser().resolve())
 
 
 def _unique_names(names: List[str]) -> List[str]:

@@ -18,6 +18,7 @@ models, a paired "A − B" column (same references, same masks, same templates).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
@@ -73,22 +74,29 @@ def reference_windows(corpus, splits, seq_len, n=None, seed=0) -> List[List[int]
 
 @torch.no_grad()
 def sample_like(model, tok, lengths: Sequence[int], seq_len, *, steps, seed=0, constraints=None, temperature=1.0,
-                batch_size=16, progress=False) -> List[List[int]]:
+                batch_size=None, progress=False, order="random", return_calls=False):
     """One sample per entry of `lengths`: sample i fills `lengths[i]` MASKs followed by PAD up to
-    seq_len (the way training pads a piece's end); returned without the PAD."""
+    seq_len (the way training pads a piece's end); returned without the PAD. batch_size: pieces per
+    denoiser call (default: 4096 tokens' worth, at least 1). return_calls: also return the denoiser
+    calls per piece (summed over the batches, divided by the pieces' count of batches)."""
     generator = torch.Generator().manual_seed(seed)
+    batch_size = batch_size or max(1, 4096 // seq_len)
     out: List[List[int]] = []
+    calls = 0
     bar = tqdm(total=len(lengths), desc="sampling", disable=not progress, leave=False)
     for i in range(0, len(lengths), batch_size):
         chunk = lengths[i:i + batch_size]
         x = torch.full((len(chunk), seq_len), pad_id(tok), dtype=torch.long)
         for row, length in enumerate(chunk):
             x[row, :min(length, seq_len)] = mask_id(tok)
-        tokens, _ = sample(model, x, steps=steps, mask_id=mask_id(tok), generator=generator, constraints=constraints,
-                           temperature=temperature)
+        tokens, used = sample(model, x, steps=steps, mask_id=mask_id(tok), generator=generator,
+                              constraints=constraints, temperature=temperature, order=order)
+        calls += used
         out.extend(row[:min(length, seq_len)] for row, length in zip(tokens.cpu().tolist(), chunk))
         bar.update(len(chunk))
     bar.close()
+    if return_calls:
+        return out, calls / max(1, math.ceil(len(lengths) / batch_size))
     return out
 
 

@@ -21,11 +21,14 @@ import torch
 from .checkpoint import CheckpointError, data_record_dict, load_checkpoint, load_model, tokenizer_dict, training_length
 from .data import HAN_SOURCE, Corpus, DataRecord, SplitChanges, load_corpus
 from .diffusion import default_device
+from .music21_corpora import NAMED_CORPORA, source_name
 
 #: the defaults of a new training run (`smdim train`); a resumed run takes the recorded values
-TRAIN_DEFAULTS = dict(preset="tiny", model="smdim", attn_window=None, seq_len=256, steps=2000, batch_size=16,
+TRAIN_DEFAULTS = dict(preset="tiny", model="smdim", attn_window=None, seq_len=256, steps=2000, batch_size=None,
                       lr=1e-3, warmup=100, transpose=3, time_budget=None, eval_every=200, seed=0,
-                      gradient_checkpointing=False)
+                      gradient_checkpointing=False, clock="wall")
+#: tokens per batch of a run whose batch size is not given (16 windows at 256 tokens, 2 at 2048)
+TOKENS_PER_BATCH = 4096
 #: settings a resumed run may change (how long it goes on, and how memory is traded for time)
 RESUME_MAY_CHANGE = ("steps", "time_budget", "eval_every", "gradient_checkpointing")
 
@@ -48,13 +51,17 @@ def resolve_device(name=None) -> torch.device:
 # data
 # --------------------------------------------------------------------------------------------
 def load_data(data=None, *, layout="auto", tokenizer=None, cache_dir=None, seed=0) -> Corpus:
-    """The corpus of a --data value: None or "han" for the embedded Han folk songs, else a path."""
+    """The corpus of a --data value: None or "han" for the embedded Han folk songs, a named music21
+    corpus ("bach", "palestrina", ...; `smdim corpora` lists them), else a path."""
     if data in (None, "han", HAN_SOURCE):
         return load_corpus(None, layout="auto" if layout == "han" else layout, tokenizer=tokenizer, seed=seed,
                            cache_dir=cache_dir)
+    if source_name(data) is not None:
+        return load_corpus(data, layout=layout, tokenizer=tokenizer, seed=seed, cache_dir=cache_dir)
     path = Path(data).expanduser()
     if not path.exists():
-        raise UserError(f"--data: {path} does not exist (use 'han' for the embedded folk songs)")
+        raise UserError(f"--data: {path} does not exist (a folder or file of music, 'han', or a corpus named by "
+                        f"`smdim corpora`: {', '.join(NAMED_CORPORA)})")
     return load_corpus(path, layout=layout, tokenizer=tokenizer, seed=seed, cache_dir=cache_dir)
 
 
@@ -115,6 +122,11 @@ def check_run_folder(out, *, resume=False, overwrite=False) -> Path:
     return path
 
 
+def auto_batch_size(seq_len: int) -> int:
+    """Windows per batch when none is given: TOKENS_PER_BATCH tokens, at least one window."""
+    return max(1, TOKENS_PER_BATCH // int(seq_len))
+
+
 def train_model(corpus: Optional[Corpus], out, *, resume=False, overwrite=False, progress=True, device=None,
                 data=None, layout="auto", cache_dir=None, log: Callable[[str], None] = print, **settings):
     """Train (or, with resume=True, continue) the run in folder `out`; returns (trainer, result).
@@ -147,6 +159,8 @@ def train_model(corpus: Optional[Corpus], out, *, resume=False, overwrite=False,
             raise UserError(f"--resume: {', '.join('--' + k.replace('_', '-') for k in clashes)} differ from the "
                             f"recorded run (only --steps, --time-budget, --eval-every and --gradient-checkpointing may change)")
         values = dict(TRAIN_DEFAULTS, **recorded)
+        if values["batch_size"] is None:
+            values["batch_size"] = auto_batch_size(values["seq_len"])
         values.update({k: v for k, v in given.items() if k in RESUME_MAY_CHANGE})
         tok = tokenizer_from_dict(tokenizer_dict(state, checkpoint_path))
         if corpus is None:
@@ -166,6 +180,8 @@ def train_model(corpus: Optional[Corpus], out, *, resume=False, overwrite=False,
         if corpus is None:
             raise ValueError("train_model: a new run needs a corpus")
         values = dict(TRAIN_DEFAULTS, **given)
+        if values["batch_size"] is None:
+            values["batch_size"] = auto_batch_size(values["seq_len"])
         tok = corpus.tokenizer
         config = model_config(tok, values["preset"], values["model"], values["attn_window"])
         record = corpus.record(values["seq_len"])
@@ -179,7 +195,7 @@ def train_model(corpus: Optional[Corpus], out, *, resume=False, overwrite=False,
     train_config = TrainConfig(steps=values["steps"], batch_size=values["batch_size"], lr=values["lr"],
                                warmup_steps=min(values["warmup"], values["steps"]), eval_every=values["eval_every"],
                                checkpoint_every=values["eval_every"], seed=values["seed"],
-                               time_budget_s=values["time_budget"],
+                               time_budget_s=values["time_budget"], clock=values.get("clock") or "wall",
                                gradient_checkpointing=values["gradient_checkpointing"])
     trainer = Trainer(config, train_config, train_set, valid_set, out_dir=out, tokenizer_config=tokenizer_to_dict(tok),
                       data_record=record.to_dict(), run_settings=values, device=device, progress=progress, log=log)

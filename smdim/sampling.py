@@ -1,10 +1,13 @@
 """Ancestral sampling of the masked diffusion model: generation, infilling, continuation,
 sliding-window generation beyond the training length, and constrained sampling.
 
-One step goes from time t to s < t (K steps from t = 1 to 0): every masked position is revealed
-with probability (t - s) / t, drawing its token from the denoiser's SUBS distribution; visible
-tokens never change (so clamped tokens of an infilling or a prefix are kept exactly). The model
-has no time input, so when a step reveals nothing its last forward pass is reused.
+One step goes from time t to s < t (K steps from t = 1 to 0). order="random" (ancestral): every
+masked position is revealed with probability (t - s) / t, drawing its token from the denoiser's SUBS
+distribution. order="confidence": each step reveals the same expected number of tokens, (t - s) / t
+of the masked ones, but picks the positions whose drawn token the model is most sure of (log-prob of
+the draw plus Gumbel noise scaled by t, so early steps still explore), as MaskGIT does for images. Visible
+tokens never change (so clamped tokens of an infilling or a prefix are kept exactly). The model has no
+time input, so when a step reveals nothing its last forward pass is reused.
 """
 from __future__ import annotations
 
@@ -102,14 +105,34 @@ def check_temperature(temperature):
         raise ValueError(f"temperature must be >= 0 (0 = greedy); got {temperature}")
 
 
+ORDERS = ("random", "confidence")
+
+
+def _gumbel(shape, generator, device):
+    return -torch.log(-torch.log(uniform(shape, generator, device).clamp_min(1e-20)))
+
+
 def _draw(log_probs, where, temperature, generator):
     """Categorical draws from log_probs (batch, L, vocab) at the positions `where` (batch, L) is True,
     via Gumbel-max (noise only for those rows); temperature 0 takes the argmax. -> (n,) token ids."""
     rows = log_probs[where]                                               # (n, vocab)
     if temperature == 0:
         return rows.argmax(dim=-1)
-    gumbel = -torch.log(-torch.log(uniform(rows.shape, generator, rows.device).clamp_min(1e-20)))
-    return torch.argmax(rows / temperature + gumbel, dim=-1)
+    return torch.argmax(rows / temperature + _gumbel(rows.shape, generator, rows.device), dim=-1)
+
+
+def _confident_reveal(x, masked, log_probs, temperature, generator, count, noise):
+    """(x with `count` (batch,) masked positions per row revealed, the revealed positions): every masked
+    position draws a token; the rows keep the `count` draws of highest log-prob + noise * Gumbel."""
+    drawn = torch.zeros_like(x)
+    drawn[masked] = _draw(log_probs, masked, temperature, generator)
+    score = log_probs.gather(-1, drawn[..., None]).squeeze(-1)
+    if noise > 0:
+        score = score + noise * _gumbel(score.shape, generator, score.device)
+    score = score.masked_fill(~masked, -math.inf)
+    rank = score.argsort(dim=1, descending=True).argsort(dim=1)
+    reveal = masked & (rank < count[:, None])
+    return torch.where(reveal, drawn, x), reveal
 
 
 def _reveal(x, where, log_probs, temperature, generator):
@@ -121,15 +144,20 @@ def _reveal(x, where, log_probs, temperature, generator):
 
 @torch.no_grad()
 def sample(model, x_init, *, steps, mask_id, generator=None, temperature=1.0,
-           constraints: Optional[Constraints] = None, progress=False, desc="sampling"):
-    """Fill every MASK of x_init (batch, L) in `steps` ancestral steps; other tokens are kept.
-    x_init is moved to the model's device; temperature 0 = greedy. Returns (tokens (batch, L) on
-    the model's device, number of denoiser calls)."""
+           constraints: Optional[Constraints] = None, progress=False, desc="sampling", order="random",
+           confidence_noise=1.0):
+    """Fill every MASK of x_init (batch, L) in `steps` steps; other tokens are kept. x_init is moved
+    to the model's device; temperature 0 = greedy; order: "random" (ancestral) or "confidence" (see
+    the module doc; `confidence_noise` scales its Gumbel noise, times t). Returns (tokens (batch, L)
+    on the model's device, number of denoiser calls)."""
     if steps < 1:
         raise ValueError(f"steps must be >= 1; got {steps}")
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {ORDERS}; got {order!r}")
     check_temperature(temperature)
     x = to_device(model_device(model), x_init).long()
     cached, calls = None, 0
+    initially_masked = (x == mask_id).sum(dim=1)
     bar = tqdm(range(steps, 0, -1), desc=desc, disable=not progress, leave=False)
     for k in bar:
         masked = x == mask_id
@@ -140,10 +168,16 @@ def sample(model, x_init, *, steps, mask_id, generator=None, temperature=1.0,
             cached = subs_log_probs(model(x), mask_id)
             calls += 1
         log_probs = cached if constraints is None else constraints.apply(cached.clone(), x, mask_id)
-        reveal = masked & (uniform(x.shape, generator, x.device) < (t - s) / t)
-        if k == 1:
-            reveal = masked
-        x = _reveal(x, reveal, log_probs, temperature, generator)
+        if order == "confidence":
+            # as many as the schedule leaves masked at time s: floor(s * initially masked)
+            count = masked.sum(dim=1) - torch.div(initially_masked * (k - 1), steps, rounding_mode="floor")
+            x, reveal = _confident_reveal(x, masked, log_probs, temperature, generator, count.clamp_min(0),
+                                          confidence_noise * t)
+        else:
+            reveal = masked & (uniform(x.shape, generator, x.device) < (t - s) / t)
+            if k == 1:
+                reveal = masked
+            x = _reveal(x, reveal, log_probs, temperature, generator)
         if constraints is not None and constraints.max_chord is not None:
             undo = constraints.overflow(x, mask_id, reveal)
             x = torch.where(undo, torch.full_like(x, mask_id), x)

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,8 +46,10 @@ class TrainConfig:
     eval_batches: int = 8
     checkpoint_every: int = 200
     seed: int = 0
-    time_budget_s: Optional[float] = None  # stop (and checkpoint) after this much wall time
+    time_budget_s: Optional[float] = None  # stop (and checkpoint) after this much time on `clock`, over resumes
     gradient_checkpointing: bool = False    # re-run each block in the backward (less memory, same gradients)
+    checkpoint_every_s: Optional[float] = 600.0  # also checkpoint after this much time on `clock`
+    clock: str = "wall"  # "wall": seconds; "cpu": this process's CPU seconds / its threads (fair when shared)
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "eval_every", "checkpoint_every"):
@@ -55,13 +59,33 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0; got {self.lr}")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1); got {self.ema_decay}")
+        if self.clock not in CLOCKS:
+            raise ValueError(f"clock must be one of {CLOCKS}; got {self.clock!r}")
+        if self.time_budget_s is not None and not self.time_budget_s >= 0:
+            raise ValueError(f"time_budget_s must be >= 0; got {self.time_budget_s}")
 
 
-def lr_factor(step, config: TrainConfig):
-    """Linear warm-up to 1, then cosine decay to min_lr_ratio at `steps`."""
+CLOCKS = ("wall", "cpu")
+
+
+def clock_seconds(clock: str) -> float:
+    """A monotonic reading of `clock`: wall seconds, or this process's CPU seconds divided by its
+    torch threads (equal to wall time when the process has the cores to itself, less when other
+    work shares them, so time budgets stay comparable between runs of a busy machine)."""
+    if clock == "cpu":
+        return time.process_time() / max(1, torch.get_num_threads())
+    return time.monotonic()
+
+
+def lr_factor(step, config: TrainConfig, seconds: Optional[float] = None):
+    """Linear warm-up to 1, then cosine decay to min_lr_ratio at the end of the run: at `steps`,
+    or, for a time-budgeted run, at the budget (`seconds` trained so far) if that comes first."""
     if step < config.warmup_steps:
         return (step + 1) / config.warmup_steps
-    progress = min(1.0, (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps))
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    if config.time_budget_s is not None and seconds is not None:
+        progress = max(progress, seconds / config.time_budget_s if config.time_budget_s > 0 else 1.0)
+    progress = min(1.0, progress)
     return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
@@ -223,7 +247,9 @@ class Trainer:
         self.ema = AveragedModel(self.model, multi_avg_fn=ema_multi_avg_fn(train_config.ema_decay))
         self.optimizer = torch.optim.AdamW(param_groups(self.model, train_config.weight_decay), lr=train_config.lr,
                                            betas=tuple(train_config.betas))
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, train_config))
+        self.seconds = 0.0  # training time so far on the config's clock, over resumes
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
+                                                           lambda s: lr_factor(s, train_config, self.seconds))
         self.ddp_model = self.model
         if self.world_size > 1:
             self.ddp_model = torch.nn.parallel.DistributedDataParallel(
@@ -263,7 +289,7 @@ class Trainer:
         return {
             "model": self.model.state_dict(), "ema": self.ema.state_dict(),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-            "step": self.step, "ranks": self._rank_states(gather), "history": self.history,
+            "step": self.step, "seconds": self.seconds, "ranks": self._rank_states(gather), "history": self.history,
             "model_config": self.model_config.to_dict(), "train_config": asdict(self.config),
             "tokenizer": self.tokenizer_config, "data": self.data_record, "settings": self.run_settings,
         }
@@ -288,6 +314,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = state["step"]
+        self.seconds = float(state.get("seconds", 0.0))
         self._load_rank_state(_checkpoint_rank_states(state))
         self.history = list(state["history"])
         return self.step
@@ -337,11 +364,17 @@ class Trainer:
         return bool(t.item())
 
     def train(self) -> TrainResult:
+        """Train until `steps` or the time budget (counted over resumes); checkpoints every
+        `checkpoint_every` steps, every `checkpoint_every_s` seconds and at the end. Ctrl-C or
+        SIGTERM saves a checkpoint and returns with `interrupted`."""
         c = self.config
-        start = time.monotonic()
         self.model.train()
         bar = _Progress(c, self.step, enabled=self.progress)
         tokens_seen, interrupted, last_saved = 0, False, None
+        first_step = self.step
+        last_tick = clock_seconds(c.clock)
+        saved_at = self.seconds
+        restore_sigterm = _sigterm_as_interrupt()
         try:
             while self.step < c.steps:
                 tokens, pad_mask = self._batch()
@@ -351,16 +384,20 @@ class Trainer:
                 result.loss.backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
                 self.optimizer.step()
+                now = clock_seconds(c.clock)
+                self.seconds += now - last_tick
+                last_tick = now
                 self.scheduler.step()
                 self.ema.update_parameters(self.model)
                 self.step += 1
                 tokens_seen += result.n_tokens * self.world_size
-                elapsed = time.monotonic() - start
-                record = {"step": self.step, "loss_bits": result.bits_per_token, "grad_norm": float(grad_norm),
-                          "lr": self.scheduler.get_last_lr()[0]}
-                bar.advance(self.step, elapsed, bits=f"{result.bits_per_token:.3f}",
-                            tok_s=f"{tokens_seen / max(elapsed, 1e-9):.0f}")
-                out_of_time = self._agree(c.time_budget_s is not None and elapsed >= c.time_budget_s)
+                if self.step == first_step + 1:
+                    bar.write(_first_step_line(self.seconds - saved_at, tokens.shape, self.device))
+                record = {"step": self.step, "seconds": round(self.seconds, 3), "loss_bits": result.bits_per_token,
+                          "grad_norm": float(grad_norm), "lr": self.scheduler.get_last_lr()[0]}
+                bar.advance(self.step, self.seconds, bits=f"{result.bits_per_token:.3f}",
+                            tok_s=f"{tokens_seen / max(self.seconds - saved_at, 1e-9):.0f}")
+                out_of_time = self._agree(c.time_budget_s is not None and self.seconds >= c.time_budget_s)
                 if self.step % c.eval_every == 0 or self.step == c.steps or out_of_time:
                     valid = self.validate() if self.rank == 0 else None
                     if valid is not None:
@@ -368,8 +405,10 @@ class Trainer:
                         bar.write(f"step {self.step}: train {result.bits_per_token:.3f} bits/token, "
                                   f"valid (EMA) {valid:.3f} bits/token")
                 self.history.append(record)
-                if self.step % c.checkpoint_every == 0 or self.step == c.steps or out_of_time:
+                due = self._agree(c.checkpoint_every_s is not None and self.seconds - saved_at >= c.checkpoint_every_s)
+                if self.step % c.checkpoint_every == 0 or self.step == c.steps or out_of_time or due:
                     last_saved = self.save()
+                    saved_at = self.seconds
                 if out_of_time:
                     bar.write(f"time budget of {c.time_budget_s:.0f} s reached at step {self.step}")
                     break
@@ -380,8 +419,41 @@ class Trainer:
             self.log(f"\ninterrupted at step {self.step}; checkpoint saved to {last_saved} "
                      f"(continue with --resume)")
         finally:
+            restore_sigterm()
             bar.close()
         return TrainResult(step=self.step, history=self.history, checkpoint=last_saved, interrupted=interrupted)
+
+
+def _sigterm_as_interrupt() -> Callable[[], None]:
+    """Make SIGTERM (`kill`) raise KeyboardInterrupt in the main thread, so a killed run saves its
+    checkpoint like Ctrl-C; returns the function that restores the previous handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        before = signal.signal(signal.SIGTERM, interrupt)
+    except (ValueError, OSError):  # pragma: no cover - platforms without SIGTERM handlers
+        return lambda: None
+    return lambda: signal.signal(signal.SIGTERM, before)
+
+
+def peak_memory_bytes(device) -> int:
+    """The peak memory so far: CUDA max allocated on a GPU, else this process's peak resident set."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # KiB on Linux
+
+
+def _first_step_line(seconds, shape, device) -> str:
+    where = "CUDA peak allocated" if torch.device(device).type == "cuda" else "peak resident memory"
+    return (f"first step: {seconds:.2f} s for a batch of {shape[0]} x {shape[1]} tokens; "
+            f"{where} {peak_memory_bytes(device) / 2**30:.2f} GiB")
 
 
 def init_distributed(device=None):

@@ -381,3 +381,61 @@ def test_chord_counts_and_overflow_by_hand():
     new = torch.tensor([[False, False, True, True, False, True, False, False, True, True]])
     # Span 1 has one old pitch (4): the first new one (5) fits, 6 overflows; span 2 has room; span 3 holds 8, 9.
     assert constraints.overflow(x, MASK, new).nonzero()[:, 1].tolist() == [3]
+
+
+# --- confidence-ordered unmasking -------------------------------------------------------------
+def test_confidence_order_follows_the_schedule_exactly():
+    class Recorder(TableModel):
+        def __init__(self):
+            super().__init__()
+            self.masked_counts = []
+
+        def forward(self, tokens):
+            self.masked_counts.append(int((tokens == MASK).sum(dim=1)[0]))
+            return super().forward(tokens)
+
+    model = Recorder()
+    out, calls = sample(model, torch.full((2, 40), MASK), steps=4, mask_id=MASK, order="confidence",
+                        generator=torch.Generator().manual_seed(1))
+    # floor(s * 40) masks left after each step, s = 3/4, 1/2, 1/4, 0: exactly 40, 30, 20, 10 seen
+    assert model.masked_counts == [40, 30, 20, 10] and calls == 4 and not (out == MASK).any()
+
+
+def test_confidence_order_reveals_the_surest_positions_first():
+    class Peaked(torch.nn.Module):
+        """Flat logits except at positions 3 and 7, where one token is almost certain."""
+
+        def forward(self, tokens):
+            logits = torch.zeros(*tokens.shape, VOCAB)
+            logits[:, 3, PITCHES[0]] = 30.0
+            logits[:, 7, PITCHES[1]] = 30.0
+            return logits
+
+    x = torch.full((1, 10), MASK)
+    # 5 steps over 10 masks: the first step reveals 2 positions; without noise they are 3 and 7
+    first_step = []
+
+    class Spy(Peaked):
+        def forward(self, tokens):
+            first_step.append(tokens.clone())
+            return super().forward(tokens)
+
+    sample(Spy(), x, steps=5, mask_id=MASK, order="confidence", confidence_noise=0.0,
+           generator=torch.Generator().manual_seed(0))
+    revealed = (first_step[1][0] != MASK).nonzero().flatten().tolist()
+    assert revealed == [3, 7]
+    assert first_step[1][0, 3] == PITCHES[0] and first_step[1][0, 7] == PITCHES[1]
+
+
+def test_confidence_order_keeps_clamped_tokens_and_is_seeded():
+    model = TableModel()
+    tokens = torch.randint(4, VOCAB, (2, 24), generator=torch.Generator().manual_seed(0))
+    region = torch.zeros_like(tokens, dtype=torch.bool)
+    region[:, 5:15] = True
+    a = infill(model, tokens, region, steps=6, mask_id=MASK, order="confidence",
+               generator=torch.Generator().manual_seed(3))
+    b = infill(model, tokens, region, steps=6, mask_id=MASK, order="confidence",
+               generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, b) and torch.equal(a[~region], tokens[~region]) and not (a == MASK).any()
+    with pytest.raises(ValueError, match="order"):
+        sample(model, tokens, steps=2, mask_id=MASK, order="left-to-right")

@@ -310,3 +310,57 @@ def test_a_time_budgeted_run_shows_progress_against_its_budget(capsys):
     steps.advance(11, 1.0)
     assert steps.bar.total == 50 and steps.bar.n == 11
     steps.close()
+
+
+def test_a_time_budget_counts_over_resumes(tmp_path):
+    first = make_trainer(tmp_path, steps=3, time_budget_s=1e6)
+    first.train()
+    trained = load_checkpoint(tmp_path / "checkpoint.pt")["seconds"]
+    assert trained > 0
+    # resumed with a budget already spent: one more step, then it stops (the budget is not restarted)
+    again = make_trainer(tmp_path, steps=10_000, time_budget_s=trained)
+    again.resume()
+    assert again.seconds == pytest.approx(trained)
+    result = again.train()
+    assert result.step == 4 and load_checkpoint(tmp_path / "checkpoint.pt")["seconds"] > trained
+    assert all("seconds" in r for r in result.history)
+
+
+def test_the_learning_rate_decays_over_the_time_budget():
+    config = train_config(steps=10**8, warmup_steps=10, min_lr_ratio=0.1, time_budget_s=100.0)
+    assert lr_factor(50, config, seconds=0.0) == pytest.approx(1.0, abs=1e-5)
+    assert lr_factor(50, config, seconds=50.0) == pytest.approx(0.55)
+    assert lr_factor(50, config, seconds=100.0) == pytest.approx(0.1)
+
+
+def test_cpu_clock_and_bad_clock(tmp_path):
+    result = make_trainer(tmp_path, steps=2, clock="cpu").train()
+    assert result.step == 2 and load_checkpoint(tmp_path / "checkpoint.pt")["seconds"] > 0
+    with pytest.raises(ValueError, match="clock"):
+        train_config(clock="gpu")
+
+
+def test_sigterm_saves_a_checkpoint_like_ctrl_c(tmp_path, monkeypatch):
+    import signal
+
+    trainer = make_trainer(tmp_path, steps=100, checkpoint_every=1000)
+    batch = trainer._batch
+    calls = []
+
+    def killed_at_third(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return batch(*args)
+
+    monkeypatch.setattr(trainer, "_batch", killed_at_third)
+    before = signal.getsignal(signal.SIGTERM)
+    result = trainer.train()
+    assert result.interrupted and load_checkpoint(tmp_path / "checkpoint.pt")["step"] == result.step == 2
+    assert signal.getsignal(signal.SIGTERM) == before  # the handler is put back
+
+
+def test_first_step_reports_time_and_memory(tmp_path, capsys):
+    make_trainer(tmp_path, steps=2).train()
+    out = capsys.readouterr()
+    assert "first step:" in out.out + out.err and "GiB" in out.out + out.err

@@ -4,6 +4,7 @@
 * `framewise` — framewise OA consistency/variance under a named protocol (`PROTOCOLS`: "published" =
   SCHmUBERT's per-piece protocol, "pooled" = every window pair pooled), `gaussian_overlap`;
 * `attributes` — KDE overlap of the pooled attribute values, generated vs reference (`attribute_oa`);
+* `drift` — the attribute OA of each quarter of generated pieces against the same quarter of real ones;
 * `oa` — `compare`, the one OA bundle (framewise + attribute OA in one flat dict);
 * `intervals` — `CI`, `bootstrap_ci`, `paired_bootstrap_ci`, `real_vs_real`;
 * `failures` — `pitch_outlier_rate`, `max_polyphony`, `dense_chord_rate`;
@@ -13,7 +14,8 @@
 Note metrics take `symusic.Score` objects (any time unit), MIDI paths or `Piece` objects. All randomness
 goes through ``numpy.random.default_rng(seed)``.
 """
-from .attributes import ATTRIBUTES, BANDWIDTH_FLOOR, attribute_oa, attribute_values, kde_overlap
+from .attributes import ATTRIBUTES, BANDWIDTH_FLOOR, attribute_oa, attribute_values, kde_overlap, values_oa
+from .drift import drift_oa, part_values
 from .failures import dense_chord_rate, max_polyphony, pitch_outlier_rate
 from .framewise import (FRAMEWISE_KEYS, PROTOCOLS, PUBLISHED_SIGMA_EPS, SIGMA_FLOOR, consistency_score, framewise_oa,
                         gaussian_overlap, piece_framewise_oa, variance_score)
@@ -40,6 +42,7 @@ __all__ = [
     "consistency_score",
     "copy_rate",
     "dense_chord_rate",
+    "drift_oa",
     "format_table",
     "framewise_oa",
     "gaussian_overlap",
@@ -47,9 +50,11 @@ __all__ = [
     "kde_overlap",
     "max_polyphony",
     "paired_bootstrap_ci",
+    "part_values",
     "piece_framewise_oa",
     "pitch_outlier_rate",
     "prepare",
     "real_vs_real",
+    "values_oa",
     "variance_score",
 ]

@@ -132,14 +132,20 @@ def attribute_oa(scores_gen, scores_ref, *, attributes: Sequence[str] = ATTRIBUT
     if not empty_gen_as_zero:
         require_notes(gen, "scores_gen")
     frac = len(filled) / len(gen) if empty_gen_as_zero else 1.0
-    gv = [attribute_values(p) for p in filled]
-    rv = [attribute_values(p) for p in ref]
+    return values_oa([attribute_values(p) for p in filled], [attribute_values(p) for p in ref], attributes=attributes,
+                     bandwidth_floor=bandwidth_floor, scale=frac)
+
+
+def values_oa(gen_values: Sequence[dict], ref_values: Sequence[dict], *, attributes: Sequence[str] = ATTRIBUTES,
+              bandwidth_floor: float = BANDWIDTH_FLOOR, scale: float = 1.0) -> dict:
+    """The attribute OA of two sets given as attribute-value dicts (one per piece, as `attribute_values`
+    returns; also parts of pieces): {attr: scale * KDE overlap of the pooled values, ..., "mean_oa"}."""
     out = {}
     for a in attributes:
-        x = np.concatenate([v[a] for v in gv]) if gv else np.zeros(0, np.int64)
-        y = np.concatenate([v[a] for v in rv])
+        x = np.concatenate([v[a] for v in gen_values]) if gen_values else np.zeros(0, np.int64)
+        y = np.concatenate([v[a] for v in ref_values]) if ref_values else np.zeros(0, np.int64)
         if x.size and y.size:
-            out[a] = frac * kde_overlap(x, y, bandwidth_floor=bandwidth_floor)
+            out[a] = scale * kde_overlap(x, y, bandwidth_floor=bandwidth_floor)
         else:
             out[a] = 0.0 if (x.size or y.size) else float("nan")
     finite = [v for v in out.values() if not math.isnan(v)]

@@ -10,7 +10,7 @@ OLD_API = ["ATTRIBUTES", "BANDWIDTH_FLOOR", "CI", "Piece", "SIGMA_FLOOR", "attri
            "bootstrap_ci", "compare", "consistency_score", "copy_rate", "dense_chord_rate", "format_table",
            "framewise_oa", "gaussian_overlap", "invalid_token_rate", "kde_overlap", "max_polyphony",
            "piece_framewise_oa", "pitch_outlier_rate", "prepare", "real_vs_real", "variance_score"]
-MODULES = ["notes", "framewise", "attributes", "oa", "intervals", "failures", "tokens", "report"]
+MODULES = ["notes", "framewise", "attributes", "drift", "oa", "intervals", "failures", "tokens", "report"]
 
 
 def test_every_public_name_is_reexported():

@@ -1,0 +1,405 @@
+"""`smdim study`: the paper's quality table, reproduced here, cell by cell and resumable.
+
+    smdim study --out runs/study                      # han@256, bach@1024, palestrina@2048, palestrina@4096
+    smdim study --out runs/study --cells bach@1024:900 palestrina@2048
+    smdim study --quick --out /tmp/study              # tiny budgets (CI)
+
+A cell is ``corpus@length[:budget]``. For each cell SMDIM and the parameter-matched transformer
+baseline are trained for the same budget (seconds on the "cpu" clock: this process's CPU seconds
+per thread, fair between runs even when other work shares the machine), one after the other,
+then evaluated together (`smdim.evaluation.evaluate`: the published framewise OA protocol and
+ours, attribute OA, NLL bits/token, invalid-token and copy rates, real-vs-real ceilings, paired
+SMDIM − transformer intervals), sampled at several step counts and both unmasking orders (quality
+vs denoiser calls), and, for long cells, scored quarter by quarter at the training length and at
+twice it (sliding windows) for drift.
+
+Every stage writes its own file under OUT/<cell>/ when it finishes (checkpoints are written during
+training too, and Ctrl-C or `kill` saves one), so a study run again with the same OUT goes on where
+it stopped; finished stages are kept. OUT/study.md, OUT/study.json and OUT/plots/ are rebuilt from
+the stage files after every stage.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import torch
+
+from . import metrics
+from .checkpoint import load_checkpoint
+from .evaluation import oa_scores, reference_windows, sample_like
+from .pipeline import UserError, corpus_of_record, load_data, load_run, train_model
+
+MODELS = (("SMDIM", "smdim"), ("transformer", "transformer"))
+DEFAULT_CELLS = ("han@256:600", "bach@1024:1200", "palestrina@2048:1800", "palestrina@4096:1800")
+QUICK_CELLS = ("han@128:20", "bach@512:20")
+STUDY_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Cell:
+    corpus: str
+    seq_len: int
+    budget: float
+
+    @property
+    def name(self) -> str:
+        return f"{self.corpus}@{self.seq_len}"
+
+
+def parse_cell(text: str, default_budget: Optional[float] = None) -> Cell:
+    """"corpus@length[:budget seconds]" -> Cell."""
+    head, _, budget = text.partition(":")
+    corpus, _, length = head.partition("@")
+    try:
+        seq_len = int(length)
+        seconds = float(budget) if budget else default_budget
+    except ValueError:
+        seq_len, seconds = -1, None
+    if not corpus or seq_len < 16 or seq_len % 4 or seconds is None or not seconds > 0:
+        raise UserError(f"--cells: expected corpus@length[:seconds] with a length >= 16 divisible by 4 and a budget "
+                        f"(here or --budget); got {text!r}")
+    return Cell(corpus, seq_len, seconds)
+
+
+@dataclass
+class StudyConfig:
+    """What a study measures; stored in OUT/study_config.json (a rerun must agree with it)."""
+
+    cells: List[str] = field(default_factory=lambda: list(DEFAULT_CELLS))
+    preset: str = "tiny"
+    n: int = 48                          # evaluated pieces per model
+    steps: int = 32                      # denoising steps of the main table
+    curve_steps: Tuple[int, ...] = (8, 16, 32, 64, 128)
+    curve_n: int = 16                    # pieces per point of the quality-vs-steps curve
+    orders: Tuple[str, ...] = ("random", "confidence")
+    drift_min_len: int = 2048            # cells at least this long get the drift stage
+    drift_n: int = 16
+    n_boot: int = 200
+    seed: int = 0
+    clock: str = "cpu"
+    lr: float = 1e-3
+    warmup: int = 100
+
+    @classmethod
+    def quick(cls) -> "StudyConfig":
+        return cls(cells=list(QUICK_CELLS), n=8, curve_steps=(4, 8), curve_n=4, drift_min_len=512, drift_n=4,
+                   n_boot=20, warmup=10)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# files
+# --------------------------------------------------------------------------------------------
+def _write_json(path: Path, data) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh, indent=1, default=_jsonable)
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path):
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _jsonable(v):
+    if isinstance(v, metrics.CI):
+        return {"value": v.value, "low": v.low, "high": v.high}
+    if isinstance(v, Path):
+        return str(v)
+    if hasattr(v, "item"):
+        return v.item()
+    raise TypeError(f"not JSON data: {type(v).__name__}")
+
+
+# --------------------------------------------------------------------------------------------
+# the study
+# --------------------------------------------------------------------------------------------
+class Study:
+    def __init__(self, out, config: StudyConfig, *, cache_dir=None, device=None, log=print, progress=True):
+        self.out = Path(out)
+        self.config = config
+        self.cache_dir = cache_dir
+        self.device = device
+        self.log = log
+        self.progress = progress
+        self.cells = [parse_cell(c) for c in config.cells]
+        names = [c.name for c in self.cells]
+        if len(set(names)) != len(names):
+            raise UserError(f"--cells: a corpus@length appears twice ({names})")
+
+    # config agreement -----------------------------------------------------------------------
+    def check_folder(self) -> None:
+        """Store the config in a new study folder; refuse one whose stored config differs."""
+        path = self.out / "study_config.json"
+        stored = _read_json(path)
+        mine = dict(self.config.to_dict(), format=STUDY_FORMAT)
+        if stored is None:
+            if self.out.exists() and any(self.out.iterdir()):
+                raise UserError(f"--out {self.out} is not empty and holds no study; choose another folder")
+            _write_json(path, mine)
+            return
+        differ = [k for k in mine if k != "cells" and stored.get(k) != mine[k]]
+        if differ:
+            raise UserError(f"--out {self.out} holds a study with other settings ({', '.join(differ)}); rerun it "
+                            "with its own settings (smdim study --out DIR continues it) or choose another folder")
+        kept = {c.split(":")[0]: c for c in stored.get("cells", [])}
+        for cell in self.config.cells:
+            name = cell.split(":")[0]
+            if name in kept and kept[name] != cell and parse_cell(kept[name]).budget != parse_cell(cell).budget:
+                raise UserError(f"--cells {cell}: the study in {self.out} runs {kept[name]}; a cell's budget cannot "
+                                "change once it started")
+        cells = list(stored.get("cells", [])) + [c for c in self.config.cells if c.split(":")[0] not in kept]
+        _write_json(path, dict(mine, cells=cells))
+
+    def run(self) -> Path:
+        self.check_folder()
+        for cell in self.cells:
+            self.run_cell(cell)
+        return self.write_report()
+
+    # one cell -------------------------------------------------------------------------------
+    def cell_dir(self, cell: Cell) -> Path:
+        return self.out / cell.name
+
+    def run_cell(self, cell: Cell) -> None:
+        folder = self.cell_dir(cell)
+        corpus = None
+        for label, kind in MODELS:
+            run_dir = folder / kind
+            if (run_dir / FINAL).exists():
+                continue
+            state = load_checkpoint(run_dir / "checkpoint.pt") if (run_dir / "checkpoint.pt").exists() else None
+            if state is not None and float(state.get("seconds", 0.0)) >= cell.budget:
+                finish_run(run_dir)
+                continue
+            if state is None and corpus is None:
+                corpus = load_data(cell.corpus, cache_dir=self.cache_dir, seed=self.config.seed)
+            self.log(f"[study] {cell.name}: training {label} for {cell.budget:.0f} s ({self.config.clock} clock)"
+                     + (f", resuming at step {state['step']}" if state is not None else ""))
+            _, result = train_model(corpus if state is None else None, run_dir, resume=state is not None,
+                                    progress=self.progress, device=self.device, cache_dir=self.cache_dir,
+                                    log=self.log, preset=self.config.preset, model=kind, seq_len=cell.seq_len,
+                                    steps=10**8, lr=self.config.lr, warmup=self.config.warmup,
+                                    time_budget=cell.budget, eval_every=_eval_every(cell.seq_len),
+                                    seed=self.config.seed, clock=self.config.clock)
+            if result.interrupted:
+                raise KeyboardInterrupt
+            finish_run(run_dir)
+            self.write_report()
+        stages = (("evaluation", self.evaluate_cell), ("curve", self.curve_cell))
+        if cell.seq_len >= self.config.drift_min_len:
+            stages += (("drift", self.drift_cell),)
+        loaded = None
+        for stage, fn in stages:
+            path = folder / f"{stage}.json"
+            if path.exists():
+                continue
+            if loaded is None:
+                loaded = self._load_cell(cell)
+            self.log(f"[study] {cell.name}: {stage}")
+            started = time.monotonic()
+            data = fn(cell, *loaded)
+            data["seconds"] = time.monotonic() - started
+            _write_json(path, data)
+            self.write_report()
+
+    def _load_cell(self, cell: Cell):
+        runs = {label: load_run(self.cell_dir(cell) / kind / FINAL, device=self.device) for label, kind in MODELS}
+        first = runs[MODELS[0][0]]
+        corpus, _ = corpus_of_record(first.record, first.tokenizer, cache_dir=self.cache_dir, log=self.log)
+        return runs, corpus
+
+    def evaluate_cell(self, cell: Cell, runs, corpus) -> dict:
+        from .evaluation import evaluate
+
+        models = {label: run.model for label, run in runs.items()}
+        result = evaluate(models, corpus, n=self.config.n, seq_len=cell.seq_len, steps=self.config.steps,
+                          seed=self.config.seed, n_boot=self.config.n_boot, progress=self.progress,
+                          test_label=f"the recorded test split of {corpus.source} ({len(corpus.splits['test'])} "
+                                     "pieces)")
+        (self.cell_dir(cell) / "evaluation.md").write_text(result.format() + "\n")
+        training = {}
+        for label, kind in MODELS:
+            state = load_checkpoint(self.cell_dir(cell) / kind / FINAL)
+            training[label] = {"steps": state["step"], "seconds": state.get("seconds"),
+                               "parameters": sum(v.numel() for k, v in state["ema"].items() if k.startswith("module.")),
+                               "curve": [{k: r[k] for k in ("step", "seconds", "valid_bits") if k in r}
+                                         for r in state["history"] if "valid_bits" in r]}
+        return {"table": result.table, "notes": result.notes, "columns": result.columns, "training": training,
+                "steps_matched": steps_matched(training)}
+
+    def curve_cell(self, cell: Cell, runs, corpus) -> dict:
+        """Quality vs denoiser calls: mean attribute OA and invalid tokens at each step count and order."""
+        tok = corpus.tokenizer
+        refs = reference_windows(corpus, "test", cell.seq_len, self.config.n, self.config.seed)
+        lengths = [len(r) for r in refs][:self.config.curve_n]
+        ref_pieces = [metrics.Piece.from_score(_decode(tok, r)) for r in refs]
+        points = []
+        for label, run in runs.items():
+            for order in self.config.orders:
+                for steps in self.config.curve_steps:
+                    started = time.process_time()
+                    seqs, calls = sample_like(run.model, tok, lengths, cell.seq_len, steps=steps, seed=self.config.seed,
+                                              order=order, return_calls=True)
+                    seconds = (time.process_time() - started) / max(1, torch.get_num_threads())
+                    pieces = [metrics.Piece.from_score(_decode(tok, s)) for s in seqs]
+                    oa = metrics.bootstrap_ci(lambda g, r: {"mean_oa": oa_scores(g, r)["mean_oa"]}, pieces, ref_pieces,
+                                              n_boot=self.config.n_boot, seed=self.config.seed)["mean_oa"]
+                    points.append({"model": label, "order": order, "steps": steps, "calls_per_piece": calls,
+                                   "seconds_per_piece": seconds / len(lengths), "mean_oa": oa,
+                                   "invalid": metrics.invalid_token_rate(tok, seqs)})
+                    self.log(f"[study] {cell.name}: {label} {order} {steps} steps: mean OA {oa.value:.3f}, "
+                             f"invalid {points[-1]['invalid']:.3f}")
+        real = reference_windows(corpus, ("train", "valid"), cell.seq_len, self.config.curve_n, self.config.seed + 1)
+        real_oa = metrics.bootstrap_ci(lambda g, r: {"mean_oa": oa_scores(g, r)["mean_oa"]},
+                                       [metrics.Piece.from_score(_decode(tok, s)) for s in real], ref_pieces,
+                                       n_boot=self.config.n_boot, seed=self.config.seed)["mean_oa"]
+        return {"points": points, "real_vs_real": real_oa, "pieces": len(lengths), "references": len(refs)}
+
+    def drift_cell(self, cell: Cell, runs, corpus) -> dict:
+        """Quarter-by-quarter attribute OA at the training length and at twice it (sliding windows)."""
+        from .sampling import generate_long
+        from .tokenizer import bar_id, mask_id
+
+        tok = corpus.tokenizer
+        out = {"lengths": {}}
+        for factor in (1, 2):
+            length = cell.seq_len * factor
+            refs, where = _long_references(corpus, length, self.config.drift_n, self.config.seed)
+            if len(refs) < 2:
+                out["lengths"][str(length)] = {"skipped": f"fewer than 2 real windows of ~{length} tokens"}
+                continue
+            ref_pieces = [metrics.Piece.from_score(_decode(tok, r)) for r in refs]
+            half = len(ref_pieces) // 2
+            entry = {"references": len(refs), "reference_source": where, "sets": {}}
+            entry["real_vs_real"] = _drift_ci(ref_pieces[:half], ref_pieces[half:], self.config)
+            sets = {}
+            for label, run in runs.items():
+                for order in self.config.orders:
+                    generator = torch.Generator().manual_seed(self.config.seed)
+                    tokens = generate_long(run.model, len(refs), max(len(r) for r in refs), window=cell.seq_len,
+                                           steps=self.config.steps, mask_id=mask_id(tok), bar_id=bar_id(tok),
+                                           generator=generator, order=order)
+                    seqs = [row[:len(r)] for row, r in zip(tokens.cpu().tolist(), refs)]
+                    pieces = [metrics.Piece.from_score(_decode(tok, s)) for s in seqs]
+                    sets[(label, order)] = pieces
+                    entry["sets"][f"{label}/{order}"] = _drift_ci(pieces, ref_pieces, self.config)
+                    q = entry["sets"][f"{label}/{order}"]
+                    self.log(f"[study] {cell.name}: drift at {length} tokens, {label} {order}: "
+                             + ", ".join(f"q{k} {q[f'q{k}'].value:.3f}" for k in range(1, 5)))
+            (a, b) = [label for label, _ in MODELS]
+            for order in self.config.orders:
+                entry["sets"][f"{a} − {b}/{order}"] = metrics.paired_bootstrap_ci(
+                    _drift_means, sets[(a, order)], sets[(b, order)], ref_pieces, n_boot=self.config.n_boot,
+                    seed=self.config.seed)
+            if "confidence" in self.config.orders and "random" in self.config.orders:
+                entry["sets"][f"{a}/confidence − random"] = metrics.paired_bootstrap_ci(
+                    _drift_means, sets[(a, "confidence")], sets[(a, "random")], ref_pieces, n_boot=self.config.n_boot,
+                    seed=self.config.seed)
+            out["lengths"][str(length)] = entry
+        return out
+
+    # the report -----------------------------------------------------------------------------
+    def write_report(self) -> Path:
+        from .study_report import write_study_report
+
+        return write_study_report(self.out, self.config, [c for c in self._all_cells()])
+
+    def _all_cells(self) -> List[Cell]:
+        stored = _read_json(self.out / "study_config.json") or {}
+        return [parse_cell(c) for c in stored.get("cells", self.config.cells)]
+
+
+#: a finished run's file: its EMA weights and records, without the optimiser state (a quarter of the size)
+FINAL = "final.pt"
+
+
+def finish_run(run_dir: Path) -> Path:
+    """Replace a finished run's training checkpoint by FINAL (what evaluation needs: the EMA weights,
+    model config, tokenizer, data record, settings, history, step and seconds)."""
+    from .checkpoint import save_checkpoint
+
+    state = load_checkpoint(run_dir / "checkpoint.pt")
+    keep = ("format_version", "ema", "model_config", "tokenizer", "data", "settings", "history", "step", "seconds",
+            "train_config")
+    path = save_checkpoint(run_dir / FINAL, {k: state[k] for k in keep if k in state})
+    (run_dir / "checkpoint.pt").unlink()
+    return path
+
+
+def _eval_every(seq_len: int) -> int:
+    """Validation interval in steps: about as often per token for every length (200 steps at 256)."""
+    return max(10, 200 * 256 // seq_len)
+
+
+def _decode(tok, ids):
+    from .tokenizer import decode
+
+    return decode(tok, ids)
+
+
+def _drift_means(gen, ref) -> dict:
+    out = metrics.drift_oa(gen, ref)
+    return {f"q{k}": out[f"q{k}"] for k in range(1, 5)}
+
+
+def _drift_ci(gen, ref, config: StudyConfig) -> dict:
+    return metrics.bootstrap_ci(_drift_means, gen, ref, n_boot=config.n_boot, seed=config.seed)
+
+
+def _long_references(corpus, length, n, seed) -> Tuple[List[List[int]], str]:
+    """Real windows of at least 90 % of `length` tokens: from the test split, topped up from the
+    validation split and then the training split when the test pieces are too short (said in the
+    returned label)."""
+    chosen, used = [], []
+    for split in ("test", "valid", "train"):
+        windows = [w for w in reference_windows(corpus, split, length) if len(w) >= 0.9 * length]
+        if windows:
+            used.append(f"{split} {min(len(windows), n - len(chosen))}")
+        generator = torch.Generator().manual_seed(seed)
+        order = torch.randperm(len(windows), generator=generator).tolist()
+        chosen += [windows[i] for i in order[:n - len(chosen)]]
+        if len(chosen) >= n:
+            break
+    return chosen, ", ".join(used)
+
+
+def steps_matched(training: Dict[str, dict]) -> dict:
+    """Each model's validation NLL at the step count both reached (the smaller final step),
+    interpolated linearly between its logged validation points."""
+    common = min(t["steps"] for t in training.values())
+    out = {"steps": common}
+    for label, t in training.items():
+        points = [(r["step"], r["valid_bits"]) for r in t["curve"] if "valid_bits" in r]
+        out[label] = _interpolate(points, common)
+    return out
+
+
+def _interpolate(points, x):
+    if not points:
+        return None
+    points = sorted(points)
+    if x <= points[0][0]:
+        return points[0][1]
+    for (x0, y0), (x1, y1) in zip(points, points[1:]):
+        if x0 <= x <= x1:
+            return y0 + (y1 - y0) * (x - x0) / max(x1 - x0, 1)
+    return points[-1][1]
+
+
+def run_study(out, config: StudyConfig, **kwargs) -> Path:
+    """Run (or continue) the study in folder `out`; returns the path of study.md."""
+    return Study(out, config, **kwargs).run()
+
+
+__all__ = ["Cell", "DEFAULT_CELLS", "QUICK_CELLS", "Study", "StudyConfig", "parse_cell", "run_study", "steps_matched"]

@@ -1,0 +1,88 @@
+"""`smdim study`: cells, the steps-matched reading, and resuming an interrupted study (finished stages kept)."""
+import json
+
+import pytest
+
+from smdim.cli import main
+from smdim.pipeline import UserError
+from smdim.study import FINAL, Study, StudyConfig, parse_cell, steps_matched
+
+
+def test_cells_parse_and_bad_ones_are_named():
+    cell = parse_cell("palestrina@2048:1800")
+    assert (cell.corpus, cell.seq_len, cell.budget, cell.name) == ("palestrina", 2048, 1800.0, "palestrina@2048")
+    assert parse_cell("bach@1024", 60).budget == 60
+    for bad in ("bach", "bach@abc:10", "bach@1023:10", "bach@1024", "bach@1024:-5"):
+        with pytest.raises(UserError, match="corpus@length"):
+            parse_cell(bad)
+
+
+def test_steps_matched_reads_both_curves_at_the_common_step():
+    training = {"SMDIM": {"steps": 30, "curve": [{"step": 10, "valid_bits": 3.0}, {"step": 30, "valid_bits": 2.0}]},
+                "transformer": {"steps": 50, "curve": [{"step": 20, "valid_bits": 4.0},
+                                                       {"step": 40, "valid_bits": 3.0}]}}
+    out = steps_matched(training)
+    assert out == {"steps": 30, "SMDIM": 2.0, "transformer": pytest.approx(3.5)}
+
+
+def tiny_config():
+    return StudyConfig(cells=["han@32:1"], n=4, steps=2, curve_steps=(2,), curve_n=2, orders=("random", "confidence"),
+                       drift_min_len=32, drift_n=3, n_boot=5, warmup=2)
+
+
+def test_an_interrupted_study_resumes_and_keeps_finished_stages(tmp_path, monkeypatch):
+    out = tmp_path / "study"
+    calls = []
+
+    def interrupted_curve(self, *args):
+        calls.append(1)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Study, "curve_cell", interrupted_curve)
+    with pytest.raises(KeyboardInterrupt):
+        Study(out, tiny_config(), progress=False).run()
+    cell = out / "han@32"
+    finals = {kind: (cell / kind / FINAL).stat().st_mtime_ns for kind in ("smdim", "transformer")}
+    evaluation = (cell / "evaluation.json").stat().st_mtime_ns
+    assert calls and not (cell / "curve.json").exists()
+    assert "Pending" not in (out / "study.md").read_text()  # the evaluated cell is in the table
+    monkeypatch.undo()
+
+    path = Study(out, tiny_config(), progress=False).run()
+    assert {kind: (cell / kind / FINAL).stat().st_mtime_ns for kind in finals} == finals  # not retrained
+    assert (cell / "evaluation.json").stat().st_mtime_ns == evaluation                     # not re-evaluated
+    curve = json.loads((cell / "curve.json").read_text())
+    assert {(p["model"], p["order"]) for p in curve["points"]} == {
+        (m, o) for m in ("SMDIM", "transformer") for o in ("random", "confidence")}
+    drift = json.loads((cell / "drift.json").read_text())
+    assert set(drift["lengths"]) == {"32", "64"}
+    report = path.read_text()
+    assert "han@32" in report and "Quality at equal CPU budget" in report and "Drift" in report
+    data = json.loads((out / "study.json").read_text())
+    assert data["cells"]["han@32"]["training"]["smdim"]["done"]
+    assert all((out / "plots" / p).exists() for p in ("learning_curves.png", "quality_vs_steps.png", "drift.png"))
+
+
+def test_a_study_folder_keeps_its_settings(tmp_path):
+    out = tmp_path / "study"
+    Study(out, tiny_config(), progress=False).check_folder()
+    other = tiny_config()
+    other.n = 8
+    with pytest.raises(UserError, match="other settings"):
+        Study(out, other, progress=False).check_folder()
+    longer = tiny_config()
+    longer.cells = ["han@32:5"]
+    with pytest.raises(UserError, match="budget cannot change"):
+        Study(out, longer, progress=False).check_folder()
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "file").write_text("x")
+    with pytest.raises(UserError, match="not empty"):
+        Study(tmp_path / "busy", tiny_config(), progress=False).check_folder()
+
+
+def test_study_help_and_bad_cells(capsys, tmp_path):
+    with pytest.raises(SystemExit):
+        main(["study", "--help"])
+    assert "continues where it stopped" in " ".join(capsys.readouterr().out.split())
+    assert main(["study", "--out", str(tmp_path / "s"), "--cells", "bach@100"]) == 2
+    assert "corpus@length" in capsys.readouterr().err
