@@ -14,14 +14,14 @@ loads for generation, and `smdim evaluate` tells what to do with it.
 """
 from __future__ import annotations
 
-import os
 import pickle
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Optional
 
 import torch
+
+from .files import atomic_write
 
 FORMAT_VERSION = 2
 READABLE_FORMATS = (1, 2)
@@ -33,20 +33,7 @@ class CheckpointError(RuntimeError):
 
 def save_checkpoint(path, state: Dict[str, Any]) -> Path:
     """torch.save `state` to `path` atomically; the previous file stays intact until the rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(dict(state, format_version=FORMAT_VERSION), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, lambda fh: torch.save(dict(state, format_version=FORMAT_VERSION), fh))
 
 
 def load_checkpoint(path, map_location="cpu") -> Dict[str, Any]:

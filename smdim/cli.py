@@ -64,6 +64,9 @@ def _add_sampling_args(p):
     p.add_argument("--steps", type=positive_int, default=64, help="denoising steps (default 64)")
     p.add_argument("--temperature", type=non_negative_float, default=1.0,
                    help="sampling temperature (default 1.0; 0 = greedy)")
+    p.add_argument("--order", choices=("random", "confidence"), default="random",
+                   help="unmasking order: random (ancestral, default) or confidence (each step reveals the same number "
+                        "of tokens, the most confident first: as good in 2-4x fewer steps on han@256, see README)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0): same seed, same output")
     p.add_argument("--pitch-range", type=int, nargs=2, metavar=("LOW", "HIGH"),
                    help="never sample pitches outside [LOW, HIGH] (MIDI numbers)")

@@ -95,7 +95,7 @@ def _read_midi(path):
 def _sampling(run, args):
     from .tokenizer import mask_id
 
-    return dict(steps=args.steps, mask_id=mask_id(run.tokenizer), temperature=args.temperature,
+    return dict(steps=args.steps, mask_id=mask_id(run.tokenizer), temperature=args.temperature, order=args.order,
                 constraints=_constraints(run.tokenizer, args), generator=torch.Generator().manual_seed(args.seed))
 
 
@@ -205,7 +205,7 @@ def run_evaluate(args):
     corpus, label = _test_corpus(run, args, baseline)
     result = evaluate(models, corpus, n=args.n, seq_len=run.seq_len, steps=args.steps, seed=args.seed,
                       n_boot=args.bootstrap, constraints=_constraints(run.tokenizer, args),
-                      temperature=args.temperature, progress=True, test_label=label)
+                      temperature=args.temperature, order=args.order, progress=True, test_label=label)
     text = result.format()
     print(text)
     out = Path(args.out)

@@ -17,7 +17,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
@@ -31,6 +30,7 @@ from torch.utils.data import Dataset
 
 from smdim import corpora, music21_corpora
 from smdim.corpora import SourceItem
+from smdim.files import atomic_write
 from smdim.tokenizer import (
     Transposer,
     bar_id,
@@ -402,27 +402,15 @@ def _cache_key(tok, layout: str, items: List[SourceItem], missing: List[str]) ->
 
 
 def _write_cache(path: Path, key: str, pieces, names, labels, skipped, skipped_files) -> None:
-    """Atomic write: a temporary file in the same folder, then os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Atomic write (`smdim.files.atomic_write`)."""
     lengths = np.array([len(p) for p in pieces], dtype=np.int64)
     offsets = np.zeros(len(pieces) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     tokens = np.fromiter((t for p in pieces for t in p), dtype=np.int32, count=int(offsets[-1]))
     meta = json.dumps({"key": key, "cache_format": CACHE_FORMAT, "names": names, "labels": labels,
                        "skipped": skipped, "skipped_files": skipped_files}).encode()
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, tokens=tokens, offsets=offsets, meta=np.frombuffer(meta, dtype=np.uint8))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write(path, lambda fh: np.savez(fh, tokens=tokens, offsets=offsets,
+                                           meta=np.frombuffer(meta, dtype=np.uint8)))
 
 
 def _read_cache(path: Path, key: str):

@@ -74,7 +74,7 @@ def reference_windows(corpus, splits, seq_len, n=None, seed=0) -> List[List[int]
 
 @torch.no_grad()
 def sample_like(model, tok, lengths: Sequence[int], seq_len, *, steps, seed=0, constraints=None, temperature=1.0,
-                batch_size=None, progress=False, order="random", return_calls=False):
+                batch_size=None, progress=False, order="random", priority=None, return_calls=False):
     """One sample per entry of `lengths`: sample i fills `lengths[i]` MASKs followed by PAD up to
     seq_len (the way training pads a piece's end); returned without the PAD. batch_size: pieces per
     denoiser call (default: 4096 tokens' worth, at least 1). return_calls: also return the denoiser
@@ -90,7 +90,7 @@ def sample_like(model, tok, lengths: Sequence[int], seq_len, *, steps, seed=0, c
         for row, length in enumerate(chunk):
             x[row, :min(length, seq_len)] = mask_id(tok)
         tokens, used = sample(model, x, steps=steps, mask_id=mask_id(tok), generator=generator,
-                              constraints=constraints, temperature=temperature, order=order)
+                              constraints=constraints, temperature=temperature, order=order, priority=priority)
         calls += used
         out.extend(row[:min(length, seq_len)] for row, length in zip(tokens.cpu().tolist(), chunk))
         bar.update(len(chunk))
@@ -137,7 +137,7 @@ def _pieces(tok, seqs):
 
 
 def evaluate(models: Dict[str, torch.nn.Module], corpus, *, n=64, seq_len=256, steps=64, seed=0, n_boot=200,
-             constraints=None, max_chord=4, pitch_range=None, temperature=1.0, progress=False,
+             constraints=None, max_chord=4, pitch_range=None, temperature=1.0, order="random", progress=False,
              test_label: Optional[str] = None) -> Evaluation:
     """Score `models` (name -> denoiser) against the test split of `corpus`; see the module docstring.
     With two or more models the first two also get a paired difference column."""
@@ -157,7 +157,7 @@ def evaluate(models: Dict[str, torch.nn.Module], corpus, *, n=64, seq_len=256, s
     sets, nlls = {}, {}
     for name, model in models.items():
         sets[name] = sample_like(model, tok, lengths, seq_len, steps=steps, seed=seed, constraints=constraints,
-                                 temperature=temperature, progress=progress)
+                                 temperature=temperature, order=order, progress=progress)
         nlls[name] = sequence_nlls(model, list(_batches(test_windows, seq_len, pad_id(tok))), mask_id=mask_id(tok),
                                    seed=seed)
     real = reference_windows(corpus, ("train", "valid"), seq_len, n, seed + 1)
@@ -202,7 +202,7 @@ def evaluate(models: Dict[str, torch.nn.Module], corpus, *, n=64, seq_len=256, s
     notes = [
         f"Test set: {test_label or corpus.source}. Reference: {n} bar-aligned test windows of at most {seq_len} "
         f"tokens (seed {seed}); sample i of each model is generated at the length of reference window i "
-        f"({steps} denoising steps); real vs real: {len(real)} windows of train+valid pieces drawn by the same rule.",
+        f"({steps} denoising steps, {order} unmasking order); real vs real: {len(real)} windows of train+valid pieces drawn by the same rule.",
         f"NLL: the MDLM bound in bits/token over all {len(test_windows)} test windows, each window scored given its "
         "length and padding (4 masking times each); a bound, not comparable with autoregressive NLLs.",
         f"framewise (published): {metrics.PROTOCOLS['published']}",

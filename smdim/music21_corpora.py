@@ -22,14 +22,14 @@ import contextlib
 import hashlib
 import io
 import importlib.util
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
 
 from symusic import Score
+
+from .files import atomic_write
 
 __all__ = [
     "SCORE_SUFFIXES",
@@ -171,21 +171,6 @@ def _converted_path(path: Path, convert_cache: Path) -> Path:
     return convert_cache / (hashlib.sha1(material.encode()).hexdigest() + ".mid")
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 class ConversionError(RuntimeError):
     """music21 could not read a score file (the message is kept with the converted files)."""
 
@@ -206,8 +191,8 @@ def load_score_file(path: Union[str, Path], convert_cache: Union[str, Path, None
     except Exception as exc:  # music21 raises many types on bad scores
         message = f"music21 cannot read it ({type(exc).__name__}: {str(exc)[:200]})"
         if cached is not None:
-            _atomic_write(cached.with_suffix(".err"), message.encode())
+            atomic_write(cached.with_suffix(".err"), lambda fh: fh.write(message.encode()))
         raise ConversionError(message) from None
     if cached is not None:
-        _atomic_write(cached, data)
+        atomic_write(cached, lambda fh: fh.write(data))
     return Score.from_midi(data)

@@ -121,12 +121,15 @@ def _draw(log_probs, where, temperature, generator):
     return torch.argmax(rows / temperature + _gumbel(rows.shape, generator, rows.device), dim=-1)
 
 
-def _confident_reveal(x, masked, log_probs, temperature, generator, count, noise):
+def _confident_reveal(x, masked, log_probs, temperature, generator, count, noise, priority=None):
     """(x with `count` (batch,) masked positions per row revealed, the revealed positions): every masked
-    position draws a token; the rows keep the `count` draws of highest log-prob + noise * Gumbel."""
+    position draws a token; the rows keep the `count` draws of highest log-prob + noise * Gumbel
+    (+ priority[token] when given)."""
     drawn = torch.zeros_like(x)
     drawn[masked] = _draw(log_probs, masked, temperature, generator)
     score = log_probs.gather(-1, drawn[..., None]).squeeze(-1)
+    if priority is not None:
+        score = score + priority.to(score.device)[drawn]
     if noise > 0:
         score = score + noise * _gumbel(score.shape, generator, score.device)
     score = score.masked_fill(~masked, -math.inf)
@@ -145,15 +148,18 @@ def _reveal(x, where, log_probs, temperature, generator):
 @torch.no_grad()
 def sample(model, x_init, *, steps, mask_id, generator=None, temperature=1.0,
            constraints: Optional[Constraints] = None, progress=False, desc="sampling", order="random",
-           confidence_noise=1.0):
+           confidence_noise=1.0, priority=None):
     """Fill every MASK of x_init (batch, L) in `steps` steps; other tokens are kept. x_init is moved
     to the model's device; temperature 0 = greedy; order: "random" (ancestral) or "confidence" (see
-    the module doc; `confidence_noise` scales its Gumbel noise, times t). Returns (tokens (batch, L)
-    on the model's device, number of denoiser calls)."""
+    the module doc; `confidence_noise` scales its Gumbel noise, times t; `priority`, (vocab,) float,
+    is added to the confidence of a drawn token, e.g. a large value for Bar tokens reveals the bar
+    lines first). Returns (tokens (batch, L) on the model's device, number of denoiser calls)."""
     if steps < 1:
         raise ValueError(f"steps must be >= 1; got {steps}")
     if order not in ORDERS:
         raise ValueError(f"order must be one of {ORDERS}; got {order!r}")
+    if priority is not None and order != "confidence":
+        raise ValueError("priority needs order='confidence'")
     check_temperature(temperature)
     x = to_device(model_device(model), x_init).long()
     cached, calls = None, 0
@@ -172,7 +178,7 @@ def sample(model, x_init, *, steps, mask_id, generator=None, temperature=1.0,
             # as many as the schedule leaves masked at time s: floor(s * initially masked)
             count = masked.sum(dim=1) - torch.div(initially_masked * (k - 1), steps, rounding_mode="floor")
             x, reveal = _confident_reveal(x, masked, log_probs, temperature, generator, count.clamp_min(0),
-                                          confidence_noise * t)
+                                          confidence_noise * t, priority)
         else:
             reveal = masked & (uniform(x.shape, generator, x.device) < (t - s) / t)
             if k == 1:

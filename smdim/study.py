@@ -21,8 +21,6 @@ the stage files after every stage.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,12 +31,32 @@ import torch
 from . import metrics
 from .checkpoint import load_checkpoint
 from .evaluation import oa_scores, reference_windows, sample_like
+from .files import atomic_write
 from .pipeline import UserError, corpus_of_record, load_data, load_run, train_model
 
 MODELS = (("SMDIM", "smdim"), ("transformer", "transformer"))
 DEFAULT_CELLS = ("han@256:600", "bach@1024:1200", "palestrina@2048:1800", "palestrina@4096:1800")
 QUICK_CELLS = ("han@128:20", "bach@512:20")
 STUDY_FORMAT = 1
+#: unmasking orders compared: ancestral, confidence-ordered, and confidence-ordered with bar lines first
+ORDERS = ("random", "confidence", "anchors")
+
+
+def order_kwargs(order: str, tok) -> dict:
+    """The `sample` arguments of a study order; "anchors" reveals Bar and TimeSig tokens before
+    anything else (bar-level anchors first, then the notes between them)."""
+    if order == "random":
+        return {"order": "random"}
+    if order == "confidence":
+        return {"order": "confidence"}
+    if order == "anchors":
+        from .tokenizer import token_ids_by_type, vocab_size
+
+        priority = torch.zeros(vocab_size(tok))
+        ids = token_ids_by_type(tok)
+        priority[ids.get("Bar", []) + ids.get("TimeSig", [])] = 1e4
+        return {"order": "confidence", "priority": priority}
+    raise UserError(f"unknown unmasking order {order!r}; expected one of {ORDERS}")
 
 
 @dataclass(frozen=True)
@@ -77,7 +95,7 @@ class StudyConfig:
     steps: int = 32                      # denoising steps of the main table
     curve_steps: Tuple[int, ...] = (8, 16, 32, 64, 128)
     curve_n: int = 16                    # pieces per point of the quality-vs-steps curve
-    orders: Tuple[str, ...] = ("random", "confidence")
+    orders: Tuple[str, ...] = ORDERS
     drift_min_len: int = 2048            # cells at least this long get the drift stage
     drift_n: int = 16
     n_boot: int = 200
@@ -100,11 +118,8 @@ class StudyConfig:
 # files
 # --------------------------------------------------------------------------------------------
 def _write_json(path: Path, data) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=1, default=_jsonable)
-    os.replace(tmp, path)
+    text = json.dumps(data, indent=1, default=_jsonable).encode()
+    atomic_write(path, lambda fh: fh.write(text))
 
 
 def _read_json(path: Path):
@@ -250,7 +265,7 @@ class Study:
                 for steps in self.config.curve_steps:
                     started = time.process_time()
                     seqs, calls = sample_like(run.model, tok, lengths, cell.seq_len, steps=steps, seed=self.config.seed,
-                                              order=order, return_calls=True)
+                                              return_calls=True, **order_kwargs(order, tok))
                     seconds = (time.process_time() - started) / max(1, torch.get_num_threads())
                     pieces = [metrics.Piece.from_score(_decode(tok, s)) for s in seqs]
                     oa = metrics.bootstrap_ci(lambda g, r: {"mean_oa": oa_scores(g, r)["mean_oa"]}, pieces, ref_pieces,
@@ -289,7 +304,7 @@ class Study:
                     generator = torch.Generator().manual_seed(self.config.seed)
                     tokens = generate_long(run.model, len(refs), max(len(r) for r in refs), window=cell.seq_len,
                                            steps=self.config.steps, mask_id=mask_id(tok), bar_id=bar_id(tok),
-                                           generator=generator, order=order)
+                                           generator=generator, **order_kwargs(order, tok))
                     seqs = [row[:len(r)] for row, r in zip(tokens.cpu().tolist(), refs)]
                     pieces = [metrics.Piece.from_score(_decode(tok, s)) for s in seqs]
                     sets[(label, order)] = pieces
@@ -302,10 +317,11 @@ class Study:
                 entry["sets"][f"{a} − {b}/{order}"] = metrics.paired_bootstrap_ci(
                     _drift_means, sets[(a, order)], sets[(b, order)], ref_pieces, n_boot=self.config.n_boot,
                     seed=self.config.seed)
-            if "confidence" in self.config.orders and "random" in self.config.orders:
-                entry["sets"][f"{a}/confidence − random"] = metrics.paired_bootstrap_ci(
-                    _drift_means, sets[(a, "confidence")], sets[(a, "random")], ref_pieces, n_boot=self.config.n_boot,
-                    seed=self.config.seed)
+            for order in self.config.orders:
+                if order != "random" and "random" in self.config.orders:
+                    entry["sets"][f"{a}/{order} − random"] = metrics.paired_bootstrap_ci(
+                        _drift_means, sets[(a, order)], sets[(a, "random")], ref_pieces, n_boot=self.config.n_boot,
+                        seed=self.config.seed)
             out["lengths"][str(length)] = entry
         return out
 

@@ -373,7 +373,7 @@ class Trainer:
         tokens_seen, interrupted, last_saved = 0, False, None
         first_step = self.step
         last_tick = clock_seconds(c.clock)
-        saved_at = self.seconds
+        saved_at = started_at = self.seconds
         restore_sigterm = _sigterm_as_interrupt()
         try:
             while self.step < c.steps:
@@ -392,11 +392,11 @@ class Trainer:
                 self.step += 1
                 tokens_seen += result.n_tokens * self.world_size
                 if self.step == first_step + 1:
-                    bar.write(_first_step_line(self.seconds - saved_at, tokens.shape, self.device))
+                    bar.write(_first_step_line(self.seconds - started_at, tokens.shape, self.device))
                 record = {"step": self.step, "seconds": round(self.seconds, 3), "loss_bits": result.bits_per_token,
                           "grad_norm": float(grad_norm), "lr": self.scheduler.get_last_lr()[0]}
                 bar.advance(self.step, self.seconds, bits=f"{result.bits_per_token:.3f}",
-                            tok_s=f"{tokens_seen / max(self.seconds - saved_at, 1e-9):.0f}")
+                            tok_s=f"{tokens_seen / max(self.seconds - started_at, 1e-9):.0f}")
                 out_of_time = self._agree(c.time_budget_s is not None and self.seconds >= c.time_budget_s)
                 if self.step % c.eval_every == 0 or self.step == c.steps or out_of_time:
                     valid = self.validate() if self.rank == 0 else None

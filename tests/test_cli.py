@@ -11,7 +11,7 @@ from symusic import Score
 
 from smdim.cli import build_parser, main
 
-COMMANDS = ("train", "generate", "infill", "continue", "evaluate", "demo")
+COMMANDS = ("corpora", "train", "generate", "infill", "continue", "evaluate", "study", "demo")
 
 
 @pytest.fixture(scope="module")
@@ -47,10 +47,11 @@ def _midi_files(folder):
     return sorted(Path(folder).glob("*.mid"))
 
 
-def test_generate_writes_playable_midi_and_piano_rolls(checkpoint, tmp_path):
+@pytest.mark.parametrize("order", ["random", "confidence"])
+def test_generate_writes_playable_midi_and_piano_rolls(checkpoint, tmp_path, order):
     out = tmp_path / "gen"
     assert main(["--threads", "1", "generate", "--checkpoint", str(checkpoint), "--n", "2", "--steps", "4",
-                 "--out", str(out), "--pitch-range", "60", "72", "--max-chord", "2"]) == 0
+                 "--out", str(out), "--pitch-range", "60", "72", "--max-chord", "2", "--order", order]) == 0
     files = _midi_files(out)
     assert len(files) == 2 and all((f.with_suffix(".png")).is_file() for f in files)
     for f in files:

@@ -439,3 +439,29 @@ def test_confidence_order_keeps_clamped_tokens_and_is_seeded():
     assert torch.equal(a, b) and torch.equal(a[~region], tokens[~region]) and not (a == MASK).any()
     with pytest.raises(ValueError, match="order"):
         sample(model, tokens, steps=2, mask_id=MASK, order="left-to-right")
+
+
+def test_priority_reveals_chosen_tokens_first():
+    """order='confidence' with a priority on the Bar token: bar lines come before anything else."""
+    class FlatWithBars(torch.nn.Module):
+        def forward(self, tokens):
+            logits = torch.zeros(*tokens.shape, VOCAB)
+            logits[:, ::5, BAR] = 2.0      # every 5th position prefers a Bar, but not surely
+            logits[:, 1::5, PITCHES[0]] = 8.0  # these are surer, yet not prioritised
+            return logits
+
+    seen = []
+
+    class Spy(FlatWithBars):
+        def forward(self, tokens):
+            seen.append(tokens.clone())
+            return super().forward(tokens)
+
+    priority = torch.zeros(VOCAB)
+    priority[BAR] = 1e4
+    out, _ = sample(Spy(), torch.full((1, 20), MASK), steps=5, mask_id=MASK, order="confidence",
+                    confidence_noise=0.0, priority=priority, generator=torch.Generator().manual_seed(0))
+    first = (seen[1][0] != MASK).nonzero().flatten().tolist()  # 4 revealed by the first step
+    assert all(seen[1][0, i] == BAR for i in first) and len(first) == 4
+    with pytest.raises(ValueError, match="priority"):
+        sample(Spy(), torch.full((1, 4), MASK), steps=2, mask_id=MASK, priority=priority)

@@ -140,3 +140,35 @@ def test_abc_batches_go_on_after_abc2midi_stops_midway(monkeypatch):
     assert out[:2] == ["score of T:t0", "score of T:t1"] and out[3:] == [f"score of T:t{i}" for i in (3, 4, 5)]
     assert isinstance(out[2], RuntimeError) and alone == [tunes[2]]
     assert runs == [6, 4, 3]
+
+
+def test_long_crops_of_real_polyphony_start_at_bars_and_fill_the_window(tmp_path):
+    """Palestrina-length pieces at 2048 tokens: every training crop starts at a Bar and holds 2048 real
+    tokens when the piece is longer; evaluation windows start at bars and cover each piece once."""
+    import torch
+
+    from smdim.data import TokenDataset
+    from smdim.tokenizer import bar_id
+
+    folder = tmp_path / "scores"
+    folder.mkdir()
+    longest = sorted(corpus_files("trecento"), key=lambda f: f.stat().st_size)[-2:]
+    for f in longest:
+        shutil.copy(f, folder / f.name)
+    corpus = load_corpus(folder, cache_dir=tmp_path / "cache", num_workers=0)
+    assert min(len(p) for p in corpus.pieces) > 2 * 2048
+    bar = bar_id(corpus.tokenizer)
+    train = TokenDataset(corpus.pieces, 2048, tokenizer=corpus.tokenizer, seed=0, transpose=3)
+    assert len(train) == sum(-(-len(p) // 2048) for p in corpus.pieces)
+    for i in range(len(train)):
+        item = train[i]
+        assert item["tokens"][0].item() == bar and item["pad_mask"].all()
+    windows = TokenDataset(corpus.pieces, 2048, tokenizer=corpus.tokenizer, train=False)
+    covered = {}
+    for i in range(len(windows)):
+        item = windows[i]
+        n = int(item["pad_mask"].sum())
+        assert item["tokens"][0].item() == bar and n <= 2048
+        covered[item["piece"]] = covered.get(item["piece"], 0) + n
+    assert covered == {i: len(p) for i, p in enumerate(corpus.pieces)}
+    assert torch.is_tensor(windows[0]["tokens"])

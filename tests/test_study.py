@@ -26,7 +26,7 @@ def test_steps_matched_reads_both_curves_at_the_common_step():
 
 
 def tiny_config():
-    return StudyConfig(cells=["han@32:1"], n=4, steps=2, curve_steps=(2,), curve_n=2, orders=("random", "confidence"),
+    return StudyConfig(cells=["han@32:1"], n=4, steps=2, curve_steps=(2,), curve_n=2,
                        drift_min_len=32, drift_n=3, n_boot=5, warmup=2)
 
 
@@ -53,7 +53,7 @@ def test_an_interrupted_study_resumes_and_keeps_finished_stages(tmp_path, monkey
     assert (cell / "evaluation.json").stat().st_mtime_ns == evaluation                     # not re-evaluated
     curve = json.loads((cell / "curve.json").read_text())
     assert {(p["model"], p["order"]) for p in curve["points"]} == {
-        (m, o) for m in ("SMDIM", "transformer") for o in ("random", "confidence")}
+        (m, o) for m in ("SMDIM", "transformer") for o in ("random", "confidence", "anchors")}
     drift = json.loads((cell / "drift.json").read_text())
     assert set(drift["lengths"]) == {"32", "64"}
     report = path.read_text()
@@ -86,3 +86,16 @@ def test_study_help_and_bad_cells(capsys, tmp_path):
     assert "continues where it stopped" in " ".join(capsys.readouterr().out.split())
     assert main(["study", "--out", str(tmp_path / "s"), "--cells", "bach@100"]) == 2
     assert "corpus@length" in capsys.readouterr().err
+
+
+def test_study_orders_map_to_sampler_arguments():
+    from smdim.study import order_kwargs
+    from smdim.tokenizer import bar_id, make_tokenizer
+
+    tok = make_tokenizer()
+    assert order_kwargs("random", tok) == {"order": "random"}
+    anchors = order_kwargs("anchors", tok)
+    assert anchors["order"] == "confidence" and anchors["priority"][bar_id(tok)] > 0
+    assert int((anchors["priority"] > 0).sum()) == 1 + len([t for t in tok.vocab if t.startswith("TimeSig_")])
+    with pytest.raises(UserError, match="unmasking order"):
+        order_kwargs("sideways", tok)
