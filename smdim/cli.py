@@ -73,7 +73,14 @@ def _add_sampling_args(p):
     p.add_argument("--max-chord", type=positive_int, metavar="K", help="at most K notes may start together")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
     p.add_argument("--out", default="smdim_out", help="output folder (default smdim_out)")
+    _add_wav_arg(p)
     _add_device_arg(p)
+
+
+def _add_wav_arg(p):
+    p.add_argument("--wav", action="store_true",
+                   help="also write a .wav beside every .mid (offline General-MIDI rendering; needs tinysoundfont: "
+                        "pip install --no-deps tinysoundfont==0.3.7)")
 
 
 def build_parser():
@@ -217,6 +224,7 @@ def build_parser():
     p.add_argument("--n", type=positive_int, default=48, help="pieces per model for the evaluation (default 48)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier demo in OUT")
     p.add_argument("--cache-dir")
+    _add_wav_arg(p)
     _add_device_arg(p)
     return parser
 

@@ -99,17 +99,29 @@ def _sampling(run, args):
                 constraints=_constraints(run.tokenizer, args), generator=torch.Generator().manual_seed(args.seed))
 
 
+def _check_wav(args):
+    """Fail before any sampling when --wav cannot be honoured (the message names the install line)."""
+    if getattr(args, "wav", False):
+        from .audio import AudioUnavailable, check_available
+
+        try:
+            check_available()
+        except AudioUnavailable as exc:
+            raise UserError(str(exc)) from None
+
+
 def run_generate(args):
     from .generation import write_piece
     from .sampling import generate_long
     from .tokenizer import bar_id
 
+    _check_wav(args)
     run = load_run(args.checkpoint, use_ema=not args.no_ema, device=args.device)
     tokens = generate_long(run.model, args.n, args.length or run.seq_len, window=run.seq_len,
                            bar_id=bar_id(run.tokenizer), progress=True, **_sampling(run, args))
     for i, ids in enumerate(tokens.tolist()):
-        midi, png, score = write_piece(run.tokenizer, ids, args.out, f"sample_{i}")
-        print(f"wrote {midi} ({score.note_num()} notes) and {png}")
+        midi, png, score = write_piece(run.tokenizer, ids, args.out, f"sample_{i}", wav=args.wav)
+        print(f"wrote {_written(midi, png, args)} ({score.note_num()} notes)")
 
 
 def run_infill(args):
@@ -117,6 +129,7 @@ def run_infill(args):
     from .sampling import infill
     from .tokenizer import encode
 
+    _check_wav(args)
     run = load_run(args.checkpoint, use_ema=not args.no_ema, device=args.device)
     tok = run.tokenizer
     ids = encode(tok, _read_midi(args.midi))
@@ -127,11 +140,11 @@ def run_infill(args):
     out = infill(run.model, tokens.repeat(args.n, 1), region.repeat(args.n, 1), window=run.seq_len, progress=True,
                  **_sampling(run, args))
     span = bar_beats(tok, ids, *args.bars)
-    write_piece(tok, ids, args.out, "original", highlight=[span])
+    write_piece(tok, ids, args.out, "original", highlight=[span], wav=args.wav)
     for i, row in enumerate(out.tolist()):
         midi, png, _ = write_piece(tok, row, args.out, f"infill_{i}", highlight=[span],
-                                   title=f"infill of bars {args.bars[0]}-{args.bars[1]}")
-        print(f"wrote {midi} and {png}")
+                                   title=f"infill of bars {args.bars[0]}-{args.bars[1]}", wav=args.wav)
+        print(f"wrote {_written(midi, png, args)}")
 
 
 def run_continue(args):
@@ -139,6 +152,7 @@ def run_continue(args):
     from .sampling import continue_sequence
     from .tokenizer import bar_id
 
+    _check_wav(args)
     run = load_run(args.checkpoint, use_ema=not args.no_ema, device=args.device)
     ids = prefix_tokens(run.tokenizer, _read_midi(args.midi), args.prefix_bars)
     prefix = torch.tensor(ids, dtype=torch.long).repeat(args.n, 1)
@@ -148,8 +162,12 @@ def run_continue(args):
     out = continue_sequence(run.model, prefix, length, window=run.seq_len, bar_id=bar_id(run.tokenizer),
                             **_sampling(run, args))
     for i, row in enumerate(out.tolist()):
-        midi, png, _ = write_piece(run.tokenizer, row, args.out, f"continuation_{i}")
-        print(f"wrote {midi} and {png}")
+        midi, png, _ = write_piece(run.tokenizer, row, args.out, f"continuation_{i}", wav=args.wav)
+        print(f"wrote {_written(midi, png, args)}")
+
+
+def _written(midi, png, args):
+    return f"{midi}, {png} and {midi.with_suffix('.wav')}" if args.wav else f"{midi} and {png}"
 
 
 def _test_corpus(run, args, baseline=None):
@@ -238,5 +256,6 @@ def run_study(args):
 def run_demo(args):
     from .demo import run_demo as demo
 
+    _check_wav(args)
     return demo(out=Path(args.out), time_budget=args.time_budget, seed=args.seed, n=args.n,
-                cache_dir=args.cache_dir, device=resolve_device(args.device), overwrite=args.overwrite)
+                cache_dir=args.cache_dir, device=resolve_device(args.device), overwrite=args.overwrite, wav=args.wav)

@@ -38,7 +38,7 @@ def _plot_curves(histories, path):
 
 
 def run_demo(out: Path, time_budget: float = 480.0, seed: int = 0, n: int = 48, cache_dir=None, steps: int = 32,
-             device=None, overwrite: bool = False):
+             device=None, overwrite: bool = False, wav: bool = False):
     from . import metrics
     from .data import load_corpus
     from .evaluation import evaluate, reference_windows, sample_pieces, training_pitch_range
@@ -81,7 +81,8 @@ def run_demo(out: Path, time_budget: float = 480.0, seed: int = 0, n: int = 48, 
     free = sample_pieces(smdim, tok, 4, SEQ_LEN, steps=steps, seed=seed)
     constrained = sample_pieces(smdim, tok, 4, SEQ_LEN, steps=steps, seed=seed, constraints=constraints)
     for i, ids in enumerate(constrained):
-        midi, _, score = write_piece(tok, ids, out / "generated", f"smdim_{i}", title=f"SMDIM-tiny sample {i}")
+        midi, _, score = write_piece(tok, ids, out / "generated", f"smdim_{i}", title=f"SMDIM-tiny sample {i}",
+                                     wav=wav)
         print(f"[demo] wrote {midi} ({score.note_num()} notes)")
 
     # 3. Infill bars 2-3 of held-out pieces; every other token must survive.
@@ -94,9 +95,10 @@ def run_demo(out: Path, time_budget: float = 480.0, seed: int = 0, n: int = 48, 
                         generator=torch.Generator().manual_seed(seed + i), constraints=constraints)[0].cpu()
         kept_all &= bool(torch.equal(filled[~region], tokens[~region]))
         span = bar_beats(tok, ids, 2, 3)
-        write_piece(tok, ids, out / "infilled", f"original_{i}", highlight=[span], title=f"held-out piece {i}")
+        write_piece(tok, ids, out / "infilled", f"original_{i}", highlight=[span], title=f"held-out piece {i}",
+                    wav=wav)
         midi, _, _ = write_piece(tok, filled.tolist(), out / "infilled", f"infill_{i}", highlight=[span],
-                                 title=f"piece {i}, bars 2-3 infilled by SMDIM-tiny")
+                                 title=f"piece {i}, bars 2-3 infilled by SMDIM-tiny", wav=wav)
         print(f"[demo] wrote {midi}")
 
     # 4. Evaluate both models against the test split.

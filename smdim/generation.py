@@ -72,12 +72,17 @@ def prefix_tokens(tok, score, n_bars: int) -> List[int]:
     return ids
 
 
-def write_piece(tok, ids, out_dir, name, *, title=None, highlight=None):
-    """Decode ids to `<name>.mid` and `<name>.png` in out_dir; returns (midi_path, png_path, score)."""
+def write_piece(tok, ids, out_dir, name, *, title=None, highlight=None, wav=False):
+    """Decode ids to `<name>.mid` and `<name>.png` (and `<name>.wav` with wav=True, see
+    smdim.audio) in out_dir; returns (midi_path, png_path, score)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     score = decode(tok, [int(i) for i in ids])
     midi_path = out_dir / f"{name}.mid"
     score.dump_midi(str(midi_path))
     png_path = save_pianoroll(score, out_dir / f"{name}.png", title=title or name, highlight=highlight)
+    if wav:
+        from .audio import render_wav
+
+        render_wav(score, out_dir / f"{name}.wav")
     return midi_path, png_path, score
