@@ -74,10 +74,10 @@ def run_train(args):
     return 130 if result.interrupted else 0
 
 
-def _constraints(tok, args):
+def _constraints(tok, args, keep_structure=False):
     from .generation import make_constraints
 
-    return make_constraints(tok, args.pitch_range, args.max_chord)
+    return make_constraints(tok, args.pitch_range, args.max_chord, keep_structure=keep_structure)
 
 
 def _read_midi(path):
@@ -92,11 +92,12 @@ def _read_midi(path):
         raise UserError(f"--midi: cannot read {path} as MIDI ({exc})") from None
 
 
-def _sampling(run, args):
+def _sampling(run, args, keep_structure=False):
+    """Sampler keywords from the arguments; keep_structure (infilling) keeps the bar grid."""
     from .tokenizer import mask_id
 
     return dict(steps=args.steps, mask_id=mask_id(run.tokenizer), temperature=args.temperature, order=args.order,
-                constraints=_constraints(run.tokenizer, args), generator=torch.Generator().manual_seed(args.seed))
+                constraints=_constraints(run.tokenizer, args, keep_structure), generator=torch.Generator().manual_seed(args.seed))
 
 
 def _check_wav(args):
@@ -138,7 +139,7 @@ def run_infill(args):
     tokens = torch.tensor(ids, dtype=torch.long)
     region = bar_region(tok, tokens, *args.bars)
     out = infill(run.model, tokens.repeat(args.n, 1), region.repeat(args.n, 1), window=run.seq_len, progress=True,
-                 **_sampling(run, args))
+                 **_sampling(run, args, keep_structure=True))
     span = bar_beats(tok, ids, *args.bars)
     write_piece(tok, ids, args.out, "original", highlight=[span], wav=args.wav)
     for i, row in enumerate(out.tolist()):

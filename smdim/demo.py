@@ -77,6 +77,7 @@ def run_demo(out: Path, time_budget: float = 480.0, seed: int = 0, n: int = 48, 
     # 2. Generate, with and without constraints.
     pitch_range = training_pitch_range(corpus)
     constraints = make_constraints(tok, pitch_range, MAX_CHORD)
+    infill_constraints = make_constraints(tok, pitch_range, MAX_CHORD, keep_structure=True)
     smdim = models["SMDIM-tiny"]
     free = sample_pieces(smdim, tok, 4, SEQ_LEN, steps=steps, seed=seed)
     constrained = sample_pieces(smdim, tok, 4, SEQ_LEN, steps=steps, seed=seed, constraints=constraints)
@@ -92,7 +93,7 @@ def run_demo(out: Path, time_budget: float = 480.0, seed: int = 0, n: int = 48, 
         tokens = torch.tensor(ids, dtype=torch.long)
         region = bar_region(tok, tokens, 2, 3)
         filled = infill(smdim, tokens[None], region[None], steps=steps, mask_id=mask_id(tok), window=SEQ_LEN,
-                        generator=torch.Generator().manual_seed(seed + i), constraints=constraints)[0].cpu()
+                        generator=torch.Generator().manual_seed(seed + i), constraints=infill_constraints)[0].cpu()
         kept_all &= bool(torch.equal(filled[~region], tokens[~region]))
         span = bar_beats(tok, ids, 2, 3)
         write_piece(tok, ids, out / "infilled", f"original_{i}", highlight=[span], title=f"held-out piece {i}",

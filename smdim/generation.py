@@ -12,10 +12,16 @@ from .sampling import Constraints
 from .tokenizer import bar_id, decode, encode, pitch_tokens, token_ids_by_type
 
 
-def make_constraints(tok, pitch_range: Optional[Sequence[int]] = None, max_chord: Optional[int] = None):
+STRUCTURE_TYPES = ("Bar", "TimeSig")  # the bar grid: kept when infilling, never sampled into a region
+
+
+def make_constraints(tok, pitch_range: Optional[Sequence[int]] = None, max_chord: Optional[int] = None,
+                     keep_structure: bool = False):
     """Constraints for REMI tokens: Pitch tokens carry pitches; Bar and Position tokens start a new
-    onset group (so max_chord bounds the notes starting together). None if nothing is constrained."""
-    if pitch_range is None and max_chord is None:
+    onset group (so max_chord bounds the notes starting together). keep_structure bans Bar and
+    TimeSig tokens (for infilling: a sampled bar line or time signature would move every later
+    note). None if nothing is constrained."""
+    if pitch_range is None and max_chord is None and not keep_structure:
         return None
     vocab = len(tok.vocab)
     pitch_of_token = torch.full((vocab,), -1, dtype=torch.long)
@@ -25,21 +31,32 @@ def make_constraints(tok, pitch_range: Optional[Sequence[int]] = None, max_chord
     by_type = token_ids_by_type(tok)
     for kind in ("Bar", "Position"):
         is_boundary[by_type.get(kind, [])] = True
+    banned = None
+    if keep_structure:
+        banned = torch.zeros(vocab, dtype=torch.bool)
+        for kind in STRUCTURE_TYPES:
+            banned[by_type.get(kind, [])] = True
     return Constraints(pitch_of_token, is_boundary, pitch_range=tuple(pitch_range) if pitch_range else None,
-                       max_chord=max_chord)
+                       max_chord=max_chord, banned=banned)
 
 
 def bar_region(tok, tokens: torch.Tensor, first_bar: int, last_bar: int) -> torch.Tensor:
     """Bool mask (same shape as tokens (L,)) of the tokens inside bars [first_bar, last_bar]
-    (0-based, inclusive); the Bar tokens themselves stay clamped so the bar structure is kept."""
+    (0-based, inclusive); the Bar and TimeSig tokens stay clamped so the bar structure is kept
+    (sample with make_constraints(..., keep_structure=True) so none is added either)."""
     if first_bar < 0 or last_bar < first_bar:
         raise ValueError(f"bars must satisfy 0 <= first <= last; got {first_bar}..{last_bar}")
+    structure = torch.zeros_like(tokens, dtype=torch.bool)
+    for kind in STRUCTURE_TYPES:
+        ids = token_ids_by_type(tok).get(kind, [])
+        if ids:
+            structure |= torch.isin(tokens, torch.tensor(ids, dtype=tokens.dtype, device=tokens.device))
     is_bar = tokens == bar_id(tok)
     bar_index = torch.cumsum(is_bar.long(), dim=-1) - 1          # bar number of every token
     n_bars = int(is_bar.sum())
     if first_bar >= n_bars:
         raise ValueError(f"the piece has {n_bars} bars (0..{n_bars - 1}); cannot infill bar {first_bar}")
-    return (bar_index >= first_bar) & (bar_index <= last_bar) & ~is_bar
+    return (bar_index >= first_bar) & (bar_index <= last_bar) & ~structure
 
 
 def bar_beats(tok, tokens: Sequence[int], first_bar: int, last_bar: int) -> Tuple[float, float]:

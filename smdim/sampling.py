@@ -30,11 +30,14 @@ class Constraints:
     pitch_range: (low, high) inclusive; Pitch tokens outside it are never sampled.
     max_chord: at most this many notes start at one onset (Pitch tokens between two boundary
         tokens); None = unlimited.
+    banned: (vocab,) bool, tokens never sampled (e.g. Bar and TimeSig when infilling, so the bar
+        grid, and with it every note outside the region, stays where it was); None = none.
     """
     pitch_of_token: torch.Tensor
     is_boundary: torch.Tensor
     pitch_range: Optional[Sequence[int]] = None
     max_chord: Optional[int] = None
+    banned: Optional[torch.Tensor] = None
 
     def __post_init__(self):
         if self.pitch_range is not None:
@@ -49,8 +52,8 @@ class Constraints:
         return self.pitch_of_token >= 0
 
     def static_logit_mask(self):
-        """(vocab,) bool: tokens never allowed (pitches out of range)."""
-        banned = torch.zeros_like(self.is_boundary)
+        """(vocab,) bool: tokens never allowed (pitches out of range, `banned`)."""
+        banned = torch.zeros_like(self.is_boundary) if self.banned is None else self.banned.clone()
         if self.pitch_range is not None:
             low, high = self.pitch_range
             banned |= self.is_pitch & ((self.pitch_of_token < low) | (self.pitch_of_token > high))
