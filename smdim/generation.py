@@ -15,6 +15,12 @@ from .tokenizer import bar_id, decode, encode, pitch_tokens, token_ids_by_type
 STRUCTURE_TYPES = ("Bar", "TimeSig")  # the bar grid: kept when infilling, never sampled into a region
 
 
+def structure_ids(tok) -> List[int]:
+    """Token ids of the bar grid (STRUCTURE_TYPES)."""
+    by_type = token_ids_by_type(tok)
+    return [i for kind in STRUCTURE_TYPES for i in by_type.get(kind, [])]
+
+
 def make_constraints(tok, pitch_range: Optional[Sequence[int]] = None, max_chord: Optional[int] = None,
                      keep_structure: bool = False):
     """Constraints for REMI tokens: Pitch tokens carry pitches; Bar and Position tokens start a new
@@ -34,8 +40,7 @@ def make_constraints(tok, pitch_range: Optional[Sequence[int]] = None, max_chord
     banned = None
     if keep_structure:
         banned = torch.zeros(vocab, dtype=torch.bool)
-        for kind in STRUCTURE_TYPES:
-            banned[by_type.get(kind, [])] = True
+        banned[structure_ids(tok)] = True
     return Constraints(pitch_of_token, is_boundary, pitch_range=tuple(pitch_range) if pitch_range else None,
                        max_chord=max_chord, banned=banned)
 
@@ -46,11 +51,7 @@ def bar_region(tok, tokens: torch.Tensor, first_bar: int, last_bar: int) -> torc
     (sample with make_constraints(..., keep_structure=True) so none is added either)."""
     if first_bar < 0 or last_bar < first_bar:
         raise ValueError(f"bars must satisfy 0 <= first <= last; got {first_bar}..{last_bar}")
-    structure = torch.zeros_like(tokens, dtype=torch.bool)
-    for kind in STRUCTURE_TYPES:
-        ids = token_ids_by_type(tok).get(kind, [])
-        if ids:
-            structure |= torch.isin(tokens, torch.tensor(ids, dtype=tokens.dtype, device=tokens.device))
+    structure = torch.isin(tokens, torch.tensor(structure_ids(tok), dtype=tokens.dtype, device=tokens.device))
     is_bar = tokens == bar_id(tok)
     bar_index = torch.cumsum(is_bar.long(), dim=-1) - 1          # bar number of every token
     n_bars = int(is_bar.sum())
