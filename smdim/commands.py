@@ -74,10 +74,12 @@ def run_train(args):
     return 130 if result.interrupted else 0
 
 
-def _constraints(tok, args, keep_structure=False):
-    from .generation import make_constraints
+def _constraints(tok, args, region_of=None):
+    from .generation import infill_constraints, make_constraints
 
-    return make_constraints(tok, args.pitch_range, args.max_chord, keep_structure=keep_structure)
+    if region_of is not None:
+        return infill_constraints(tok, *region_of, pitch_range=args.pitch_range, max_chord=args.max_chord)
+    return make_constraints(tok, args.pitch_range, args.max_chord)
 
 
 def _read_midi(path):
@@ -92,12 +94,13 @@ def _read_midi(path):
         raise UserError(f"--midi: cannot read {path} as MIDI ({exc})") from None
 
 
-def _sampling(run, args, keep_structure=False):
-    """Sampler keywords from the arguments; keep_structure (infilling) keeps the bar grid."""
+def _sampling(run, args, region_of=None):
+    """Sampler keywords from the arguments; region_of = (tokens, region) when infilling (keeps the
+    bar grid and every note outside the region, see generation.infill_constraints)."""
     from .tokenizer import mask_id
 
     return dict(steps=args.steps, mask_id=mask_id(run.tokenizer), temperature=args.temperature, order=args.order,
-                constraints=_constraints(run.tokenizer, args, keep_structure), generator=torch.Generator().manual_seed(args.seed))
+                constraints=_constraints(run.tokenizer, args, region_of), generator=torch.Generator().manual_seed(args.seed))
 
 
 def _check_wav(args):
@@ -139,7 +142,7 @@ def run_infill(args):
     tokens = torch.tensor(ids, dtype=torch.long)
     region = bar_region(tok, tokens, *args.bars)
     out = infill(run.model, tokens.repeat(args.n, 1), region.repeat(args.n, 1), window=run.seq_len, progress=True,
-                 **_sampling(run, args, keep_structure=True))
+                 **_sampling(run, args, region_of=(tokens, region)))
     span = bar_beats(tok, ids, *args.bars)
     write_piece(tok, ids, args.out, "original", highlight=[span], wav=args.wav)
     for i, row in enumerate(out.tolist()):

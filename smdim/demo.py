@@ -42,7 +42,7 @@ def run_demo(out: Path, time_budget: float = 480.0, seed: int = 0, n: int = 48, 
     from . import metrics
     from .data import load_corpus
     from .evaluation import evaluate, reference_windows, sample_pieces, training_pitch_range
-    from .generation import bar_region, bar_beats, make_constraints, write_piece
+    from .generation import bar_region, bar_beats, infill_constraints, make_constraints, write_piece
     from .pipeline import UserError, train_model
     from .sampling import infill
     from .tokenizer import decode, mask_id
@@ -77,7 +77,6 @@ def run_demo(out: Path, time_budget: float = 480.0, seed: int = 0, n: int = 48, 
     # 2. Generate, with and without constraints.
     pitch_range = training_pitch_range(corpus)
     constraints = make_constraints(tok, pitch_range, MAX_CHORD)
-    infill_constraints = make_constraints(tok, pitch_range, MAX_CHORD, keep_structure=True)
     smdim = models["SMDIM-tiny"]
     free = sample_pieces(smdim, tok, 4, SEQ_LEN, steps=steps, seed=seed)
     constrained = sample_pieces(smdim, tok, 4, SEQ_LEN, steps=steps, seed=seed, constraints=constraints)
@@ -93,7 +92,8 @@ def run_demo(out: Path, time_budget: float = 480.0, seed: int = 0, n: int = 48, 
         tokens = torch.tensor(ids, dtype=torch.long)
         region = bar_region(tok, tokens, 2, 3)
         filled = infill(smdim, tokens[None], region[None], steps=steps, mask_id=mask_id(tok), window=SEQ_LEN,
-                        generator=torch.Generator().manual_seed(seed + i), constraints=infill_constraints)[0].cpu()
+                        generator=torch.Generator().manual_seed(seed + i),
+                        constraints=infill_constraints(tok, tokens, region, pitch_range, MAX_CHORD))[0].cpu()
         kept_all &= bool(torch.equal(filled[~region], tokens[~region]))
         span = bar_beats(tok, ids, 2, 3)
         write_piece(tok, ids, out / "infilled", f"original_{i}", highlight=[span], title=f"held-out piece {i}",

@@ -2,6 +2,7 @@
 MIDI prefixes for continuation, and writing pieces (.mid + piano-roll PNG)."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
@@ -9,7 +10,8 @@ import torch
 
 from .pianoroll import save_pianoroll
 from .sampling import Constraints
-from .tokenizer import bar_id, decode, encode, pitch_tokens, token_ids_by_type
+from .remi import bar_position_limits
+from .tokenizer import bar_id, decode, encode, pitch_tokens, position_tokens, token_ids_by_type
 
 
 STRUCTURE_TYPES = ("Bar", "TimeSig")  # the bar grid: kept when infilling, never sampled into a region
@@ -45,10 +47,45 @@ def make_constraints(tok, pitch_range: Optional[Sequence[int]] = None, max_chord
                        max_chord=max_chord, banned=banned)
 
 
+def infill_constraints(tok, tokens: torch.Tensor, region: torch.Tensor,
+                       pitch_range: Optional[Sequence[int]] = None, max_chord: Optional[int] = None):
+    """Constraints for infilling `region` (bool (L,)) of `tokens` (L,) so that every token outside it
+    decodes where it was: no Bar or TimeSig is sampled (the bar grid stays), no Position past the
+    end of its bar (it would land in the next bar), and no Position in front of a kept note whose
+    own Position comes earlier (the note would move to the new one) — kept notes inside the region
+    (locked notes, other tracks) therefore stay put too. Plus pitch_range / max_chord as in
+    make_constraints. banned_at is (L, vocab): slice it with .window() for windowed infilling."""
+    if tokens.dim() != 1 or region.shape != tokens.shape:
+        raise ValueError(f"tokens and region must be 1-D of one length; got {tuple(tokens.shape)} and "
+                         f"{tuple(region.shape)}")
+    constraints = make_constraints(tok, pitch_range, max_chord, keep_structure=True)
+    ids = tokens.tolist()
+    length, vocab = len(ids), len(tok.vocab)
+    position_value = torch.full((vocab,), -1, dtype=torch.long)
+    for token_id, value in position_tokens(tok).items():
+        position_value[token_id] = value
+    is_position = position_value >= 0
+    limits = torch.from_numpy(bar_position_limits(tok, ids))                      # (L,)
+    banned_at = is_position & (position_value[None, :] >= limits[:, None])        # (L, vocab)
+    # next token outside the region, to the right of every position
+    known = ~region.cpu().bool()
+    index = torch.where(known, torch.arange(length), torch.full((length,), length))
+    next_known = torch.flip(torch.cummin(torch.flip(index, [0]), 0).values, [0])
+    next_known = torch.cat([next_known[1:], torch.tensor([length])])
+    is_note_token = torch.zeros(vocab + 1, dtype=torch.bool)
+    by_type = token_ids_by_type(tok)
+    for kind in ("Pitch", "Velocity", "Duration"):
+        is_note_token[by_type.get(kind, [])] = True
+    padded = torch.cat([tokens.cpu().long(), torch.tensor([vocab])])             # index L -> "none"
+    before_kept_note = is_note_token[padded[next_known]]                          # (L,)
+    banned_at |= before_kept_note[:, None] & is_position[None, :]
+    return replace(constraints, banned_at=banned_at)
+
+
 def bar_region(tok, tokens: torch.Tensor, first_bar: int, last_bar: int) -> torch.Tensor:
     """Bool mask (same shape as tokens (L,)) of the tokens inside bars [first_bar, last_bar]
     (0-based, inclusive); the Bar and TimeSig tokens stay clamped so the bar structure is kept
-    (sample with make_constraints(..., keep_structure=True) so none is added either)."""
+    (sample with infill_constraints so none is added and no note leaves its bar)."""
     if first_bar < 0 or last_bar < first_bar:
         raise ValueError(f"bars must satisfy 0 <= first <= last; got {first_bar}..{last_bar}")
     structure = torch.isin(tokens, torch.tensor(structure_ids(tok), dtype=tokens.dtype, device=tokens.device))

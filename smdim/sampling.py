@@ -12,7 +12,7 @@ time input, so when a step reveals nothing its last forward pass is reused.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional, Sequence
 
 import torch
@@ -32,12 +32,16 @@ class Constraints:
         tokens); None = unlimited.
     banned: (vocab,) bool, tokens never sampled (e.g. Bar and TimeSig when infilling, so the bar
         grid, and with it every note outside the region, stays where it was); None = none.
+    banned_at: (L, vocab) or (batch, L, vocab) bool, tokens never sampled at that position of the
+        sequence (e.g. Positions past a bar's end); it must match the length sampled — `window`
+        slices it for windowed infilling. None = none.
     """
     pitch_of_token: torch.Tensor
     is_boundary: torch.Tensor
     pitch_range: Optional[Sequence[int]] = None
     max_chord: Optional[int] = None
     banned: Optional[torch.Tensor] = None
+    banned_at: Optional[torch.Tensor] = None
 
     def __post_init__(self):
         if self.pitch_range is not None:
@@ -58,6 +62,12 @@ class Constraints:
             low, high = self.pitch_range
             banned |= self.is_pitch & ((self.pitch_of_token < low) | (self.pitch_of_token > high))
         return banned
+
+    def window(self, start, stop):
+        """These constraints for the positions [start, stop) of the sequence."""
+        if self.banned_at is None:
+            return self
+        return replace(self, banned_at=self.banned_at[..., start:stop, :])
 
     def _spans(self, x, mask_id):
         """(span id, known Pitch) per position, both (batch, L): a known boundary opens a new span."""
@@ -95,6 +105,10 @@ class Constraints:
         """Ban out-of-range pitches everywhere and any Pitch where the span is full. In place."""
         banned = self.static_logit_mask().to(log_probs.device)
         log_probs[..., banned] = -math.inf
+        if self.banned_at is not None:
+            if self.banned_at.shape[-2] != x.shape[1]:
+                raise ValueError(f"banned_at covers {self.banned_at.shape[-2]} positions; the sequence has {x.shape[1]}")
+            log_probs.masked_fill_(self.banned_at.to(log_probs.device), -math.inf)
         if self.max_chord is not None:
             full = self.chord_counts(x, mask_id) >= self.max_chord          # (batch, L)
             pitch_cols = self.is_pitch.to(log_probs.device)
@@ -244,8 +258,11 @@ def infill(model, tokens, region, *, steps, mask_id, window=None, progress=False
         start = first - (window - span) // 2 if span <= window // 2 else first - window // 4
         start = max(0, min(start, length - window))
         before = int((x == mask_id).sum())
+        window_kwargs = dict(kwargs)
+        if window_kwargs.get("constraints") is not None:
+            window_kwargs["constraints"] = window_kwargs["constraints"].window(start, start + window)
         x[:, start:start + window] = sample(model, x[:, start:start + window], steps=steps, mask_id=mask_id,
-                                            **kwargs)[0]
+                                            **window_kwargs)[0]
         bar.update(before - int((x == mask_id).sum()))
     bar.close()
     return x

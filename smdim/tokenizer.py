@@ -53,6 +53,7 @@ __all__ = [
     "merge_tracks",
     "encode",
     "decode",
+    "kept_token_indices",
     "token_ids_by_type",
     "pitch_tokens",
     "velocity_tokens",
@@ -362,35 +363,38 @@ def _as_int_list(ids: Any) -> List[int]:
     return [int(i) for i in ids]
 
 
-def _repair(tok: REMI, ids: Sequence[int]) -> List[str]:
-    """Tokens (str) of `ids` with special/unknown ids removed and notes kept only when complete
-    (Pitch Velocity Duration, with the Program token before them in a programs stream)."""
+def kept_token_indices(tok: REMI, ids: Sequence[int]) -> List[int]:
+    """Indices of the ids `decode` reads: special/unknown ids removed and notes kept only when
+    complete (Pitch Velocity Duration, right after one another once specials are removed)."""
     table = _id_to_token(tok)
     n = len(table)
     specials = set(special_ids(tok))
-    toks = [table[i] for i in ids if 0 <= i < n and i not in specials]
-    note_len = 1 + int(tok.config.use_velocities) + int(tok.config.using_note_duration_tokens)
+    kept = [i for i, t in enumerate(ids) if 0 <= t < n and t not in specials]
     expected = ["Pitch"] + (["Velocity"] if tok.config.use_velocities else []) + (
         ["Duration"] if tok.config.using_note_duration_tokens else [])
-    out: List[str] = []
-    i = 0
-    while i < len(toks):
-        typ = toks[i].split("_")[0]
+    note_len = len(expected)
+    out: List[int] = []
+    j = 0
+    while j < len(kept):
+        typ = table[ids[kept[j]]].split("_")[0]
         if typ in ("Pitch", "PitchDrum"):
-            group = toks[i:i + note_len]
-            types = [t.split("_")[0] for t in group]
+            group = kept[j:j + note_len]
+            types = [table[ids[i]].split("_")[0] for i in group]
             types[0] = "Pitch"
             if types == expected:
                 out.extend(group)
-                i += note_len
+                j += note_len
                 continue
-            i += 1
-        elif typ in ("Velocity", "Duration"):
-            i += 1  # orphan note attribute
-        else:
-            out.append(toks[i])
-            i += 1
+        elif typ not in ("Velocity", "Duration"):  # orphan note attributes are dropped
+            out.append(kept[j])
+        j += 1
     return out
+
+
+def _repair(tok: REMI, ids: Sequence[int]) -> List[str]:
+    """Tokens (str) that decode reads (see kept_token_indices)."""
+    table = _id_to_token(tok)
+    return [table[ids[i]] for i in kept_token_indices(tok, ids)]
 
 
 def decode(tok: REMI, ids: Sequence[int]) -> Score:
