@@ -7,6 +7,7 @@ here without portaudio's headers, hence the --no-deps install line in INSTALL_HI
 from __future__ import annotations
 
 import importlib.util
+import io
 import wave
 from pathlib import Path
 
@@ -111,15 +112,22 @@ def _generate(synth, n):
     return np.frombuffer(synth.generate_simple(n), dtype=np.float32).reshape(n, 2)
 
 
-def write_wav(samples: np.ndarray, path, sample_rate: int = SAMPLE_RATE) -> Path:
-    """Float samples (n, 2) in [-1, 1] -> 16-bit PCM stereo WAV at `path`."""
-    path = Path(path)
+def wav_bytes(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> bytes:
+    """Float samples (n, 2) in [-1, 1] -> the bytes of a 16-bit PCM stereo WAV file."""
     pcm = np.clip(np.round(samples * 32767.0), -32768, 32767).astype("<i2")
-    with wave.open(str(path), "wb") as f:
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as f:
         f.setnchannels(2)
         f.setsampwidth(2)
         f.setframerate(sample_rate)
         f.writeframes(pcm.tobytes())
+    return buffer.getvalue()
+
+
+def write_wav(samples: np.ndarray, path, sample_rate: int = SAMPLE_RATE) -> Path:
+    """Float samples (n, 2) in [-1, 1] -> 16-bit PCM stereo WAV at `path`."""
+    path = Path(path)
+    path.write_bytes(wav_bytes(samples, sample_rate))
     return path
 
 

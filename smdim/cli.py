@@ -213,6 +213,23 @@ def build_parser():
     p.add_argument("--cache-dir")
     _add_device_arg(p)
 
+    p = sub.add_parser("serve", help="the studio: infill, continue and vary MIDI in the browser, with sound",
+                       description="Starts the local web studio and prints its URL. Upload a MIDI file (or open a "
+                                   "corpus piece, or generate one), select bars and tracks on the piano roll, lock "
+                                   "notes, then infill, continue or draw variations; listen, compare A/B and "
+                                   "download MIDI or WAV. Binds 127.0.0.1 unless --host says otherwise.")
+    p.add_argument("--checkpoint", action="append", required=True, metavar="PATH",
+                   help="a trained run (repeat for several styles; the style is the run's corpus)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
+    p.add_argument("--max-upload-kb", type=positive_int, default=2048, help="largest MIDI upload (default 2048 KB)")
+    p.add_argument("--max-tokens", type=positive_int, default=16384,
+                   help="longest piece, in tokens (default 16384, about 4 minutes of piano)")
+    p.add_argument("--queue", type=positive_int, default=4,
+                   help="sampling requests that may wait; more are refused with 'busy' (default 4)")
+    p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
+    _add_device_arg(p)
+
     p = sub.add_parser("demo", help="the whole pipeline on the embedded Han folk songs, in bounded time",
                        description="Trains SMDIM-tiny and the same-size transformer baseline on the Han folk songs "
                                    "(equal time each), generates and infills pieces, evaluates both, and writes "

@@ -263,3 +263,58 @@ def run_demo(args):
     _check_wav(args)
     return demo(out=Path(args.out), time_budget=args.time_budget, seed=args.seed, n=args.n,
                 cache_dir=args.cache_dir, device=resolve_device(args.device), overwrite=args.overwrite, wav=args.wav)
+
+
+def run_serve(args):
+    import socket
+
+    from .studio.server import Limits, create_app, serve
+
+    models = {}
+    for path in args.checkpoint:
+        run = load_run(path, use_ema=not args.no_ema, device=args.device)
+        style = _style_of(run)
+        if style in models:
+            style = f"{style} ({Path(path).parent.name or path})"
+        models[style] = run
+    limits = Limits(max_upload_bytes=args.max_upload_kb * 1024, max_tokens=args.max_tokens, queue_size=args.queue)
+    app = create_app(models, limits=limits, corpus_pieces=_held_out_pieces(models))
+    try:
+        sock = socket.create_server((args.host, args.port))
+    except OSError as exc:
+        raise UserError(f"--port: cannot listen on {args.host}:{args.port} ({exc.strerror or exc})") from None
+    host, port = sock.getsockname()[:2]
+    print(f"smdim studio: http://{host}:{port}/  (styles: {', '.join(models)}; Ctrl-C stops it)", flush=True)
+    serve(app, sock)
+
+
+def _style_of(run):
+    """A short style name for a run: its corpus (`han`, `bach`, a folder name)."""
+    from .data import HAN_SOURCE
+
+    source = run.record.source if run.record is not None else ""
+    if source == HAN_SOURCE:
+        return "han"
+    if source.startswith("music21:"):
+        return source.split(":", 1)[1]
+    return Path(source).name if source else run.path.parent.name or "model"
+
+
+def _held_out_pieces(models):
+    """style -> [(name, ids)] of up to 24 held-out (test split) pieces of the run's recorded corpus,
+    loaded on first use; [] when the corpus is not at hand."""
+    cache = {}
+
+    def pieces(style):
+        if style not in cache:
+            run = models[style]
+            try:
+                if run.record is None:
+                    raise UserError("no data record")
+                corpus, _ = corpus_of_record(run.record, run.tokenizer, log=lambda line: None)
+                cache[style] = [(corpus.names[i], corpus.pieces[i]) for i in corpus.splits["test"][:24]]
+            except (UserError, OSError, ValueError):
+                cache[style] = []
+        return cache[style]
+
+    return pieces

@@ -165,12 +165,13 @@ def _reveal(x, where, log_probs, temperature, generator):
 @torch.no_grad()
 def sample(model, x_init, *, steps, mask_id, generator=None, temperature=1.0,
            constraints: Optional[Constraints] = None, progress=False, desc="sampling", order="random",
-           confidence_noise=1.0, priority=None):
+           confidence_noise=1.0, priority=None, on_step=None):
     """Fill every MASK of x_init (batch, L) in `steps` steps; other tokens are kept. x_init is moved
     to the model's device; temperature 0 = greedy; order: "random" (ancestral) or "confidence" (see
     the module doc; `confidence_noise` scales its Gumbel noise, times t; `priority`, (vocab,) float,
     is added to the confidence of a drawn token, e.g. a large value for Bar tokens reveals the bar
-    lines first). Returns (tokens (batch, L) on the model's device, number of denoiser calls)."""
+    lines first; `on_step(done, steps)` is called after every step, e.g. for a progress display).
+    Returns (tokens (batch, L) on the model's device, number of denoiser calls)."""
     if steps < 1:
         raise ValueError(f"steps must be >= 1; got {steps}")
     if order not in ORDERS:
@@ -207,6 +208,8 @@ def sample(model, x_init, *, steps, mask_id, generator=None, temperature=1.0,
             reveal &= ~undo
         if reveal.any():
             cached = None
+        if on_step is not None:
+            on_step(steps - k + 1, steps)
     # Constraint repairs can leave a few masks after the last step: finish them (at most a few rounds).
     for _ in range(16):
         masked = x == mask_id

@@ -267,3 +267,31 @@ def test_gradient_checkpointing_flag_and_train_exit_path(checkpoint, tmp_path, c
                  "--cache-dir", cache_dir, "--device", "cpu"]) == 0
     assert load_checkpoint(run / "checkpoint.pt")["train_config"]["gradient_checkpointing"] is True
     assert finished == [0]  # a torchrun worker would exit there
+
+
+def test_serve_prints_its_url_and_answers(checkpoint):
+    import json
+    import socket
+    import urllib.request
+
+    proc = subprocess.Popen([sys.executable, "-m", "smdim.cli", "--threads", "1", "serve", "--checkpoint",
+                             str(checkpoint), "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("smdim studio: http://127.0.0.1:"), line + proc.stderr.read()
+        url = line.split()[2]
+        with urllib.request.urlopen(url + "api/info", timeout=30) as res:
+            info = json.load(res)
+        assert info["styles"] == [{"name": "han", "training_length": 64}]
+        with urllib.request.urlopen(url + "api/corpus", timeout=120) as res:
+            assert len(json.load(res)["pieces"]) > 0         # held-out Han songs to start from
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    busy = socket.create_server(("127.0.0.1", 0))
+    try:
+        proc = subprocess.run([sys.executable, "-m", "smdim.cli", "serve", "--checkpoint", str(checkpoint), "--port",
+                               str(busy.getsockname()[1])], capture_output=True, text=True, timeout=120)
+    finally:
+        busy.close()
+    assert proc.returncode == 2 and "--port: cannot listen on 127.0.0.1" in proc.stderr

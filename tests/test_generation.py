@@ -5,7 +5,7 @@ import pytest
 import torch
 from symusic import Note, Score, TimeSignature, Track
 
-from smdim.generation import bar_region, infill_constraints, make_constraints
+from smdim.generation import bar_region, infill_constraints
 from smdim.model import SMDIM, preset_config
 from smdim.sampling import infill
 from smdim.remi import read

@@ -63,6 +63,6 @@ def test_no_import_circle_in_smdim():
 
 def test_the_generation_path_does_not_import_training_code():
     code = ("import sys, smdim.pipeline, smdim.commands, smdim.sampling, smdim.generation, smdim.checkpoint, "
-            "smdim.evaluation; print('smdim.train' in sys.modules)")
+            "smdim.evaluation, smdim.remi, smdim.studio.server; print('smdim.train' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
