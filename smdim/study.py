@@ -247,6 +247,7 @@ class Study:
         for label, kind in MODELS:
             state = load_checkpoint(self.cell_dir(cell) / kind / FINAL)
             training[label] = {"steps": state["step"], "seconds": state.get("seconds"),
+                               "machines": state.get("machines"),   # None: trained before this was recorded
                                "parameters": sum(v.numel() for k, v in state["ema"].items() if k.startswith("module.")),
                                "curve": [{k: r[k] for k in ("step", "seconds", "valid_bits") if k in r}
                                          for r in state["history"] if "valid_bits" in r]}
@@ -347,7 +348,7 @@ def finish_run(run_dir: Path) -> Path:
 
     state = load_checkpoint(run_dir / "checkpoint.pt")
     keep = ("format_version", "ema", "model_config", "tokenizer", "data", "settings", "history", "step", "seconds",
-            "train_config")
+            "train_config", "machines")
     path = save_checkpoint(run_dir / FINAL, {k: state[k] for k in keep if k in state})
     (run_dir / "checkpoint.pt").unlink()
     return path

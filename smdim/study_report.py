@@ -3,10 +3,10 @@ every cell (whatever is finished so far; unfinished stages are listed as pending
 from __future__ import annotations
 
 import json
-import platform
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from .machine import describe
 from .metrics import format_table
 
 NLL_ROW = "NLL test (bits/token, MDLM bound)"
@@ -50,20 +50,6 @@ def _verdict(diff, lower_is_better: bool) -> str:
     return "SMDIM better" if better else ("SMDIM worse" if worse else "no clear difference")
 
 
-def _machine() -> str:
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
-
-
 def collect(out: Path, cells) -> Dict[str, dict]:
     """{cell name: {"cell": ..., "training": {...}, "evaluation"/"curve"/"drift": stage data or None}}."""
     from .checkpoint import load_checkpoint
@@ -78,12 +64,23 @@ def collect(out: Path, cells) -> Dict[str, dict]:
                 if path.exists():
                     state = load_checkpoint(path)
                     entry["training"][kind] = {"steps": state["step"], "seconds": state.get("seconds", 0.0),
-                                               "done": name == "final.pt"}
+                                               "done": name == "final.pt", "machines": state.get("machines")}
                     break
         for stage in ("evaluation", "curve", "drift"):
             entry[stage] = _read(folder / f"{stage}.json")
         data[cell.name] = entry
     return data
+
+
+def _machine_lines(data) -> List[str]:
+    """Where each run trained: step counts at a CPU budget depend on the machine."""
+    lines = []
+    for name, entry in data.items():
+        runs = [f"{kind} on {', '.join(t['machines']) if t.get('machines') else 'a machine not recorded (trained before runs recorded it)'}"
+                for kind, t in entry["training"].items()]
+        if runs:
+            lines.append(f"- {name}: " + "; ".join(runs))
+    return (["Trained on (step counts at equal CPU time compare only within a cell):", ""] + lines + [""]) if lines else []
 
 
 def _summary_tables(data) -> List[str]:
@@ -290,11 +287,12 @@ def write_study_report(out: Path, config, cells) -> Path:
     plots = _plots(data, out / "plots")
     cell_args = " ".join(f"{c.name}:{c.budget:g}" for c in cells)
     lines = ["# SMDIM vs the transformer baseline: the quality table, measured here", "",
-             f"Machine: {_machine()}. Model preset: {config.preset} (both models; parameter-matched). Each model of a "
+             f"This report was written on: {describe()}. Model preset: {config.preset} (both models; parameter-matched). Each model of a "
              f"cell trains for the cell's budget on the {config.clock} clock, then both are evaluated with {config.n} "
              f"pieces per model, {config.steps} denoising steps, {config.n_boot} bootstrap replicates (seed "
              f"{config.seed}).", "",
              f"Command: `smdim study --out {out} --cells {cell_args}` (rerun it to continue an interrupted study).", ""]
+    lines += _machine_lines(data)
     lines += _summary_tables(data)
     lines += _curve_tables(data)
     lines += _drift_tables(data)

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .diffusion import default_device, diffusion_loss, evaluate_nll
+from .machine import cpu_name
 from .model import SMDIM, SMDIMConfig
 
 
@@ -259,6 +260,7 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(rank_seed(train_config.seed, self.rank))
         self.step = 0
         self.history: List[Dict[str, float]] = []
+        self.machines: List[str] = []            # CPUs of earlier sessions of this run (from its checkpoint)
 
     # --- checkpoints ------------------------------------------------------------------------
 
@@ -290,6 +292,7 @@ class Trainer:
             "model": self.model.state_dict(), "ema": self.ema.state_dict(),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "step": self.step, "seconds": self.seconds, "ranks": self._rank_states(gather), "history": self.history,
+            "machines": sorted(set(self.machines) | {cpu_name()}),   # every CPU this run trained on
             "model_config": self.model_config.to_dict(), "train_config": asdict(self.config),
             "tokenizer": self.tokenizer_config, "data": self.data_record, "settings": self.run_settings,
         }
@@ -317,6 +320,7 @@ class Trainer:
         self.seconds = float(state.get("seconds", 0.0))
         self._load_rank_state(_checkpoint_rank_states(state))
         self.history = list(state["history"])
+        self.machines = list(state.get("machines", []))
         return self.step
 
     def _load_rank_state(self, states):

@@ -60,6 +60,10 @@ def test_an_interrupted_study_resumes_and_keeps_finished_stages(tmp_path, monkey
     assert "han@32" in report and "Quality at equal CPU budget" in report and "Drift" in report
     data = json.loads((out / "study.json").read_text())
     assert data["cells"]["han@32"]["training"]["smdim"]["done"]
+    from smdim.machine import cpu_name
+
+    assert data["cells"]["han@32"]["training"]["transformer"]["machines"] == [cpu_name()]   # kept in final.pt
+    assert f"- han@32: smdim on {cpu_name()}; transformer on {cpu_name()}" in report
     assert all((out / "plots" / p).exists() for p in ("learning_curves.png", "quality_vs_steps.png", "drift.png"))
 
 

@@ -364,3 +364,19 @@ def test_first_step_reports_time_and_memory(tmp_path, capsys):
     make_trainer(tmp_path, steps=2).train()
     out = capsys.readouterr()
     assert "first step:" in out.out + out.err and "GiB" in out.out + out.err
+
+
+def test_checkpoints_record_every_machine_the_run_trained_on(tmp_path, monkeypatch):
+    """Step counts at a CPU budget depend on the CPU, so a run lists each one it trained on (a resumed run
+    keeps the earlier ones)."""
+    import smdim.train as train_module
+
+    monkeypatch.setattr(train_module, "cpu_name", lambda: "CPU A")
+    first = make_trainer(tmp_path, steps=2, eval_every=2, checkpoint_every=2)
+    first.train()
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["machines"] == ["CPU A"]
+    monkeypatch.setattr(train_module, "cpu_name", lambda: "CPU B")
+    again = make_trainer(tmp_path, steps=4, eval_every=2, checkpoint_every=2)
+    again.resume()
+    again.train()
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["machines"] == ["CPU A", "CPU B"]
