@@ -17,13 +17,13 @@ import queue
 import threading
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, get_type_hints
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 
 from .editing import MAX_VARIATIONS, Settings, continue_piece, generate_piece, infill_piece
 from .piece import PieceError, StudioPiece, from_midi
@@ -94,14 +94,10 @@ class Upload(BaseModel):
     data: str                                     # base64 of the file's bytes
 
 
-class SettingsIn(BaseModel):
-    steps: int = 32
-    temperature: float = 1.0
-    seed: int = 0
-    order: str = "random"
-    pitch_low: Optional[int] = None
-    pitch_high: Optional[int] = None
-    max_chord: Optional[int] = None
+# The request's settings are editing.Settings' fields with its defaults (one home); pydantic checks
+# the types, Settings' own checks answer 400 with their message.
+SettingsIn = create_model("SettingsIn", **{f.name: (get_type_hints(Settings)[f.name], f.default)
+                                           for f in fields(Settings)})
 
 
 class JobIn(BaseModel):
@@ -181,7 +177,7 @@ def create_app(models: Dict[str, Any], *, limits: Limits = Limits(), corpus_piec
         styles = [{"name": name, "training_length": int(run.seq_len)} for name, run in models.items()]
         return {"styles": styles, "default_style": default_style, "max_variations": MAX_VARIATIONS,
                 "max_upload_bytes": limits.max_upload_bytes, "max_tokens": limits.max_tokens,
-                "defaults": SettingsIn().model_dump(), "corpus": bool(corpus_pieces)}
+                "defaults": asdict(Settings()), "corpus": bool(corpus_pieces)}
 
     @app.get("/api/corpus")
     def corpus(style: Optional[str] = None):
