@@ -1,4 +1,4 @@
-"""The `smdim` command line: corpora, train, generate, infill, continue, evaluate, study, demo."""
+"""The `smdim` command line: corpora, train, generate, infill, continue, evaluate, study, models, serve, demo."""
 from __future__ import annotations
 
 import argparse
@@ -11,6 +11,8 @@ EXAMPLES = """examples:
   smdim train --data palestrina --seq-len 2048 --out runs/pal --time-budget 3600
   smdim train --data han --out runs/tiny --preset tiny --time-budget 300
   smdim train --data ~/midi --out runs/mine --resume
+  smdim generate --n 2 --wav                        # the bundled han model, MIDI + PNG + WAV in smdim_out/
+  smdim generate --style bach --n 2                 # the bundled chorale model
   smdim generate --checkpoint runs/tiny/checkpoint.pt --n 4 --pitch-range 48 84 --max-chord 4
   smdim infill --checkpoint runs/tiny/checkpoint.pt --midi song.mid --bars 2 3
   smdim continue --checkpoint runs/tiny/checkpoint.pt --midi song.mid --prefix-bars 4 --length 512
@@ -58,6 +60,12 @@ def device_name(text):
 
 def _add_device_arg(p):
     p.add_argument("--device", type=device_name, help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")
+
+
+def _add_model_args(p):
+    p.add_argument("--checkpoint", help="a checkpoint written by smdim train (default: the bundled model of --style)")
+    p.add_argument("--style", help="which bundled model plays when no --checkpoint is given (han, bach, palestrina; "
+                                   "default han; `smdim models` lists them)")
 
 
 def _add_sampling_args(p):
@@ -146,7 +154,7 @@ def build_parser():
 
     p = sub.add_parser("generate", help="generate new pieces", description="Unconditional generation: writes "
                        "OUT/sample_<i>.mid and a piano-roll PNG per piece.")
-    p.add_argument("--checkpoint", required=True, help="a checkpoint written by smdim train")
+    _add_model_args(p)
     p.add_argument("--n", type=positive_int, default=4, help="number of pieces (default 4)")
     p.add_argument("--length", type=positive_int, help="tokens per piece (default: the training length); longer pieces "
                    "are generated with sliding windows")
@@ -155,7 +163,7 @@ def build_parser():
     p = sub.add_parser("infill", help="regenerate a range of bars of a MIDI file",
                        description="Masks bars FIRST..LAST (0-based, inclusive) of the MIDI file and fills them in; "
                                    "every other token is kept exactly.")
-    p.add_argument("--checkpoint", required=True)
+    _add_model_args(p)
     p.add_argument("--midi", required=True, help="the MIDI file to edit")
     p.add_argument("--bars", type=non_negative_int, nargs=2, required=True, metavar=("FIRST", "LAST"))
     p.add_argument("--n", type=positive_int, default=1, help="number of variants (default 1)")
@@ -163,7 +171,7 @@ def build_parser():
 
     p = sub.add_parser("continue", help="continue a MIDI file",
                        description="Keeps the first PREFIX_BARS bars of the MIDI file and generates what follows.")
-    p.add_argument("--checkpoint", required=True)
+    _add_model_args(p)
     p.add_argument("--midi", required=True)
     p.add_argument("--prefix-bars", type=positive_int, default=4, help="bars of the file to keep (default 4)")
     p.add_argument("--length", type=positive_int, help="total tokens (default: twice the training length)")
@@ -176,7 +184,7 @@ def build_parser():
                                    "per model and reports the test NLL bound, framewise OA (published protocol and "
                                    "ours), attribute OA, invalid-token and copy rates with bootstrap intervals, the "
                                    "real-vs-real ceiling and a paired model - baseline column.")
-    p.add_argument("--checkpoint", required=True)
+    _add_model_args(p)
     p.add_argument("--baseline", help="a second checkpoint to compare with (e.g. the transformer baseline)")
     p.add_argument("--data", help="where the training corpus is now (default: the source recorded in the "
                    "checkpoint); with --cross-corpus, another corpus to score on")
@@ -213,13 +221,19 @@ def build_parser():
     p.add_argument("--cache-dir")
     _add_device_arg(p)
 
+    sub.add_parser("models", help="the models bundled with smdim and their evaluation",
+                   description="Lists the models that ship inside the package (used when a command gets no "
+                               "--checkpoint): styles, training length, size, how they were trained and their "
+                               "evaluation on held-out pieces against the real-vs-real ceiling.")
+
     p = sub.add_parser("serve", help="the studio: infill, continue and vary MIDI in the browser, with sound",
                        description="Starts the local web studio and prints its URL. Upload a MIDI file (or open a "
                                    "corpus piece, or generate one), select bars and tracks on the piano roll, lock "
                                    "notes, then infill, continue or draw variations; listen, compare A/B and "
                                    "download MIDI or WAV. Binds 127.0.0.1 unless --host says otherwise.")
-    p.add_argument("--checkpoint", action="append", required=True, metavar="PATH",
-                   help="a trained run (repeat for several styles; the style is the run's corpus)")
+    p.add_argument("--checkpoint", action="append", metavar="PATH",
+                   help="a trained run (repeat for several styles; the style is the run's corpus; default: every "
+                        "bundled model)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
     p.add_argument("--max-upload-kb", type=positive_int, default=2048, help="largest MIDI upload (default 2048 KB)")

@@ -56,6 +56,43 @@ def run_corpora(args):
         print("\nlengths are known once a corpus is cached: smdim corpora --prepare NAME (or train on it)")
 
 
+def run_models(args):
+    from .bundled import bundled_models
+    from .metrics import format_table
+
+    models = bundled_models()
+    if not models:
+        raise UserError("no bundled model is installed (this copy of smdim ships none); train one with smdim train")
+
+    def ci(cell, digits=3):
+        if cell is None:
+            return "-"
+        if isinstance(cell, dict):
+            return f"{cell['value']:.{digits}f} ± {(cell['high'] - cell['low']) / 2:.{digits}f}"
+        return f"{cell:.{digits}f}"
+
+    table = {}
+    for m in models:
+        r, ev = m.record, m.record["evaluation"]
+        train = r["training"]
+        table[m.name] = {
+            "styles": ", ".join(m.styles), "tokens": m.seq_len, "parameters": f"{r['parameters'] / 1e6:.1f} M",
+            "MB": f"{m.weights.stat().st_size / 1e6:.1f}",
+            "trained": f"{train['budget_seconds']:.0f} CPU-s, {train['steps']} steps, seed {train['seed']}",
+            "test NLL (bits/token)": ci(ev["model"]["nll_bits_per_token"]),
+            "mean OA": ci(ev["model"]["mean_attribute_oa"]),
+            "real vs real": ci(ev["real_vs_real"].get("mean_attribute_oa")),
+            "invalid": ci(ev["model"]["invalid_tokens"]),
+        }
+    columns = ["model", "styles", "tokens", "parameters", "MB", "trained", "test NLL (bits/token)", "mean OA",
+               "real vs real", "invalid"]
+    print(format_table(table, columns=columns, index="model"))
+    first = models[0].record["evaluation"]["protocol"][0]
+    print(f"\nEvaluation (smdim study, per model): held-out test windows of the recorded split; e.g. {models[0].name}: "
+          f"{first}\nIntervals: ± half the 95 % bootstrap interval. Rebuilt by: python scripts/bundle_models.py. "
+          f"Files: {models[0].weights.parent}")
+
+
 def run_train(args):
     check_run_folder(args.out, resume=args.resume, overwrite=args.overwrite)  # before the data is loaded
     if args.preset is not None:
@@ -114,13 +151,35 @@ def _check_wav(args):
             raise UserError(str(exc)) from None
 
 
+def _model_run(args):
+    """The run a sampling command uses: its --checkpoint, else the bundled model of --style."""
+    if args.checkpoint is not None:
+        if args.style is not None:
+            raise UserError("--style picks a bundled model; a --checkpoint plays the style it was trained on")
+        return load_run(args.checkpoint, use_ema=not args.no_ema, device=args.device)
+    return _bundled_run(args.style, args)
+
+
+def _bundled_run(style, args):
+    import sys
+
+    from .bundled import load_bundled
+
+    if args.no_ema:
+        raise UserError("--no-ema: a bundled model holds only its EMA weights (give --checkpoint for a run's raw ones)")
+    run = load_bundled(style, device=args.device)
+    print(f"smdim: the bundled {run.style} model ({run.seq_len} tokens; --checkpoint PATH uses a run of your own)",
+          file=sys.stderr)
+    return run
+
+
 def run_generate(args):
     from .generation import write_piece
     from .sampling import generate_long
     from .tokenizer import bar_id
 
     _check_wav(args)
-    run = load_run(args.checkpoint, use_ema=not args.no_ema, device=args.device)
+    run = _model_run(args)
     tokens = generate_long(run.model, args.n, args.length or run.seq_len, window=run.seq_len,
                            bar_id=bar_id(run.tokenizer), progress=True, **_sampling(run, args))
     for i, ids in enumerate(tokens.tolist()):
@@ -134,7 +193,7 @@ def run_infill(args):
     from .tokenizer import encode
 
     _check_wav(args)
-    run = load_run(args.checkpoint, use_ema=not args.no_ema, device=args.device)
+    run = _model_run(args)
     tok = run.tokenizer
     ids = encode(tok, _read_midi(args.midi))
     if not ids:
@@ -157,7 +216,7 @@ def run_continue(args):
     from .tokenizer import bar_id
 
     _check_wav(args)
-    run = load_run(args.checkpoint, use_ema=not args.no_ema, device=args.device)
+    run = _model_run(args)
     ids = prefix_tokens(run.tokenizer, _read_midi(args.midi), args.prefix_bars)
     prefix = torch.tensor(ids, dtype=torch.long).repeat(args.n, 1)
     length = args.length or 2 * run.seq_len
@@ -211,7 +270,7 @@ def _test_corpus(run, args, baseline=None):
 def run_evaluate(args):
     from .evaluation import evaluate
 
-    run = load_run(args.checkpoint, use_ema=not args.no_ema, device=args.device)
+    run = _model_run(args)
     models = {"model": run.model}
     baseline = None
     if args.baseline:
@@ -270,13 +329,20 @@ def run_serve(args):
 
     from .studio.server import Limits, create_app, serve
 
+    from .bundled import bundled_models
+
     models = {}
-    for path in args.checkpoint:
-        run = load_run(path, use_ema=not args.no_ema, device=args.device)
-        style = _style_of(run)
-        if style in models:
-            style = f"{style} ({Path(path).parent.name or path})"
-        models[style] = run
+    if args.checkpoint:
+        for path in args.checkpoint:
+            run = load_run(path, use_ema=not args.no_ema, device=args.device)
+            style = run.style if run.style not in models else f"{run.style} ({Path(path).parent.name or path})"
+            models[style] = run
+    else:
+        for bundled in bundled_models():
+            run = _bundled_run(bundled.styles[0], args)
+            models[run.style] = run
+        if not models:
+            raise UserError("no bundled model is installed; give --checkpoint PATH (a run of smdim train)")
     limits = Limits(max_upload_bytes=args.max_upload_kb * 1024, max_tokens=args.max_tokens, queue_size=args.queue)
     app = create_app(models, limits=limits, corpus_pieces=_held_out_pieces(models))
     try:
@@ -286,18 +352,6 @@ def run_serve(args):
     host, port = sock.getsockname()[:2]
     print(f"smdim studio: http://{host}:{port}/  (styles: {', '.join(models)}; Ctrl-C stops it)", flush=True)
     serve(app, sock)
-
-
-def _style_of(run):
-    """A short style name for a run: its corpus (`han`, `bach`, a folder name)."""
-    from .data import HAN_SOURCE
-
-    source = run.record.source if run.record is not None else ""
-    if source == HAN_SOURCE:
-        return "han"
-    if source.startswith("music21:"):
-        return source.split(":", 1)[1]
-    return Path(source).name if source else run.path.parent.name or "model"
 
 
 def _held_out_pieces(models):

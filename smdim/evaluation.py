@@ -105,7 +105,8 @@ def sample_pieces(model, tok, n, length, *, steps, seed=0, **kwargs) -> List[Lis
     return sample_like(model, tok, [length] * n, length, steps=steps, seed=seed, **kwargs)
 
 
-def _batches(windows, seq_len, pad, batch_size=16):
+def padded_batches(windows, seq_len, pad, batch_size=16):
+    """(tokens, pad mask) batches of `windows`, each right-padded to `seq_len`."""
     for i in range(0, len(windows), batch_size):
         chunk = windows[i:i + batch_size]
         x = torch.full((len(chunk), seq_len), pad, dtype=torch.long)
@@ -158,7 +159,7 @@ def evaluate(models: Dict[str, torch.nn.Module], corpus, *, n=64, seq_len=256, s
     for name, model in models.items():
         sets[name] = sample_like(model, tok, lengths, seq_len, steps=steps, seed=seed, constraints=constraints,
                                  temperature=temperature, order=order, progress=progress)
-        nlls[name] = sequence_nlls(model, list(_batches(test_windows, seq_len, pad_id(tok))), mask_id=mask_id(tok),
+        nlls[name] = sequence_nlls(model, list(padded_batches(test_windows, seq_len, pad_id(tok))), mask_id=mask_id(tok),
                                    seed=seed)
     real = reference_windows(corpus, ("train", "valid"), seq_len, n, seed + 1)
     columns = list(models) + ["real vs real"]

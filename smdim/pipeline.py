@@ -222,6 +222,7 @@ class Run:
     record: Optional[DataRecord]    # None for a checkpoint written before data records existed
     path: Path
     format_version: int
+    style: str = "model"            # what it plays: its corpus (`han`, `bach`, a folder's name)
 
 
 def load_run(checkpoint, *, use_ema=True, device=None) -> Run:
@@ -237,8 +238,11 @@ def load_run(checkpoint, *, use_ema=True, device=None) -> Run:
         record = None if record is None else DataRecord.from_dict(record)
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: its data record is unreadable ({exc})") from None
+    from .bundled import style_of_source
+
+    style = style_of_source(record.source if record is not None else "", path.parent.name or "model")
     return Run(model=model.to(device), tokenizer=tok, seq_len=training_length(state, path), record=record, path=path,
-               format_version=int(state["format_version"]))
+               format_version=int(state["format_version"]), style=style)
 
 
 def require_record(run: Run) -> DataRecord:

@@ -106,15 +106,6 @@ def test_missing_soundfont_names_the_package(monkeypatch):
         audio.soundfont_path()
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    out = tmp_path_factory.mktemp("run")
-    cache = tmp_path_factory.mktemp("cache")
-    assert main(["--threads", "1", "train", "--data", "han", "--out", str(out), "--steps", "2", "--batch-size", "2",
-                 "--seq-len", "64", "--eval-every", "2", "--cache-dir", str(cache)]) == 0
-    return out / "checkpoint.pt"
-
-
 def test_wav_beside_every_midi_the_commands_write(checkpoint, tmp_path):
     song = tmp_path / "song.mid"
     _score((0, False, [(i * 480, 400, 60 + i % 8, 80) for i in range(24)])).dump_midi(str(song))

@@ -14,20 +14,6 @@ from smdim.cli import build_parser, main
 COMMANDS = ("corpora", "train", "generate", "infill", "continue", "evaluate", "study", "demo")
 
 
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("token_cache"))
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, cache_dir):
-    out = tmp_path_factory.mktemp("run")
-    code = main(["--threads", "1", "train", "--data", "han", "--out", str(out), "--steps", "3", "--batch-size", "2",
-                 "--seq-len", "64", "--eval-every", "3", "--cache-dir", cache_dir])
-    assert code == 0
-    return out / "checkpoint.pt"
-
-
 def test_console_script_and_help():
     proc = subprocess.run([sys.executable, "-m", "smdim.cli", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and "train" in proc.stdout and "demo" in proc.stdout
@@ -64,6 +50,30 @@ def test_generate_longer_than_training_length(checkpoint, tmp_path):
     assert main(["--threads", "1", "generate", "--checkpoint", str(checkpoint), "--n", "1", "--length", "150",
                  "--steps", "2", "--out", str(tmp_path)]) == 0
     assert len(_midi_files(tmp_path)) == 1
+
+
+def test_commands_use_the_bundled_model_without_a_checkpoint(tmp_path, capsys):
+    assert main(["--threads", "1", "generate", "--n", "2", "--steps", "4", "--out", str(tmp_path / "gen")]) == 0
+    assert "the bundled han model" in capsys.readouterr().err
+    files = _midi_files(tmp_path / "gen")
+    assert len(files) == 2 and all(Score(str(f)).note_num() > 0 for f in files)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--style", "jazz"], "--style: no bundled model plays 'jazz'; bundled styles: han"),
+    (["--style", "han", "--checkpoint", "x.pt"], "--style picks a bundled model; a --checkpoint plays the style"),
+    (["--no-ema"], "--no-ema: a bundled model holds only its EMA weights"),
+])
+def test_bundled_model_errors_are_one_line(argv, message, tmp_path, capsys):
+    assert main(["generate", *argv, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_models_lists_the_bundled_models_with_their_evaluation(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "| han | han | 256 |" in out and "real vs real" in out and "scripts/bundle_models.py" in out
 
 
 @pytest.fixture
@@ -269,25 +279,33 @@ def test_gradient_checkpointing_flag_and_train_exit_path(checkpoint, tmp_path, c
     assert finished == [0]  # a torchrun worker would exit there
 
 
-def test_serve_prints_its_url_and_answers(checkpoint):
+def _studio_info(*argv):
+    """Start `smdim serve ARGV --port 0`, check the URL line, return (/api/info, /api/corpus) answers."""
     import json
-    import socket
     import urllib.request
 
-    proc = subprocess.Popen([sys.executable, "-m", "smdim.cli", "--threads", "1", "serve", "--checkpoint",
-                             str(checkpoint), "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "smdim.cli", "--threads", "1", "serve", *argv, "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()
         assert line.startswith("smdim studio: http://127.0.0.1:"), line + proc.stderr.read()
         url = line.split()[2]
         with urllib.request.urlopen(url + "api/info", timeout=30) as res:
             info = json.load(res)
-        assert info["styles"] == [{"name": "han", "training_length": 64}]
         with urllib.request.urlopen(url + "api/corpus", timeout=120) as res:
-            assert len(json.load(res)["pieces"]) > 0         # held-out Han songs to start from
+            corpus = json.load(res)
+        return info, corpus
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_serve_prints_its_url_and_answers(checkpoint):
+    import socket
+
+    info, corpus = _studio_info("--checkpoint", str(checkpoint))
+    assert info["styles"] == [{"name": "han", "training_length": 64}]
+    assert len(corpus["pieces"]) > 0                           # held-out Han songs to start from
     busy = socket.create_server(("127.0.0.1", 0))
     try:
         proc = subprocess.run([sys.executable, "-m", "smdim.cli", "serve", "--checkpoint", str(checkpoint), "--port",
@@ -295,3 +313,11 @@ def test_serve_prints_its_url_and_answers(checkpoint):
     finally:
         busy.close()
     assert proc.returncode == 2 and "--port: cannot listen on 127.0.0.1" in proc.stderr
+
+
+def test_serve_without_checkpoint_offers_every_bundled_model():
+    from smdim.bundled import bundled_models
+
+    info, corpus = _studio_info()
+    assert [s["name"] for s in info["styles"]] == [m.styles[0] for m in bundled_models()]
+    assert info["default_style"] == "han" and len(corpus["pieces"]) > 0
