@@ -40,6 +40,11 @@ def pytest_generate_tests(metafunc):
     if "model_case" in metafunc.fixturenames:
         case_ids = [case.id for case in settings_for(metafunc.config).model_cases()]
         metafunc.parametrize("model_case", case_ids, ids=case_ids, indirect=True)
+    if "studio_case" in metafunc.fixturenames:
+        from .studio import studio_cases
+
+        cases = studio_cases(settings_for(metafunc.config).quick)
+        metafunc.parametrize("studio_case", cases, ids=[case.id for case in cases])
 
 
 def pytest_report_header(config):

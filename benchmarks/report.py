@@ -25,6 +25,7 @@ from .cases import BOUND, FORWARD, FORWARD_BACKWARD, IMPLEMENTATIONS, NAIVE, OUR
 from .layers import (FLOOR, HF, MAMBA_SUITE, MFA, MFA_FULL, MFA_SUITE, SUITE_IMPLEMENTATIONS, TRANSFORMER)
 from .machine import format_machine
 from .models import MODEL_SUITE, SAMPLE, TRAIN
+from .studio import STUDIO_SUITE
 from .settings import (FULL_ATTN_MAX_ENV, HF_FWD_LENGTHS_ENV, HF_FWDBWD_LENGTHS_ENV, LAYER_PSCAN_MAX_ENV,
                        LENGTHS_ENV, NAIVE_FWD_MAX_ENV, NAIVE_FWDBWD_MAX_ENV, PSCAN_MAX_ENV)
 
@@ -38,7 +39,7 @@ MEMORY_TARGET_LENGTH = 8192
 LINEAR_SLOPE_MAX = 1.1  # log-log slope of ours' memory vs L: 1 is linear
 PEERS = (NAIVE, PSCAN)
 IMPL_LABELS = {OURS: "ours", NAIVE: "naive reference", PSCAN: "mamba.py pscan", BOUND: "arithmetic bound"}
-SUITES = (SUITE, MAMBA_SUITE, MFA_SUITE, MODEL_SUITE)  # report sections, in this order
+SUITES = (SUITE, MAMBA_SUITE, MFA_SUITE, MODEL_SUITE, STUDIO_SUITE)  # report sections, in this order
 
 # Layer targets (issue 3, item 7)
 FLOOR_TARGET = 1.3  # ours' Mamba forward at most this many times the projections + scan floor, every L
@@ -586,6 +587,12 @@ def build_sections(data: dict) -> List[Section]:
     """A section per suite with benchmarks in `data`, in SUITES order."""
     sections = []
     for suite in SUITES:
+        if suite == STUDIO_SUITE:
+            from .studio_report import studio_entries, studio_section
+
+            if studio_entries(data):
+                sections.append(Section(suite, *studio_section(data, machine_line(data))))
+            continue
         rows = collect_rows(data.get("benchmarks", []), suite)
         if not rows:
             continue
@@ -655,6 +662,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         written.append(path)
     try:
         for section in sections:
+            if section.suite == STUDIO_SUITE:              # a table of seconds, nothing to plot
+                continue
             path = args.out / f"{section.suite}.png"
             _plot_section(data, section, path)
             written.append(path)

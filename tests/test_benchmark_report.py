@@ -384,3 +384,27 @@ def test_layer_memory_subprocess_waits_for_go():
     measurement = pending.result()
     assert measurement.peak_mib > 0 and measurement.seconds > 0
     start_peak_memory("ours", "fwd", 64, 1, suite="mamba_layer").cancel()
+
+
+def _studio_bench(style, task, seconds, training_length=256):
+    info = {"suite": "studio", "style": style, "task": task, "steps": 32, "order": "confidence",
+            "training_length": training_length, "target_s": 5.0}
+    info.update({"bars": "2-17", "piece": "han1.abc#87", "piece_tokens": 1124} if task.startswith("infill")
+                else {"tokens": 512})
+    return {"extra_info": info, "stats": {"median": seconds}}
+
+
+def test_studio_section_orders_models_and_checks_the_latency_target(tmp_path, capsys):
+    data = {"benchmarks": [_studio_bench("bach", "generate-512", 7.5, 1024), _studio_bench("han", "generate-512", 1.9),
+                           _studio_bench("han", "infill-16-bars", 0.8)]}
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps(data))
+    assert report.main([str(path), "--out", str(tmp_path / "out")]) == 0
+    text = (tmp_path / "out" / "studio.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| han") or line.startswith("| bach")]
+    assert [r.split(" | ")[1] for r in rows] == ["infill-16-bars", "generate-512", "generate-512"]
+    assert "bars 2-17 of held-out piece han1.abc#87 (1124 tokens)" in rows[0] and rows[2].endswith("| 7.50 |")
+    assert "- [PASS] han infill-16-bars within 5 s: 0.80 s" in text
+    assert "- [FAIL] bach generate-512 within 5 s: 7.50 s" in text
+    assert not (tmp_path / "out" / "studio.png").exists()
+    assert report.main([str(path), "--out", str(tmp_path / "out"), "--check"]) == 1

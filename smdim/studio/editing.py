@@ -23,11 +23,13 @@ MAX_VARIATIONS = 8
 
 @dataclass(frozen=True)
 class Settings:
-    """Sampler settings chosen in the page."""
+    """Sampler settings chosen in the page. Defaults from the quality study's steps curves
+    (README): confidence order at 32 steps is within the intervals of, or better than, the random
+    order at 128 steps on every SMDIM cell, with the fewest invalid tokens."""
     steps: int = 32
     temperature: float = 1.0
     seed: int = 0
-    order: str = "random"
+    order: str = "confidence"
     pitch_low: Optional[int] = None
     pitch_high: Optional[int] = None
     max_chord: Optional[int] = None
