@@ -52,11 +52,28 @@ def test_generate_longer_than_training_length(checkpoint, tmp_path):
     assert len(_midi_files(tmp_path)) == 1
 
 
-def test_commands_use_the_bundled_model_without_a_checkpoint(tmp_path, capsys):
-    assert main(["--threads", "1", "generate", "--n", "2", "--steps", "4", "--out", str(tmp_path / "gen")]) == 0
+def test_generate_without_a_checkpoint_plays_the_bundled_model_with_sound(tmp_path, capsys):
+    """The issue's fresh-install check: `smdim generate --n 2 --wav`, no checkpoint, offline."""
+    import wave
+
+    import numpy as np
+
+    from smdim import audio
+
+    pytest.importorskip("tinysoundfont", reason="the audio step of the README's set-up is not installed")
+    assert main(["--threads", "1", "generate", "--n", "2", "--wav", "--out", str(tmp_path / "gen")]) == 0
     assert "the bundled han model" in capsys.readouterr().err
     files = _midi_files(tmp_path / "gen")
-    assert len(files) == 2 and all(Score(str(f)).note_num() > 0 for f in files)
+    assert len(files) == 2
+    for f in files:
+        score = Score(str(f))
+        assert score.note_num() > 0
+        seconds = Score(str(f), ttype="second").end()              # the MIDI's length in seconds
+        with wave.open(str(f.with_suffix(".wav"))) as w:
+            samples = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
+            length = w.getnframes() / w.getframerate()
+        assert abs(length - (seconds + audio.RELEASE_S)) < 0.1, (length, seconds)
+        assert np.abs(samples).max() > 1000                          # audible, not silence
 
 
 @pytest.mark.parametrize("argv, message", [

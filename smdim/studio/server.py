@@ -89,6 +89,32 @@ class Worker:
                 job.error, job.state = f"sampling failed: {type(exc).__name__}: {exc}", "failed"
 
 
+class BodyLimit:
+    """ASGI middleware: a request body over `max_bytes` gets 413 — by its Content-Length before it is
+    read, and while it is read when it comes without one (chunked), so no large body is ever held."""
+
+    def __init__(self, app, max_bytes: int, message: str):
+        self.app, self.max_bytes, self.message = app, max_bytes, message
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.max_bytes:
+            return await JSONResponse({"detail": self.message}, status_code=413)(scope, receive, send)
+        received = 0
+
+        async def counted():
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:          # answered 413 by FastAPI's exception middleware
+                raise HTTPException(413, self.message)
+            return message
+
+        await self.app(scope, counted, send)
+
+
 class Upload(BaseModel):
     name: str = Field(max_length=200)
     data: str                                     # base64 of the file's bytes
@@ -152,14 +178,9 @@ def create_app(models: Dict[str, Any], *, limits: Limits = Limits(), corpus_piec
     async def piece_error(request: Request, exc: PieceError):
         return JSONResponse({"detail": str(exc)}, status_code=400)
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        size = request.headers.get("content-length")
-        # base64 adds a third; the JSON around it is small
-        if size is not None and size.isdigit() and int(size) > limits.max_upload_bytes * 4 // 3 + 4096:
-            return JSONResponse({"detail": f"the upload is too large: at most {limits.max_upload_bytes // 1024} KB"},
-                                status_code=413)
-        return await call_next(request)
+    # base64 adds a third; the JSON around it is small
+    app.add_middleware(BodyLimit, max_bytes=limits.max_upload_bytes * 4 // 3 + 4096,
+                       message=f"the upload is too large: at most {limits.max_upload_bytes // 1024} KB")
 
     @app.get("/", response_class=HTMLResponse)
     def index():

@@ -56,6 +56,24 @@ def test_bad_uploads_are_refused_in_plain_words(base, data, status, words):
     assert got == status and words in body["detail"]
 
 
+def test_a_chunked_upload_without_length_is_cut_off_at_the_limit(base):
+    import http.client
+    import json
+    from urllib.parse import urlparse
+
+    url = urlparse(base)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    body = b"x" * (200 * 1024)     # not even JSON: refused by its size while it streams, before any parsing
+    chunks = (body[i:i + 8192] for i in range(0, len(body), 8192))
+    conn.request("POST", "/api/upload", body=chunks, headers={"Content-Type": "application/json"},
+                 encode_chunked=True)
+    res = conn.getresponse()
+    assert res.status == 413 and "too large" in json.loads(res.read())["detail"]
+    assert res.getheader("content-length") is not None
+    conn.close()
+    assert request(base, "/api/info")[0] == 200                  # and the server goes on answering
+
+
 def test_not_base64_and_unknown_piece(base):
     status, body = request(base, "/api/upload", {"name": "x.mid", "data": "%%%"})
     assert status == 400 and "base64" in body["detail"]
