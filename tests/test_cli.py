@@ -123,6 +123,19 @@ def _table(text):
     return {cells[0].strip(): [c.strip() for c in cells[1:]] for cells in rows[2:]}, [c.strip() for c in rows[0]]
 
 
+def test_evaluate_without_a_checkpoint_reproduces_the_bundled_record(cache_dir, tmp_path, capsys):
+    """The bundled han model scored on its recorded test split: the NLL (independent of --n and --steps)
+    is the float16 NLL its record states."""
+    from smdim.bundled import find_bundled
+
+    assert main(["--threads", "1", "evaluate", "--n", "4", "--steps", "2", "--bootstrap", "10",
+                 "--cache-dir", cache_dir, "--out", str(tmp_path)]) == 0
+    table, header = _table(capsys.readouterr().out)
+    assert header == ["metric", "model", "real vs real"]
+    recorded = find_bundled("han").record["float16_check"]["nll_float16"]
+    assert table["NLL test (bits/token, MDLM bound)"][0].startswith(f"{recorded:.3f} ± ")
+
+
 def test_evaluate_with_the_model_as_its_own_baseline_gives_identical_columns(checkpoint, cache_dir, tmp_path, capsys):
     assert main(["--threads", "1", "evaluate", "--checkpoint", str(checkpoint), "--baseline", str(checkpoint),
                  "--n", "4", "--steps", "2", "--bootstrap", "10", "--cache-dir", cache_dir,
