@@ -327,9 +327,9 @@ def run_demo(args):
 def run_serve(args):
     import socket
 
-    from .studio.server import Limits, create_app, serve
-
     from .bundled import bundled_models
+    from .studio.corpus import HeldOutPieces
+    from .studio.server import Limits, create_app, serve
 
     models = {}
     if args.checkpoint:
@@ -344,7 +344,7 @@ def run_serve(args):
         if not models:
             raise UserError("no bundled model is installed; give --checkpoint PATH (a run of smdim train)")
     limits = Limits(max_upload_bytes=args.max_upload_kb * 1024, max_tokens=args.max_tokens, queue_size=args.queue)
-    app = create_app(models, limits=limits, corpus_pieces=_held_out_pieces(models))
+    app = create_app(models, limits=limits, corpus_pieces=HeldOutPieces(models))
     try:
         sock = socket.create_server((args.host, args.port))
     except OSError as exc:
@@ -352,23 +352,3 @@ def run_serve(args):
     host, port = sock.getsockname()[:2]
     print(f"smdim studio: http://{host}:{port}/  (styles: {', '.join(models)}; Ctrl-C stops it)", flush=True)
     serve(app, sock)
-
-
-def _held_out_pieces(models):
-    """style -> [(name, ids)] of up to 24 held-out (test split) pieces of the run's recorded corpus,
-    loaded on first use; [] when the corpus is not at hand."""
-    cache = {}
-
-    def pieces(style):
-        if style not in cache:
-            run = models[style]
-            try:
-                if run.record is None:
-                    raise UserError("no data record")
-                corpus, _ = corpus_of_record(run.record, run.tokenizer, log=lambda line: None)
-                cache[style] = [(corpus.names[i], corpus.pieces[i]) for i in corpus.splits["test"][:24]]
-            except (UserError, OSError, ValueError):
-                cache[style] = []
-        return cache[style]
-
-    return pieces

@@ -312,6 +312,7 @@ def test_gradient_checkpointing_flag_and_train_exit_path(checkpoint, tmp_path, c
 def _studio_info(*argv):
     """Start `smdim serve ARGV --port 0`, check the URL line, return (/api/info, /api/corpus) answers."""
     import json
+    import time
     import urllib.request
 
     proc = subprocess.Popen([sys.executable, "-m", "smdim.cli", "--threads", "1", "serve", *argv, "--port", "0"],
@@ -322,9 +323,13 @@ def _studio_info(*argv):
         url = line.split()[2]
         with urllib.request.urlopen(url + "api/info", timeout=30) as res:
             info = json.load(res)
-        with urllib.request.urlopen(url + "api/corpus", timeout=120) as res:
-            corpus = json.load(res)
-        return info, corpus
+        deadline = time.monotonic() + 300
+        while True:                                   # held-out pieces are prepared in the background
+            with urllib.request.urlopen(url + "api/corpus", timeout=120) as res:
+                corpus = json.load(res)
+            if not corpus.get("preparing") or time.monotonic() > deadline:
+                return info, corpus
+            time.sleep(0.5)
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -26,6 +26,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field, create_model
 
 from .editing import MAX_VARIATIONS, Settings, continue_piece, generate_piece, infill_piece
+from .corpus import CorpusPreparing
 from .piece import PieceError, StudioPiece, from_midi
 
 STATIC = "static"
@@ -144,7 +145,8 @@ class JobIn(BaseModel):
 def create_app(models: Dict[str, Any], *, limits: Limits = Limits(), corpus_pieces=None) -> FastAPI:
     """The studio app. models: style name -> loaded run (pipeline.Run or anything with model,
     tokenizer, seq_len), the first one is the default. corpus_pieces: optional callable
-    (style) -> [(name, token ids)] offered as starting points."""
+    (style) -> [(name, token ids)] offered as starting points; it raises CorpusPreparing while a
+    style's pieces are not ready (studio.corpus.HeldOutPieces)."""
     if not models:
         raise ValueError("the studio needs at least one model")
     app = FastAPI(title="smdim studio", docs_url=None, redoc_url=None)
@@ -202,17 +204,25 @@ def create_app(models: Dict[str, Any], *, limits: Limits = Limits(), corpus_piec
 
     @app.get("/api/corpus")
     def corpus(style: Optional[str] = None):
+        """The pieces offered for `style`; while they are prepared: none, with a note (poll again)."""
         if corpus_pieces is None:
             return {"pieces": []}
         run_of(style)
-        return {"pieces": [{"index": i, "name": name} for i, (name, _) in enumerate(corpus_pieces(style or default_style))]}
+        try:
+            offered = corpus_pieces(style or default_style)
+        except CorpusPreparing as exc:
+            return {"pieces": [], "preparing": True, "note": str(exc)}
+        return {"pieces": [{"index": i, "name": name} for i, (name, _) in enumerate(offered)]}
 
     @app.post("/api/corpus/{index}")
     def corpus_piece(index: int, style: Optional[str] = None):
         from .piece import TrackInfo, from_ids
 
         run = run_of(style)
-        offered = corpus_pieces(style or default_style) if corpus_pieces else []
+        try:
+            offered = corpus_pieces(style or default_style) if corpus_pieces else []
+        except CorpusPreparing as exc:
+            raise HTTPException(409, str(exc)) from None
         if not 0 <= index < len(offered):
             raise HTTPException(404, "no such corpus piece")
         name, ids = offered[index]

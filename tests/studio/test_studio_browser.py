@@ -184,3 +184,39 @@ def test_screenshot(page, song, tmp_path):
     out.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(out), full_page=True)
     assert out.stat().st_size > 20_000
+
+
+def test_corpus_list_follows_the_style_and_waits_while_it_is_prepared(browser):
+    import threading
+
+    from smdim.studio.corpus import CorpusPreparing
+    from smdim.tokenizer import encode
+    from symusic import Score
+
+    run = tiny_run()
+    ids = encode(run.tokenizer, Score.from_midi(two_track_midi()))
+    ready = threading.Event()
+
+    def pieces(style):
+        if style == "second" and not ready.is_set():
+            raise CorpusPreparing("preparing the held-out second pieces...")
+        return [(f"{style} piece {i}", ids) for i in range(2 if style == "first" else 3)]
+
+    with running(create_app({"first": run, "second": run}, corpus_pieces=pieces)) as url:
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(url + "/")
+        page.wait_for_function("window.studio && window.studio.ready")
+        names = "[...document.querySelectorAll('#corpus-select option')].map(o => o.textContent)"
+        assert page.evaluate(names) == ["first piece 0", "first piece 1"]
+        page.select_option("#style", "second")
+        page.wait_for_function("document.getElementById('corpus-note').textContent.includes('preparing')")
+        assert page.evaluate(names) == [] and page.is_disabled("#corpus-load")
+        ready.set()                                              # the page polls until the pieces are there
+        page.wait_for_function(f"{names}.length === 3", timeout=20000)
+        assert page.inner_text("#corpus-note") == "" and not page.is_disabled("#corpus-load")
+        page.select_option("#corpus-select", "2")
+        page.click("#corpus-load")
+        page.wait_for_function("window.studio.piece !== null")
+        assert "second piece 2" in page.inner_text("#piece-name")
+        context.close()

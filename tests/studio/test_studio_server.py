@@ -74,6 +74,20 @@ def test_a_chunked_upload_without_length_is_cut_off_at_the_limit(base):
     assert request(base, "/api/info")[0] == 200                  # and the server goes on answering
 
 
+def test_corpus_being_prepared_is_said_and_refused_until_ready(run):
+    from smdim.studio.corpus import CorpusPreparing
+
+    def pieces(style):
+        raise CorpusPreparing("preparing the held-out tiny pieces...")
+
+    with running(create_app({"tiny": run}, corpus_pieces=pieces)) as url:
+        status, body = request(url, "/api/corpus")
+        assert status == 200 and body == {"pieces": [], "preparing": True,
+                                          "note": "preparing the held-out tiny pieces..."}
+        status, body = request(url, "/api/corpus/0", {})
+        assert status == 409 and "preparing" in body["detail"]
+
+
 def test_not_base64_and_unknown_piece(base):
     status, body = request(base, "/api/upload", {"name": "x.mid", "data": "%%%"})
     assert status == 400 and "base64" in body["detail"]

@@ -332,6 +332,27 @@ $("ab-btn").addEventListener("click", () => {
   to.play().catch(() => {});
 });
 
+// ---------- held-out pieces of the chosen style (prepared by the server; poll while it says so) ----------
+let corpusTimer = null;
+async function loadCorpus() {
+  clearTimeout(corpusTimer);
+  const style = $("style").value;
+  const corpus = await api(`/api/corpus?style=${encodeURIComponent(style)}`);
+  if (style !== $("style").value) return;             // the style changed while we asked
+  const select = $("corpus-select");
+  select.replaceChildren();
+  for (const p of corpus.pieces) {
+    const o = document.createElement("option");
+    o.value = p.index; o.textContent = p.name;
+    select.append(o);
+  }
+  $("corpus-note").textContent = corpus.note || "";
+  $("corpus-controls").hidden = !corpus.pieces.length && !corpus.note;
+  $("corpus-load").disabled = !corpus.pieces.length;
+  if (corpus.preparing) corpusTimer = setTimeout(() => loadCorpus().catch((err) => showError(err.message)), 3000);
+}
+$("style").addEventListener("change", () => loadCorpus().catch((err) => showError(err.message)));
+
 // ---------- start ----------
 (async function start() {
   try {
@@ -345,13 +366,7 @@ $("ab-btn").addEventListener("click", () => {
     const d = studio.info.defaults;
     $("steps").value = d.steps; $("temperature").value = d.temperature; $("seed").value = d.seed; $("order").value = d.order;
     $("variations-k").max = studio.info.max_variations;
-    const corpus = await api(`/api/corpus?style=${encodeURIComponent($("style").value)}`);
-    for (const p of corpus.pieces) {
-      const o = document.createElement("option");
-      o.value = p.index; o.textContent = p.name;
-      $("corpus-select").append(o);
-    }
-    if (!corpus.pieces.length) $("corpus-controls").hidden = true;
+    await loadCorpus();
     setStatus("ready", 0);
     studio.ready = true;
   } catch (err) { showError(`the studio could not start: ${err.message}`); }
