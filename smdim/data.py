@@ -713,3 +713,41 @@ class TokenDataset(Dataset):
         if k == 0:
             return window, 0
         return torch.from_numpy(self._transposer(ids, k)), k
+
+
+class StyleBatches(Dataset):
+    """Whole batches drawn from several TokenDatasets, one style per batch, each at its own length
+    and batch size (for training one style-conditioned model on corpora of different lengths).
+
+    sources: [(dataset, batch_size)], style i = sources[i]. Item j is a batch: ``dict(tokens=(b, L),
+    pad_mask=(b, L), style=(b,))`` of source s(j); an epoch holds ceil(len(dataset) / b) batches of
+    every source, so styles come in proportion to their data. train=True: a batch's rows are items
+    drawn uniformly (with replacement) by torch's global RNG (the trainer's, restored on resume);
+    train=False: consecutive items, every item once.
+    """
+
+    def __init__(self, sources: Sequence[Tuple[TokenDataset, int]], train: bool = True) -> None:
+        if not sources:
+            raise ValueError("StyleBatches needs at least one (dataset, batch_size) source")
+        self.sources = [(dataset, int(b)) for dataset, b in sources]
+        self.train = bool(train)
+        self._index: List[Tuple[int, int]] = []
+        for style, (dataset, b) in enumerate(self.sources):
+            if b < 1:
+                raise ValueError(f"batch size of style {style} must be >= 1; got {b}")
+            self._index.extend((style, j) for j in range(math.ceil(len(dataset) / b)))
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __getitem__(self, index: int) -> Dict[str, Any]:
+        style, j = self._index[index]
+        dataset, b = self.sources[style]
+        if self.train:
+            rows = torch.randint(len(dataset), (b,)).tolist()
+        else:
+            rows = list(range(j * b, min((j + 1) * b, len(dataset))))
+        items = [dataset[i] for i in rows]
+        return {"tokens": torch.stack([it["tokens"] for it in items]),
+                "pad_mask": torch.stack([it["pad_mask"] for it in items]),
+                "style": torch.full((len(items),), style, dtype=torch.long)}

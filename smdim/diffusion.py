@@ -82,18 +82,19 @@ class DiffusionLoss:
     sequence_tokens: Optional[torch.Tensor] = None  # (batch,) each sequence's scored tokens
 
 
-def diffusion_loss(model, x0, pad_mask=None, *, mask_id, generator=None, t=None) -> DiffusionLoss:
+def diffusion_loss(model, x0, pad_mask=None, *, mask_id, generator=None, t=None, style=None) -> DiffusionLoss:
     """The MDLM NELBO of a batch. x0: (batch, L) token ids; pad_mask: (batch, L) bool, True at
-    real tokens (None = all real). `t` (batch,) overrides the sampled times (for evaluation).
-    The inputs are moved to the model's device."""
+    real tokens (None = all real). `t` (batch,) overrides the sampled times (for evaluation);
+    `style` (batch,) style indices for a style-conditioned model. The inputs are moved to the
+    model's device."""
     if x0.dim() != 2:
         raise ValueError(f"x0 must be (batch, L) token ids; got shape {tuple(x0.shape)}")
-    x0, pad_mask, t = to_device(model_device(model), x0, pad_mask, t)
+    x0, pad_mask, t, style = to_device(model_device(model), x0, pad_mask, t, style)
     maskable = torch.ones_like(x0, dtype=torch.bool) if pad_mask is None else pad_mask.bool()
     if t is None:
         t = sample_times(x0.shape[0], generator, x0.device)
     x_t, masked = mask_tokens(x0, t, mask_id, maskable, generator)
-    log_probs = subs_log_probs(model(x_t), mask_id)
+    log_probs = subs_log_probs(model(x_t) if style is None else model(x_t, style=style), mask_id)
     nll = -log_probs.gather(-1, x0.unsqueeze(-1)).squeeze(-1)                 # (batch, L)
     weighted = (nll * masked).sum(-1) / t                                      # (batch,)
     n_tokens = int(maskable.sum())
@@ -105,7 +106,7 @@ def diffusion_loss(model, x0, pad_mask=None, *, mask_id, generator=None, t=None)
 
 @torch.no_grad()
 def sequence_nlls(model, batches, *, mask_id, n_times=4, seed=0):
-    """Per-sequence NELBO over `batches` (iterable of (x0, pad_mask)): a list of (nats, tokens) per
+    """Per-sequence NELBO over `batches` (iterable of (x0, pad_mask[, style])): a list of (nats, tokens) per
     sequence, each averaged over `n_times` stratified times (fixed seed: deterministic). Summing
     nats and tokens over any subset gives that subset's bits/token (for bootstrap intervals)."""
     if n_times < 1:
@@ -115,10 +116,11 @@ def sequence_nlls(model, batches, *, mask_id, n_times=4, seed=0):
     was_training = model.training
     model.eval()
     try:
-        for x0, pad_mask in batches:
+        for x0, pad_mask, *style in batches:
             nats = torch.zeros(x0.shape[0], dtype=torch.float64)
             for _ in range(n_times):
-                result = diffusion_loss(model, x0, pad_mask, mask_id=mask_id, generator=generator)
+                result = diffusion_loss(model, x0, pad_mask, mask_id=mask_id, generator=generator,
+                                        style=style[0] if style else None)
                 nats += result.sequence_nats.double().cpu()
             tokens = result.sequence_tokens.cpu()
             out.extend((float(n) / n_times, int(k)) for n, k in zip(nats, tokens))

@@ -54,6 +54,8 @@ class SMDIMConfig:
     ffn_hidden: Optional[int] = None
     pos_encoding: str = "none"
     dropout: float = 0.0
+    n_styles: int = 0               # > 0: a learned style vector is added to every token embedding
+
 
     def __post_init__(self):
         if self.block not in BLOCK_TYPES:
@@ -64,6 +66,8 @@ class SMDIMConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer; got {value!r}")
+        if not isinstance(self.n_styles, int) or self.n_styles < 0:
+            raise ValueError(f"n_styles must be a non-negative integer; got {self.n_styles!r}")
         if self.attn_window is not None and (not isinstance(self.attn_window, int) or self.attn_window < 1):
             raise ValueError(f"attn_window must be None (full attention) or a positive integer; "
                              f"got {self.attn_window!r}")
@@ -178,6 +182,10 @@ class SMDIM(nn.Module):
         self.config = c = config
         self.embedding = nn.Embedding(c.vocab_size, c.d_embed)
         nn.init.normal_(self.embedding.weight, std=c.d_embed ** -0.5)
+        # conditioning on the corpus (the paper's "associated attributes"): zero at start, learned
+        self.style_embedding = nn.Embedding(c.n_styles, c.d_embed) if c.n_styles else None
+        if self.style_embedding is not None:
+            nn.init.zeros_(self.style_embedding.weight)
         self.compress = nn.Conv1d(c.d_embed, c.d_model, kernel_size=c.compression, stride=c.compression)
         if c.block == "mfa":
             blocks = [MFABlock(c.d_model, num_heads=c.num_heads, d_state=c.d_state, expand=c.expand,
@@ -192,17 +200,21 @@ class SMDIM(nn.Module):
         self.norm_out = LayerNorm(c.d_embed)
         self.gradient_checkpointing = gradient_checkpointing
 
-    def forward(self, tokens):
-        """tokens: (batch, L) int64 -> logits (batch, L, vocab_size) (fp32)."""
+    def forward(self, tokens, style=None):
+        """tokens: (batch, L) int64 [, style: (batch,) int64 style indices, for n_styles > 0]
+        -> logits (batch, L, vocab_size) (fp32)."""
         c = self.config
         if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2 or tokens.dtype not in (torch.int64, torch.int32):
             shape = tuple(tokens.shape) if isinstance(tokens, torch.Tensor) else type(tokens).__name__
             raise ValueError(f"tokens must be an integer tensor (batch, L); got {shape}")
         batch, length = tokens.shape
+        self._check_style(style, batch)
         padded = -(-length // c.compression) * c.compression
         if padded != length:
             tokens = F.pad(tokens, (0, padded - length), value=c.pad_id)
         emb = self.embedding(tokens)                                      # (batch, L', d_embed)
+        if style is not None:
+            emb = emb + self.style_embedding(style)[:, None, :]
         h = patch_conv(emb, self.compress)                                # (batch, L'/c, d_model)
         if c.pos_encoding == "sinusoidal":
             h = h + sinusoidal_positions(h.shape[1], c.d_model, h.device, h.dtype)
@@ -212,6 +224,16 @@ class SMDIM(nn.Module):
         logits = F.linear(out, self.embedding.weight)                    # tied head
         return logits[:, :length].float()
 
+    def _check_style(self, style, batch):
+        n = self.config.n_styles
+        if n == 0:
+            if style is not None:
+                raise ValueError("style: this model was trained without styles (n_styles = 0); pass style=None")
+            return
+        if not isinstance(style, torch.Tensor) or style.shape != (batch,) or style.dtype not in (torch.int64,
+                                                                                               torch.int32):
+            raise ValueError(f"style: this model plays {n} styles; pass a ({batch},) integer tensor of style indices")
+
     def _blocks(self, h):
         """The residual stream through every block and the final norm."""
         return residual_stack(self.layers, h, self.norm_f,
@@ -219,6 +241,25 @@ class SMDIM(nn.Module):
 
     def num_parameters(self):
         return sum(p.numel() for p in self.parameters())
+
+
+class StyleBound(nn.Module):
+    """A style-conditioned SMDIM with its style fixed: forward(tokens) like an unconditioned
+    denoiser, for the samplers and evaluation."""
+
+    def __init__(self, model: SMDIM, style: int):
+        super().__init__()
+        if not 0 <= style < model.config.n_styles:
+            raise ValueError(f"style must be in [0, {model.config.n_styles}); got {style}")
+        self.model, self.style = model, int(style)
+
+    @property
+    def config(self):
+        return self.model.config
+
+    def forward(self, tokens):
+        return self.model(tokens, style=torch.full((tokens.shape[0],), self.style, dtype=torch.long,
+                                                   device=tokens.device))
 
 
 def _size_by_depth(config: SMDIMConfig):

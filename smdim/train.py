@@ -27,7 +27,7 @@ from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .diffusion import default_device, diffusion_loss, evaluate_nll
+from .diffusion import default_device, diffusion_loss, evaluate_nll, to_device
 from .machine import cpu_name
 from .model import SMDIM, SMDIMConfig
 
@@ -115,7 +115,13 @@ def param_groups(model, weight_decay):
 
 
 def _collate(items):
-    return torch.stack([it["tokens"] for it in items]), torch.stack([it["pad_mask"] for it in items])
+    """(tokens (batch, L), pad mask (batch, L), style (batch,) or None) of dataset items; an item
+    may itself be a batch (2-D tokens, data.StyleBatches)."""
+    def rows(key):
+        return torch.cat([it[key].reshape(-1, it[key].shape[-1]) for it in items])
+
+    style = torch.cat([it["style"].reshape(-1) for it in items]) if "style" in items[0] else None
+    return rows("tokens"), rows("pad_mask"), style
 
 
 class EpochBatches:
@@ -309,7 +315,8 @@ class Trainer:
         # RNG states must stay CPU tensors; load_state_dict moves model/optimiser tensors to the device.
         if state is None:
             state = load_checkpoint(path or self.checkpoint_path, map_location="cpu")
-        if state["model_config"] != self.model_config.to_dict():
+        # compared as configs: a checkpoint written before a field existed has its default
+        if SMDIMConfig.from_dict(state["model_config"]) != self.model_config:
             raise ValueError("resume: the checkpoint's model config differs from this run's; "
                              f"checkpoint has {state['model_config']}")
         self.model.load_state_dict(state["model"])
@@ -347,16 +354,16 @@ class Trainer:
     # --- the loop ---------------------------------------------------------------------------
 
     def _batch(self):
-        tokens, pad_mask = _collate([self.train_set[i] for i in self.batches.next()])
-        return tokens.to(self.device), pad_mask.to(self.device)
+        return to_device(self.device, *_collate([self.train_set[i] for i in self.batches.next()]))
 
     def validate(self):
         if self.valid_set is None or len(self.valid_set) == 0:
             return None
         n = min(len(self.valid_set), self.config.eval_batches * self.config.batch_size)
         items = [self.valid_set[i] for i in range(n)]
-        batches = [_collate(items[i:i + self.config.batch_size]) for i in range(0, n, self.config.batch_size)]
-        batches = [(x.to(self.device), m.to(self.device)) for x, m in batches]
+        batches = [to_device(self.device, *_collate(items[i:i + self.config.batch_size]))
+                   for i in range(0, n, self.config.batch_size)]
+        batches = [(x, m) if style is None else (x, m, style) for x, m, style in batches]
         return evaluate_nll(self.ema.module, batches, mask_id=self.model_config.mask_id, seed=self.config.seed)
 
     def _agree(self, flag: bool) -> bool:
@@ -381,9 +388,9 @@ class Trainer:
         restore_sigterm = _sigterm_as_interrupt()
         try:
             while self.step < c.steps:
-                tokens, pad_mask = self._batch()
+                tokens, pad_mask, style = self._batch()
                 result = diffusion_loss(self.ddp_model, tokens, pad_mask, mask_id=self.model_config.mask_id,
-                                        generator=self.generator)
+                                        generator=self.generator, style=style)
                 self.optimizer.zero_grad(set_to_none=True)
                 result.loss.backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)

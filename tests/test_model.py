@@ -151,3 +151,27 @@ def test_attention_window_of_the_baseline():
 def test_matched_baseline_uses_full_attention_and_positions():
     base = matched_baseline_config(tiny_config())
     assert base.pos_encoding == "sinusoidal" and base.ffn_hidden == 4 * 32 and base.attn_window is None
+
+
+def test_style_conditioning_is_required_checked_and_bound():
+    from smdim.model import SMDIM, StyleBound, preset_config
+
+    torch.manual_seed(0)
+    model = SMDIM(preset_config("tiny", 64, 0, 1, n_styles=3)).eval()
+    with torch.no_grad():
+        model.style_embedding.weight.normal_()
+    x = torch.randint(2, 64, (2, 40))
+    with pytest.raises(ValueError, match=r"style: this model plays 3 styles; pass a \(2,\) integer tensor"):
+        model(x)
+    with pytest.raises(ValueError, match="style"):
+        model(x, style=torch.tensor([0]))
+    with torch.no_grad():
+        both = model(x, style=torch.tensor([2, 2]))
+        assert torch.equal(StyleBound(model, 2)(x), both)
+        assert not torch.allclose(model(x, style=torch.tensor([0, 0])), both)
+    with pytest.raises(ValueError, match=r"style must be in \[0, 3\)"):
+        StyleBound(model, 3)
+    plain = SMDIM(preset_config("tiny", 64, 0, 1))
+    with pytest.raises(ValueError, match="trained without styles"):
+        plain(x, style=torch.tensor([0, 0]))
+    assert "style_embedding.weight" not in plain.state_dict()       # old checkpoints load unchanged

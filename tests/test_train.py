@@ -380,3 +380,70 @@ def test_checkpoints_record_every_machine_the_run_trained_on(tmp_path, monkeypat
     again.resume()
     again.train()
     assert load_checkpoint(tmp_path / "checkpoint.pt")["machines"] == ["CPU A", "CPU B"]
+
+
+# --- one style-conditioned model over sources of different lengths ----------------------------------
+class ShiftedTokens(RandomTokens):
+    """A second 'style' at another length: windows of one repeated id, which only the style tells
+    when every token is masked."""
+
+    def __init__(self, n=12, seq_len=24, seed=2):
+        super().__init__(n, seq_len, seed)
+        self.data = torch.full_like(self.data, 7)
+
+
+def make_style_trainer(tmp_path, **kw):
+    from dataclasses import replace
+
+    from smdim.data import StyleBatches
+
+    train = StyleBatches([(RandomTokens(), 4), (ShiftedTokens(), 2)])
+    valid = StyleBatches([(RandomTokens(n=8, seed=1), 4), (ShiftedTokens(n=4, seed=3), 2)], train=False)
+    values = dict(batch_size=1, eval_batches=len(valid))
+    values.update(kw)
+    return Trainer(replace(model_config(), n_styles=2), train_config(**values), train, valid, out_dir=tmp_path,
+                   tokenizer_config={"name": "test"}, progress=False)
+
+
+def test_style_batches_keep_one_style_and_length_per_batch():
+    from smdim.data import StyleBatches
+
+    batches = StyleBatches([(RandomTokens(n=10), 4), (ShiftedTokens(n=5), 2)])
+    assert len(batches) == 3 + 3                        # ceil(10/4) + ceil(5/2): styles in proportion to data
+    shapes = {}
+    for i in range(len(batches)):
+        item = batches[i]
+        style = int(item["style"][0])
+        assert torch.equal(item["style"], torch.full((item["tokens"].shape[0],), style))
+        shapes.setdefault(style, set()).add(tuple(item["tokens"].shape))
+    assert shapes == {0: {(4, 16)}, 1: {(2, 24)}}
+    valid = StyleBatches([(RandomTokens(n=10), 4)], train=False)
+    assert [valid[i]["tokens"].shape[0] for i in range(len(valid))] == [4, 4, 2]   # every item once
+    with pytest.raises(ValueError, match="at least one"):
+        StyleBatches([])
+
+
+def test_style_conditioned_training_learns_both_styles_and_resumes_exactly(tmp_path, monkeypatch):
+    trainer = make_style_trainer(tmp_path / "long", steps=60, eval_every=60, checkpoint_every=60, ema_decay=0.5)
+    before = trainer.validate()
+    trainer.train()
+    assert trainer.history[-1]["valid_bits"] < before - 0.5
+    # the style is used: swapping it makes the second style's windows less likely
+    from smdim.diffusion import evaluate_nll
+    from smdim.model import StyleBound
+
+    x = torch.stack([ShiftedTokens(n=4, seed=3)[i]["tokens"] for i in range(4)])
+    batch = [(x, x != PAD)]
+    own = evaluate_nll(StyleBound(trainer.ema.module, 1), batch, mask_id=MASK)
+    other = evaluate_nll(StyleBound(trainer.ema.module, 0), batch, mask_id=MASK)
+    assert own < other
+    straight = make_style_trainer(tmp_path / "a")
+    straight.train()
+    half = make_style_trainer(tmp_path / "b")
+    interrupt_at_batch(half, 4, monkeypatch)
+    assert half.train().interrupted
+    resumed = make_style_trainer(tmp_path / "b")
+    assert resumed.resume() == 3
+    resumed.train()
+    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
