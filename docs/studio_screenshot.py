@@ -1,5 +1,5 @@
-"""Makes docs/studio.png, the README's picture of `smdim serve`: the bach@1024 SMDIM model of the quality
-study, a held-out chorale, bars 3-4 selected, one note locked, three variations at 8 steps.
+"""Makes docs/studio.png, the README's picture of `smdim serve`: the bundled models, style bach, a
+held-out chorale, bars 3-4 selected, one note locked, three variations at 8 steps.
 
     python docs/studio_screenshot.py      (needs playwright and Debian's chromium, see tests/studio)
 """
@@ -16,8 +16,7 @@ PORT = 8799
 
 
 def main():
-    server = subprocess.Popen([sys.executable, "-m", "smdim.cli", "--threads", "2", "serve", "--port", str(PORT),
-                               "--checkpoint", str(ROOT / "studies/quality/bach@1024/smdim/final.pt")])
+    server = subprocess.Popen([sys.executable, "-m", "smdim.cli", "--threads", "2", "serve", "--port", str(PORT)])
     try:
         for _ in range(120):
             try:
@@ -30,6 +29,8 @@ def main():
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.goto(f"http://127.0.0.1:{PORT}/")
             page.wait_for_function("window.studio.ready")
+            page.select_option("#style", "bach")
+            page.wait_for_function("document.querySelectorAll('#corpus-select option').length > 0", timeout=900000)
             page.click("#corpus-load")
             page.wait_for_function("window.studio.piece !== null")
             page.click("#roll", position={"x": page.evaluate("studio.barX(2)"), "y": 10})

@@ -14,7 +14,8 @@ What it does, per style:
   600 / 1200 / 1800 CPU-seconds (the cpu clock) at 256 / 1024 / 2048 tokens — the budget is the limit,
   the study's learning curves show where each stood;
 * evaluation: the study's (n = 48 bar-aligned held-out test windows, 32 denoising steps, random order,
-  bootstrap intervals, real vs real), copied into the JSON with its protocol notes;
+  bootstrap intervals, real vs real), copied into the JSON with its protocol notes; and the shipped
+  float16 model evaluated the same way at the sampling defaults (32 steps, confidence order);
 * export: the EMA weights rounded to float16 (safetensors) after measuring the test NLL in float32
   and in float16 on the same windows and masks (the JSON keeps both and their paired difference).
 
@@ -42,7 +43,10 @@ def main(argv=None):
     parser.add_argument("--export-only", action="store_true", help="do not train: export finished cells only")
     args = parser.parse_args(argv)
 
-    from smdim.bundled import evaluation_summary, export_model, float16_check
+    from smdim.bundled import evaluation_summary, export_model, float16_check, load_bundled, update_record
+    from smdim.evaluation import evaluate
+    from smdim.studio.editing import Settings
+    from smdim.study import _jsonable
     from smdim.checkpoint import load_checkpoint
     from smdim.data import DataRecord
     from smdim.pipeline import corpus_of_record
@@ -79,6 +83,15 @@ def main(argv=None):
         record = export_model(state, path, args.out, name=style, styles=[style], training=training,
                               evaluation=evaluation_summary(evaluation, "SMDIM", f"studies/quality/{name}"),
                               dtype_check=check)
+        # the shipped (float16) model at the sampling defaults, by the study's protocol otherwise
+        defaults = Settings()
+        run = load_bundled(style, folder=Path(args.out))
+        result = evaluate({"SMDIM": run.model}, corpus, n=48, seq_len=seq_len, steps=defaults.steps,
+                          order=defaults.order, seed=0, n_boot=200, progress=True,
+                          test_label=f"the recorded test split of {corpus.source} ({len(corpus.splits['test'])} pieces)")
+        at_defaults = evaluation_summary({"table": result.table, "notes": result.notes, "columns": result.columns},
+                                         "SMDIM", f"scripts/bundle_models.py ({defaults.steps} steps, {defaults.order})")
+        update_record(record, evaluation_at_defaults=json.loads(json.dumps(at_defaults, default=_jsonable)))
         print(f"wrote {record} and {record.with_suffix('.safetensors')}", flush=True)
 
 

@@ -158,6 +158,15 @@ def export_model(state: Dict[str, Any], path, out_dir, *, name: str, styles: Lis
 
 
 
+def update_record(record_path, **fields) -> Path:
+    """Add or replace top-level `fields` of a bundled model's JSON record (atomically)."""
+    record_path = Path(record_path)
+    record = json.loads(record_path.read_text())
+    record.update(fields)
+    text = json.dumps(record, indent=1) + "\n"
+    return atomic_write(record_path, lambda fh: fh.write(text.encode()))
+
+
 # --------------------------------------------------------------------------------------------
 # what the record says about a model's quality
 # --------------------------------------------------------------------------------------------

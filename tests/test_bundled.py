@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from smdim.bundled import (DEFAULT_STYLE, SUMMARY_ROWS, bundled_models, ema_weights, evaluation_summary, export_model,
-                           find_bundled, float16_check, load_bundled)
+                           find_bundled, float16_check, load_bundled, update_record)
 from smdim.checkpoint import CheckpointError, load_checkpoint
 from smdim.data import DataRecord
 from smdim.model import SMDIM, SMDIMConfig
@@ -75,6 +75,17 @@ def test_loaded_model_is_the_float16_rounded_checkpoint(bundle, checkpoint):
     assert all(p.dtype == torch.float32 for p in run.model.parameters())
 
 
+def test_update_record_adds_fields_and_keeps_the_rest(bundle, tmp_path):
+    folder, _, _ = bundle
+    copy = tmp_path / "tiny.json"
+    copy.write_bytes((folder / "tiny.json").read_bytes())
+    update_record(copy, evaluation_at_defaults={"model": {}})
+    record = json.loads(copy.read_text())
+    assert record["evaluation_at_defaults"] == {"model": {}}
+    assert {k: v for k, v in record.items() if k != "evaluation_at_defaults"} == json.loads(
+        (folder / "tiny.json").read_text())
+
+
 def test_styles_and_errors(bundle, tmp_path):
     folder, _, _ = bundle
     assert [m.name for m in bundled_models(folder)] == ["tiny"]
@@ -125,6 +136,9 @@ def test_shipped_model_loads_plays_and_records_its_evaluation(bundled):
     model_eval, real = record["evaluation"]["model"], record["evaluation"]["real_vs_real"]
     assert 0 < model_eval["mean_attribute_oa"]["value"] <= 1 and 0 < real["mean_attribute_oa"]["value"] <= 1
     assert record["evaluation"]["protocol"][0].startswith("Test set: the recorded test split")
+    at_defaults = record["evaluation_at_defaults"]                 # the shipped model as users sample it
+    assert "32 denoising steps, confidence unmasking order" in at_defaults["protocol"][0]
+    assert 0 < at_defaults["model"]["mean_attribute_oa"]["value"] <= 1
     assert record["training"]["seed"] == 0 and record["training"]["steps"] > 0
     run = load_bundled(bundled.styles[0])
     from smdim.sampling import generate
