@@ -20,6 +20,7 @@ the stage files after every stage.
 """
 from __future__ import annotations
 
+import functools
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -217,14 +218,16 @@ class Study:
         loaded = None
         for stage, fn in stages:
             path = folder / f"{stage}.json"
-            if path.exists():
+            stored = _read_json(path) if path.exists() else None
+            if stored is not None and stored.get("format", 1) >= STAGE_FORMATS.get(stage, 1):
                 continue
             if loaded is None:
                 loaded = self._load_cell(cell)
-            self.log(f"[study] {cell.name}: {stage}")
+            self.log(f"[study] {cell.name}: {stage}" + (" (recomputed: the stage changed since)" if stored else ""))
             started = time.monotonic()
             data = fn(cell, *loaded)
             data["seconds"] = time.monotonic() - started
+            data["format"] = STAGE_FORMATS.get(stage, 1)
             _write_json(path, data)
             self.write_report()
 
@@ -283,46 +286,54 @@ class Study:
         return {"points": points, "real_vs_real": real_oa, "pieces": len(lengths), "references": len(refs)}
 
     def drift_cell(self, cell: Cell, runs, corpus) -> dict:
-        """Quarter-by-quarter attribute OA at the training length and at twice it (sliding windows)."""
+        """Quarter-by-quarter attribute OA at the training length and at twice it (sliding windows):
+        drift_n generated pieces per model and order, each quarter scored against the same quarter of
+        real windows of that length (when at least 2 exist; the count is stored) and against every
+        held-out window at the training length ("whole": needs no long real pieces)."""
         from .sampling import generate_long
         from .tokenizer import bar_id, mask_id
 
         tok = corpus.tokenizer
-        out = {"lengths": {}}
+        held_out = [metrics.Piece.from_score(_decode(tok, w)) for w in reference_windows(corpus, "test", cell.seq_len)]
+        out = {"lengths": {}, "held_out_windows": len(held_out)}
+        (a, b) = [label for label, _ in MODELS]
         for factor in (1, 2):
             length = cell.seq_len * factor
             refs, where = _long_references(corpus, length, self.config.drift_n, self.config.seed)
-            if len(refs) < 2:
-                out["lengths"][str(length)] = {"skipped": f"fewer than 2 real windows of ~{length} tokens"}
-                continue
             ref_pieces = [metrics.Piece.from_score(_decode(tok, r)) for r in refs]
-            half = len(ref_pieces) // 2
-            entry = {"references": len(refs), "reference_source": where, "sets": {}}
-            entry["real_vs_real"] = _drift_ci(ref_pieces[:half], ref_pieces[half:], self.config)
+            entry = {"references": len(refs), "reference_source": where or "none", "generated": self.config.drift_n,
+                     "sets": {}, "whole": {}}
+            if len(refs) >= 2:
+                half = len(ref_pieces) // 2
+                entry["real_vs_real"] = _drift_ci(ref_pieces[:half], ref_pieces[half:], self.config)
+                entry["whole"]["real (long windows)"] = _drift_ci(ref_pieces, held_out, self.config, "whole")
             sets = {}
             for label, run in runs.items():
                 for order in self.config.orders:
                     generator = torch.Generator().manual_seed(self.config.seed)
-                    tokens = generate_long(run.model, len(refs), max(len(r) for r in refs), window=cell.seq_len,
+                    tokens = generate_long(run.model, self.config.drift_n, length, window=cell.seq_len,
                                            steps=self.config.steps, mask_id=mask_id(tok), bar_id=bar_id(tok),
                                            generator=generator, **order_kwargs(order, tok))
-                    seqs = [row[:len(r)] for row, r in zip(tokens.cpu().tolist(), refs)]
-                    pieces = [metrics.Piece.from_score(_decode(tok, s)) for s in seqs]
+                    pieces = [metrics.Piece.from_score(_decode(tok, s)) for s in tokens.cpu().tolist()]
                     sets[(label, order)] = pieces
-                    entry["sets"][f"{label}/{order}"] = _drift_ci(pieces, ref_pieces, self.config)
-                    q = entry["sets"][f"{label}/{order}"]
-                    self.log(f"[study] {cell.name}: drift at {length} tokens, {label} {order}: "
+                    key = f"{label}/{order}"
+                    entry["whole"][key] = _drift_ci(pieces, held_out, self.config, "whole")
+                    if len(refs) >= 2:
+                        entry["sets"][key] = _drift_ci(pieces, ref_pieces, self.config)
+                    q = entry["whole"][key]
+                    self.log(f"[study] {cell.name}: drift at {length} tokens, {label} {order} (vs all held-out): "
                              + ", ".join(f"q{k} {q[f'q{k}'].value:.3f}" for k in range(1, 5)))
-            (a, b) = [label for label, _ in MODELS]
-            for order in self.config.orders:
-                entry["sets"][f"{a} − {b}/{order}"] = metrics.paired_bootstrap_ci(
-                    _drift_means, sets[(a, order)], sets[(b, order)], ref_pieces, n_boot=self.config.n_boot,
-                    seed=self.config.seed)
-            for order in self.config.orders:
-                if order != "random" and "random" in self.config.orders:
-                    entry["sets"][f"{a}/{order} − random"] = metrics.paired_bootstrap_ci(
-                        _drift_means, sets[(a, order)], sets[(a, "random")], ref_pieces, n_boot=self.config.n_boot,
-                        seed=self.config.seed)
+            for reference, target, group in (("whole", held_out, "whole"), ("parts", ref_pieces, "sets")):
+                if reference == "parts" and len(refs) < 2:
+                    continue
+                for order in self.config.orders:
+                    entry[group][f"{a} − {b}/{order}"] = metrics.paired_bootstrap_ci(
+                        functools.partial(_drift_means, reference=reference), sets[(a, order)], sets[(b, order)],
+                        target, n_boot=self.config.n_boot, seed=self.config.seed)
+                    if order != "random" and "random" in self.config.orders:
+                        entry[group][f"{a}/{order} − random"] = metrics.paired_bootstrap_ci(
+                            functools.partial(_drift_means, reference=reference), sets[(a, order)],
+                            sets[(a, "random")], target, n_boot=self.config.n_boot, seed=self.config.seed)
             out["lengths"][str(length)] = entry
         return out
 
@@ -336,6 +347,11 @@ class Study:
         stored = _read_json(self.out / "study_config.json") or {}
         return [parse_cell(c) for c in stored.get("cells", self.config.cells)]
 
+
+#: version of each stage's result; a stored result of an older version is computed again on the next run
+#: (drift 2: as many generated pieces as drift_n whatever the number of long real windows, and every
+#: quarter also scored against all held-out windows at the training length)
+STAGE_FORMATS = {"drift": 2}
 
 #: a finished run's file: its EMA weights and records, without the optimiser state (a quarter of the size)
 FINAL = "final.pt"
@@ -365,13 +381,14 @@ def _decode(tok, ids):
     return decode(tok, ids)
 
 
-def _drift_means(gen, ref) -> dict:
-    out = metrics.drift_oa(gen, ref)
+def _drift_means(gen, ref, reference="parts") -> dict:
+    out = metrics.drift_oa(gen, ref, reference=reference)
     return {f"q{k}": out[f"q{k}"] for k in range(1, 5)}
 
 
-def _drift_ci(gen, ref, config: StudyConfig) -> dict:
-    return metrics.bootstrap_ci(_drift_means, gen, ref, n_boot=config.n_boot, seed=config.seed)
+def _drift_ci(gen, ref, config: StudyConfig, reference="parts") -> dict:
+    return metrics.bootstrap_ci(functools.partial(_drift_means, reference=reference), gen, ref,
+                                n_boot=config.n_boot, seed=config.seed)
 
 
 def _long_references(corpus, length, n, seed) -> Tuple[List[List[int]], str]:

@@ -55,7 +55,11 @@ def test_an_interrupted_study_resumes_and_keeps_finished_stages(tmp_path, monkey
     assert {(p["model"], p["order"]) for p in curve["points"]} == {
         (m, o) for m in ("SMDIM", "transformer") for o in ("random", "confidence", "anchors")}
     drift = json.loads((cell / "drift.json").read_text())
-    assert set(drift["lengths"]) == {"32", "64"}
+    assert set(drift["lengths"]) == {"32", "64"} and drift["format"] == 2
+    for d in drift["lengths"].values():     # drift_n pieces whatever the number of long real windows
+        assert d["generated"] == 3
+        assert {"SMDIM/random", "transformer/anchors", "SMDIM − transformer/random",
+                "SMDIM/confidence − random"} <= set(d["whole"])
     report = path.read_text()
     assert "han@32" in report and "Quality at equal CPU budget" in report and "Drift" in report
     data = json.loads((out / "study.json").read_text())
@@ -65,6 +69,13 @@ def test_an_interrupted_study_resumes_and_keeps_finished_stages(tmp_path, monkey
     assert data["cells"]["han@32"]["training"]["transformer"]["machines"] == [cpu_name()]   # kept in final.pt
     assert f"- han@32: smdim on {cpu_name()}; transformer on {cpu_name()}" in report
     assert all((out / "plots" / p).exists() for p in ("learning_curves.png", "quality_vs_steps.png", "drift.png"))
+    assert "held-out test windows of 32 tokens" in report
+    # a drift result of an older format is computed again on the next run; the other stages are kept
+    (cell / "drift.json").write_text(json.dumps({"lengths": {}}))
+    curve_written = (cell / "curve.json").stat().st_mtime_ns
+    Study(out, tiny_config(), progress=False).run()
+    assert json.loads((cell / "drift.json").read_text())["format"] == 2
+    assert (cell / "curve.json").stat().st_mtime_ns == curve_written
 
 
 def test_a_study_folder_keeps_its_settings(tmp_path):

@@ -3,13 +3,15 @@
     python studies/style_token/run.py            # train (resumable: run it again), then evaluate
     python studies/style_token/run.py --budget 60 --out /tmp/style_token   # a smoke run
 
-Per style, the bundled models are the quality study's SMDIM cells (han@256: 600 CPU-s, bach@1024:
-1200 CPU-s). Against them: ONE SMDIM-tiny with a learned style vector (SMDIMConfig.n_styles) trained
-on both corpora for the SUM of their budgets (1800 CPU-s), each batch from one style at that style's
-own training length and batch size (data.StyleBatches: 16 x 256 han windows or 4 x 1024 bach
-windows, 4096 tokens per batch either way, styles in proportion to their training windows), with the
-study's settings otherwise (lr 1e-3, warm-up 100, transposition +-3, EMA 0.999, seed 0, cpu clock)
-and the per-style models' recorded splits. Then each style is evaluated as the study does (its
+Per style, the bundled models are the quality study's SMDIM cells (han@256: 600 CPU-s, 4,227 steps;
+bach@1024: 1200 CPU-s, 7,891 steps, on a machine ~1.6x faster per step than the one this ran on).
+Against them: ONE SMDIM-tiny with a learned style vector (SMDIMConfig.n_styles) trained on both
+corpora for the SUM of their steps (12,118 steps of 4096 tokens: the same training tokens and about
+the same FLOPs, whatever the machine), each batch from one style at that style's own training
+length and batch size (data.StyleBatches: 16 x 256 han windows or 4 x 1024 bach windows, styles in
+proportion to their training windows), with the study's settings otherwise (lr 1e-3, warm-up 100,
+transposition +-3, EMA 0.999, seed 0) and the per-style models' recorded splits. (--budget S trains
+for S CPU-seconds instead, for a comparison on one machine.) Then each style is evaluated as the study does (its
 recorded test split, n = 48, 32 steps, random order, 200 bootstrap replicates), the style-token
 model beside the per-style model with paired intervals. Writes OUT/results.md and OUT/results.json.
 Run it alone on the machine (the budget is CPU time; busy neighbours slow it).
@@ -32,7 +34,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=str(ROOT / "studies" / "style_token"))
     parser.add_argument("--study", default=str(ROOT / "studies" / "quality"), help="the per-style models' study")
-    parser.add_argument("--budget", type=float, default=1800.0, help="CPU-seconds of the style-token model")
+    parser.add_argument("--budget", type=float, help="CPU-seconds of the style-token model (default: equal steps)")
+    parser.add_argument("--steps", type=int, help="steps of the style-token model (default: the per-style sum)")
     parser.add_argument("--n", type=int, default=48)
     args = parser.parse_args(argv)
 
@@ -41,6 +44,7 @@ def main(argv=None):
     from smdim.checkpoint import load_checkpoint, load_model
     from smdim.data import DataRecord, StyleBatches, TokenDataset
     from smdim.evaluation import evaluate
+    from smdim.machine import cpu_name
     from smdim.model import StyleBound
     from smdim.pipeline import auto_batch_size, corpus_of_record, model_config
     from smdim.study import _jsonable
@@ -61,27 +65,29 @@ def main(argv=None):
     valid = StyleBatches([(TokenDataset(corpora[n], L, split="valid", train=False), auto_batch_size(L))
                           for n, L, _ in STYLES], train=False)
     config = replace(model_config(tok, "tiny"), n_styles=len(STYLES))
-    train_config = TrainConfig(steps=10**8, batch_size=1, lr=1e-3, warmup_steps=100, eval_every=100,
-                               checkpoint_every=100, eval_batches=len(valid), seed=0, time_budget_s=args.budget,
+    steps = args.steps or (10**8 if args.budget else sum(int(state["step"]) for _, state in per_style.values()))
+    train_config = TrainConfig(steps=steps, batch_size=1, lr=1e-3, warmup_steps=100, eval_every=200,
+                               checkpoint_every=200, eval_batches=len(valid), seed=0, time_budget_s=args.budget,
                                clock="cpu")
     run_dir = out / "run"
     trainer = Trainer(config, train_config, train, valid, out_dir=run_dir, tokenizer_config=tokenizer_to_dict(tok),
                       data_record={n: per_style[n][1]["data"] for n, _, _ in STYLES},
-                      run_settings={"styles": [n for n, _, _ in STYLES], "budget": args.budget, "recipe": __doc__})
+                      run_settings={"styles": [n for n, _, _ in STYLES], "budget": args.budget, "steps": steps,
+                                    "recipe": __doc__})
     if (run_dir / "checkpoint.pt").exists():
         print(f"resuming at step {trainer.resume()}")
-    if trainer.seconds < args.budget:
+    if trainer.step < steps and (args.budget is None or trainer.seconds < args.budget):
         result = trainer.train()
         if result.interrupted:
             sys.exit(130)
     ema = trainer.ema.module.eval()
 
-    results = {"budget_seconds": args.budget, "steps": trainer.step, "seconds": trainer.seconds,
+    results = {"budget_seconds": args.budget, "steps": trainer.step, "seconds": trainer.seconds, "machine": cpu_name(),
                "parameters": ema.num_parameters(), "styles": {}}
     lines = ["# One style-token model vs one model per style", "",
              f"Style-token SMDIM-tiny ({ema.num_parameters() / 1e6:.2f} M parameters): {trainer.step} steps in "
-             f"{trainer.seconds:.0f} CPU-s on han@256 + bach@1024 batches; per-style models: the quality study's "
-             "cells. Evaluation: each style's recorded test split, the study's protocol (n = 48, 32 steps, random "
+             f"{trainer.seconds:.0f} CPU-s ({cpu_name()}) on han@256 + bach@1024 batches; per-style models: the "
+             "quality study's cells (equal steps in total, 4096 tokens per step). Evaluation: each style's recorded test split, the study's protocol (n = 48, 32 steps, random "
              "order); ± half the 95 % bootstrap interval; 'style-token − per-style' is paired.", "",
              "| style | per-style model (CPU-s, steps) | " + " | ".join(ROWS) + " |",
              "| --- | --- | " + " | ".join("---" for _ in ROWS) + " |"]

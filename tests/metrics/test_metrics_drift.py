@@ -60,3 +60,17 @@ def test_empty_generated_pieces_count_against():
     assert out["q1"] == pytest.approx(0.5)
     with pytest.raises(ValueError, match="parts"):
         part_values(ref[0], 0)
+
+
+def test_whole_reference_scores_every_quarter_against_the_whole_pieces():
+    # reference: 4-bar pieces all on pitch 60 (short: nothing to cut into quarters the same way)
+    ref = [_piece([60, 60, 60, 60]) for _ in range(3)]
+    # generated: 8 bars on 60, except the last two bars two octaves up: q4 drifts from the reference as a whole
+    gen = [_piece([60, 60, 60, 60, 60, 60, 84, 84]) for _ in range(3)]
+    out = drift_oa(gen, ref, reference="whole")
+    assert [out[f"q{q}_pitch"] for q in (1, 2, 3)] == pytest.approx([1.0] * 3)
+    assert out["q4_pitch"] == pytest.approx(0.0, abs=1e-9)
+    # by parts the same case compares quarter with quarter of the short pieces (bar-wise, also on 60)
+    assert drift_oa(gen, ref)["q4_pitch"] == pytest.approx(0.0, abs=1e-9)
+    with pytest.raises(ValueError, match="reference must be 'parts' or 'whole'"):
+        drift_oa(gen, ref, reference="halves")
