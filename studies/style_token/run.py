@@ -41,7 +41,7 @@ def main(argv=None):
 
     import torch
 
-    from smdim.checkpoint import load_checkpoint, load_model
+    from smdim.checkpoint import load_model
     from smdim.data import DataRecord, StyleBatches, TokenDataset
     from smdim.evaluation import evaluate
     from smdim.machine import cpu_name
