@@ -309,14 +309,17 @@ def test_gradient_checkpointing_flag_and_train_exit_path(checkpoint, tmp_path, c
     assert finished == [0]  # a torchrun worker would exit there
 
 
-def _studio_info(*argv):
-    """Start `smdim serve ARGV --port 0`, check the URL line, return (/api/info, /api/corpus) answers."""
+def _studio_info(cache_dir, *argv):
+    """Start `smdim serve ARGV --port 0` (token cache: `cache_dir`), check the URL line, return its
+    (/api/info, /api/corpus) answers."""
     import json
+    import os
     import time
     import urllib.request
 
     proc = subprocess.Popen([sys.executable, "-m", "smdim.cli", "--threads", "1", "serve", *argv, "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, SMDIM_CACHE=cache_dir))
     try:
         line = proc.stdout.readline()
         assert line.startswith("smdim studio: http://127.0.0.1:"), line + proc.stderr.read()
@@ -335,10 +338,10 @@ def _studio_info(*argv):
         proc.wait(timeout=30)
 
 
-def test_serve_prints_its_url_and_answers(checkpoint):
+def test_serve_prints_its_url_and_answers(checkpoint, cache_dir):
     import socket
 
-    info, corpus = _studio_info("--checkpoint", str(checkpoint))
+    info, corpus = _studio_info(cache_dir, "--checkpoint", str(checkpoint))
     assert info["styles"] == [{"name": "han", "training_length": 64}]
     assert len(corpus["pieces"]) > 0                           # held-out Han songs to start from
     busy = socket.create_server(("127.0.0.1", 0))
@@ -350,9 +353,9 @@ def test_serve_prints_its_url_and_answers(checkpoint):
     assert proc.returncode == 2 and "--port: cannot listen on 127.0.0.1" in proc.stderr
 
 
-def test_serve_without_checkpoint_offers_every_bundled_model():
+def test_serve_without_checkpoint_offers_every_bundled_model(cache_dir):
     from smdim.bundled import bundled_models
 
-    info, corpus = _studio_info()
+    info, corpus = _studio_info(cache_dir)
     assert [s["name"] for s in info["styles"]] == [m.styles[0] for m in bundled_models()]
     assert info["default_style"] == "han" and len(corpus["pieces"]) > 0

@@ -1,6 +1,7 @@
 """Held-out pieces the studio offers as starting points: up to 24 test-split pieces of each model's
-recorded corpus, prepared in a background thread (the first run of a corpus converts its scores,
-minutes for the chorales or the masses), so the page answers at once and says what is being prepared."""
+recorded corpus, prepared in a background thread when a style is first asked for (the default style at
+start; the first run of a corpus converts its scores, minutes for the chorales or the masses), so the
+page answers at once and says what is being prepared."""
 from __future__ import annotations
 
 import threading
@@ -16,22 +17,34 @@ class CorpusPreparing(RuntimeError):
 class HeldOutPieces:
     """style -> [(name, token ids)]; raises CorpusPreparing until that style's corpus is loaded.
 
-    models: style -> run (with .record and .tokenizer), prepared in this order; a run without a
-    data record, or whose corpus cannot be loaded, offers no pieces (and `notes` says why)."""
+    models: style -> run (with .record and .tokenizer); the first style is prepared at once when
+    `start`, any other when first asked for. A run without a data record, or whose corpus cannot be
+    loaded, offers no pieces (and `note` says why)."""
 
     def __init__(self, models: Dict[str, Any], *, cache_dir=None, start: bool = True):
         self._models = dict(models)
         self._cache_dir = cache_dir
         self._pieces: Dict[str, List[Tuple[str, List[int]]]] = {}
+        self._threads: Dict[str, threading.Thread] = {}
         self.notes: Dict[str, str] = {}
         self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._prepare_all, name="smdim-studio-corpora", daemon=True)
-        if start:
-            self._thread.start()
+        if start and self._models:
+            self._start(next(iter(self._models)))
 
-    def _prepare_all(self):
-        for style in self._models:
-            self.prepare(style)
+    def _start(self, style: str) -> None:
+        """Prepare `style` in a background thread (once); the caller holds no lock."""
+        with self._lock:
+            if style in self._threads:
+                return
+            thread = threading.Thread(target=self.prepare, args=(style,), name=f"smdim-studio-{style}", daemon=True)
+            self._threads[style] = thread
+        thread.start()
+
+    def wait(self, style: str, timeout=None) -> None:
+        """Block until `style`'s background preparation (if started) ends."""
+        thread = self._threads.get(style)
+        if thread is not None:
+            thread.join(timeout)
 
     def prepare(self, style: str) -> None:
         """Load one style's held-out pieces now (the background thread calls this for each style)."""
@@ -53,6 +66,8 @@ class HeldOutPieces:
         with self._lock:
             if style in self._pieces:
                 return self._pieces[style]
+        if style in self._models:
+            self._start(style)
         raise CorpusPreparing(f"preparing the held-out {style} pieces (the first run converts the corpus; "
                               "a few minutes for long scores)...")
 

@@ -20,11 +20,16 @@ def test_pieces_come_from_the_recorded_test_split(checkpoint, cache_dir):
     assert held_out.note("han") is None
 
 
-def test_background_thread_prepares_every_style(checkpoint, cache_dir):
+def test_the_first_style_is_prepared_at_once_the_others_when_asked(checkpoint, cache_dir):
     run = load_run(checkpoint)
     held_out = HeldOutPieces({"a": run, "b": run}, cache_dir=cache_dir)
-    held_out._thread.join(timeout=120)
-    assert held_out("a") == held_out("b") and held_out("a")
+    held_out.wait("a", timeout=120)
+    assert held_out("a")
+    assert "b" not in held_out._threads                      # nobody asked for b yet
+    with pytest.raises(CorpusPreparing):
+        held_out("b")                                         # asking starts it
+    held_out.wait("b", timeout=120)
+    assert held_out("b") == held_out("a")
 
 
 def test_a_run_without_a_record_offers_nothing_and_says_why():
