@@ -28,8 +28,23 @@ LABELS = {SMDIM_IMPL: "SMDIM", BASELINE_IMPL: "transformer baseline"}
 PASS_TEXT = {
     FORWARD: "one denoiser forward (eval, no_grad: the cost of one sampling step)",
     TRAIN: "one training step (MDLM loss forward + backward, gradient clipping, AdamW step)",
-    SAMPLE: f"a full unconditional sample with K = {SAMPLE_STEPS} steps (`smdim generate --steps` default)",
+    SAMPLE: "a full unconditional sample with K = {steps} steps{order} (`smdim generate`'s default when measured)",
 }
+
+
+def sample_settings(data: dict) -> Tuple[int, Optional[str]]:
+    """(K, order) the JSON's samples ran with (recorded per case; SAMPLE_STEPS for JSON without it)."""
+    for b in data.get("benchmarks", []):
+        info = b.get("extra_info", {})
+        if info.get("suite") == MODEL_SUITE and info.get("pass") == SAMPLE and "steps" in info:
+            return int(info["steps"]), info.get("order")
+    return SAMPLE_STEPS, None
+
+
+def pass_texts(data: dict) -> Dict[str, str]:
+    steps, order = sample_settings(data)
+    return {name: text.format(steps=steps, order=f" in {order} order" if order else "")
+            for name, text in PASS_TEXT.items()}
 
 
 def model_rows(benchmarks: Sequence[dict], config: str) -> List[Row]:
@@ -173,9 +188,10 @@ def calls_line(data: dict, config: str) -> Optional[str]:
                     and b["extra_info"].get("config") == config and b["extra_info"].get("denoiser_calls") is not None})
     if not calls:
         return None
-    if all(n == SAMPLE_STEPS for _, _, n in calls):
-        return f"Every {config} sample made {SAMPLE_STEPS} denoiser calls (one per step: every step revealed tokens)."
-    return f"Denoiser calls per {config} sample (K = {SAMPLE_STEPS}): " + ", ".join(
+    steps, _ = sample_settings(data)
+    if all(n == steps for _, _, n in calls):
+        return f"Every {config} sample made {steps} denoiser calls (one per step: every step revealed tokens)."
+    return f"Denoiser calls per {config} sample (K = {steps}): " + ", ".join(
         f"{impl} L={length} {n}" for length, impl, n in calls) + "."
 
 
@@ -209,7 +225,7 @@ def render_model_report(data: dict, rows_of: Dict[str, List[Row]], checks: Seque
         f"tokens; PAD {any_info.get('pad_id', '?')}, MASK {any_info.get('mask_id', '?')}). Both models share the "
         "skeleton (embedding → Conv1d stride 4 → blocks on L/4 steps → ConvTranspose1d → tied head); the "
         "baseline gets the depth that matches SMDIM's parameter count (within 10 %, checked before timing). "
-        "Passes: " + "; ".join(f"{name} = {text}" for name, text in PASS_TEXT.items()) + ".", "",
+        "Passes: " + "; ".join(f"{name} = {text}" for name, text in pass_texts(data).items()) + ".", "",
         *(f"- {config_line(data, config)}" for config in rows_of), "",
         "Times: median ms per call (a sample: its one run). " + memory_text + " GFLOP: 10⁹ FLOPs per call counted "
         "by torch.utils.flop_counter (smdim_kernels.flops.count_flops; 2 per multiply-add; GEMMs, convolutions, "

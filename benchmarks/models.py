@@ -20,8 +20,9 @@ denoiser does not depend on which tokens it reads, so no corpus is needed. Passe
             diffusion_loss: mask, forward, SUBS cross-entropy) forward + backward, gradient clipping
             at 1.0, AdamW step (Trainer's parameter groups, lr, betas, weight decay); the gradients are
             freed after the step. Not included: the LR scheduler and EMA update (O(parameters) each).
-    sample  a full unconditional sample (smdim.sampling.sample from all-MASK, K = SAMPLE_STEPS = 64
-            steps, `smdim generate --steps`' default). The sampler reuses its last forward when a
+    sample  a full unconditional sample (smdim.sampling.sample from all-MASK, K = SAMPLE_STEPS steps
+            in SAMPLE_ORDER: `smdim generate`'s defaults, 32 steps in confidence order since 2026-12-03,
+            64 in random order before). The sampler reuses its last forward when a
             step reveals nothing, so the number of denoiser calls (reported) can be below K. Its
             peak memory is measured on a MEMORY_SAMPLE_STEPS-step sample: every step runs the same
             denoiser forward over the same buffers, so the peak does not grow with K.
@@ -38,6 +39,8 @@ from typing import Any, Dict, Optional, Tuple
 
 import torch
 
+from smdim.sampling import DEFAULT_ORDER, DEFAULT_STEPS
+
 from .cases import FORWARD
 
 MODEL_SUITE = "model"
@@ -46,7 +49,7 @@ MODEL_IMPLEMENTATIONS = (SMDIM_IMPL, BASELINE_IMPL)
 TRAIN, SAMPLE = "train", "sample"
 MODEL_PASSES = (FORWARD, TRAIN, SAMPLE)
 MODEL_CONFIGS = ("tiny", "base")
-SAMPLE_STEPS = 64  # `smdim generate --steps` default (tests/test_bench_models.py checks the CLI)
+SAMPLE_STEPS, SAMPLE_ORDER = DEFAULT_STEPS, DEFAULT_ORDER  # `smdim generate`'s defaults (tests check the CLI)
 BATCH, DTYPE = 1, torch.float32
 PARAMETER_TOLERANCE = 0.10  # the baseline's parameter count within 10 % of SMDIM's
 WARMUP_LENGTH = 512  # longer than 2 x any preset's attention window (in tokens): the local path warms up
@@ -228,7 +231,8 @@ class ModelRunner:
             return loss.detach()
         from smdim.sampling import sample
 
-        return sample(self.model, self.tokens, steps=self.steps, mask_id=self.mask_id, generator=self._generator())
+        return sample(self.model, self.tokens, steps=self.steps, mask_id=self.mask_id, generator=self._generator(),
+                      order=SAMPLE_ORDER)
 
     def check(self, result) -> Dict[str, Any]:
         """AssertionError unless `result` is right for this pass; {"denoiser_calls": n} for sample."""

@@ -34,7 +34,7 @@ from smdim_kernels import _native
 from .cuda import CUDA_TIMING, CudaEventTimer, measure_cuda
 from .machine import kernel_isa
 from .memory import MemoryMeasurement, start_peak_memory
-from .models import (BATCH, DTYPE, MEMORY_SAMPLE_STEPS, MODEL_SUITE, SAMPLE_STEPS, ModelCase, describe_config,
+from .models import (BATCH, DTYPE, MEMORY_SAMPLE_STEPS, MODEL_SUITE, SAMPLE_ORDER, SAMPLE_STEPS, ModelCase, describe_config,
                      make_model_runner, make_warmup_runner, token_space)
 
 SINGLE_SHOT_TIMING = {
@@ -58,7 +58,7 @@ def _case_info(case: ModelCase, settings) -> dict:
             "threads": settings.threads, "isa": kernel_isa(), "pad_id": space.pad_id, "mask_id": space.mask_id,
             "first_regular_id": space.first_regular_id, **describe_config(case.config, case.impl)}
     if case.single_shot:
-        info["steps"] = SAMPLE_STEPS
+        info["steps"], info["order"] = SAMPLE_STEPS, SAMPLE_ORDER
     if settings.model_device == "cuda":
         import torch
 

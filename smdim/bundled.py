@@ -50,17 +50,6 @@ class BundledModel:
         return int(self.record["data"]["seq_len"])
 
 
-def style_of_source(source: str, fallback: str = "model") -> str:
-    """A short style name for a corpus source string (`han`, `bach`, a folder's name)."""
-    from .data import HAN_SOURCE
-
-    if source == HAN_SOURCE:
-        return "han"
-    if source.startswith("music21:"):
-        return source.split(":", 1)[1]
-    return Path(source).name if source else fallback
-
-
 def bundle_folder() -> Path:
     return Path(str(resources.files("smdim").joinpath(BUNDLE_DIR)))
 

@@ -225,6 +225,15 @@ class Run:
     style: str = "model"            # what it plays: its corpus (`han`, `bach`, a folder's name)
 
 
+def style_of_source(source: str, fallback: str = "model") -> str:
+    """A short style name for a corpus source string (`han`, `bach`, a folder's name)."""
+    if source == HAN_SOURCE:
+        return "han"
+    if source.startswith("music21:"):
+        return source.split(":", 1)[1]
+    return Path(source).name if source else fallback
+
+
 def load_run(checkpoint, *, use_ema=True, device=None) -> Run:
     """The model (eval mode, on `device`), tokenizer, training length and data record of a checkpoint."""
     from .tokenizer import tokenizer_from_dict
@@ -238,8 +247,6 @@ def load_run(checkpoint, *, use_ema=True, device=None) -> Run:
         record = None if record is None else DataRecord.from_dict(record)
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: its data record is unreadable ({exc})") from None
-    from .bundled import style_of_source
-
     style = style_of_source(record.source if record is not None else "", path.parent.name or "model")
     return Run(model=model.to(device), tokenizer=tok, seq_len=training_length(state, path), record=record, path=path,
                format_version=int(state["format_version"]), style=style)

@@ -123,6 +123,11 @@ def check_temperature(temperature):
 
 
 ORDERS = ("random", "confidence")
+#: the sampling defaults of the command line and the studio, chosen from the quality study's steps
+#: curves (README): confidence order at 32 steps is within the intervals of random order at 128 steps,
+#: or better, on every SMDIM cell, with the fewest invalid tokens
+DEFAULT_STEPS = 32
+DEFAULT_ORDER = "confidence"
 
 
 def _gumbel(shape, generator, device):

@@ -44,8 +44,10 @@ MODEL_JSON = {
         _entry("base", SMDIM_IMPL, "train", 8192, 6000.0, 700.0, 300.0),
         _entry("base", BASELINE_IMPL, "train", 8192, 6500.0, 1000.0, 600.0),
         # sample at 2048 only (SMDIM_BENCH_SAMPLE_MAX_L): timed once (time_s wins over the stats)
-        _entry("base", SMDIM_IMPL, "sample", 2048, 99999.0, 130.0, 64 * 25.0, time_s=30.0, denoiser_calls=64),
-        _entry("base", BASELINE_IMPL, "sample", 2048, 99999.0, 140.0, 63 * 50.0, time_s=25.0, denoiser_calls=63),
+        _entry("base", SMDIM_IMPL, "sample", 2048, 99999.0, 130.0, 64 * 25.0, time_s=30.0, denoiser_calls=64,
+               steps=64, order="random"),
+        _entry("base", BASELINE_IMPL, "sample", 2048, 99999.0, 140.0, 63 * 50.0, time_s=25.0, denoiser_calls=63,
+               steps=64, order="random"),
         {"group": None, "name": "test_unrelated", "stats": {"median": 1.0}, "extra_info": {}},
     ],
 }
@@ -220,10 +222,11 @@ def test_cuda_timer_median_skips_warmup_rounds():
 
 
 def test_sample_steps_is_the_cli_default():
-    from benchmarks.models import SAMPLE_STEPS
+    from benchmarks.models import SAMPLE_ORDER, SAMPLE_STEPS
     from smdim.cli import build_parser
 
-    assert build_parser().parse_args(["generate", "--checkpoint", "c.pt"]).steps == SAMPLE_STEPS
+    args = build_parser().parse_args(["generate", "--checkpoint", "c.pt"])
+    assert (args.steps, args.order) == (SAMPLE_STEPS, SAMPLE_ORDER)
 
 
 # --- the cases themselves at a tiny length (what the benchmarks run, minus the timing) ---------------

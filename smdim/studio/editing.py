@@ -14,7 +14,8 @@ from typing import Callable, List, Optional, Sequence
 import torch
 
 from ..generation import bar_region, infill_constraints, make_constraints
-from ..sampling import ORDERS, check_temperature, continue_sequence, generate_long, infill
+from ..sampling import (DEFAULT_ORDER, DEFAULT_STEPS, ORDERS, check_temperature, continue_sequence, generate_long,
+                        infill)
 from ..tokenizer import bar_id, mask_id
 from .piece import PieceError, StudioPiece, TrackInfo, canonical_ids, from_ids
 
@@ -23,13 +24,11 @@ MAX_VARIATIONS = 8
 
 @dataclass(frozen=True)
 class Settings:
-    """Sampler settings chosen in the page. Defaults from the quality study's steps curves
-    (README): confidence order at 32 steps is within the intervals of, or better than, the random
-    order at 128 steps on every SMDIM cell, with the fewest invalid tokens."""
-    steps: int = 32
+    """Sampler settings chosen in the page (defaults: the command line's, sampling.DEFAULT_*)."""
+    steps: int = DEFAULT_STEPS
     temperature: float = 1.0
     seed: int = 0
-    order: str = "confidence"
+    order: str = DEFAULT_ORDER
     pitch_low: Optional[int] = None
     pitch_high: Optional[int] = None
     max_chord: Optional[int] = None
