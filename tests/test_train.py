@@ -79,13 +79,14 @@ def interrupt_at_batch(trainer, n, monkeypatch):
     monkeypatch.setattr(trainer, "_batch", batch)
 
 
-def test_resume_continues_exactly(tmp_path, monkeypatch):
-    straight = make_trainer(tmp_path / "a")
+def assert_resumes_exactly(make, tmp_path, monkeypatch):
+    """A run interrupted at its 4th batch and resumed ends exactly like an uninterrupted one."""
+    straight = make(tmp_path / "a")
     straight.train()
-    half = make_trainer(tmp_path / "b")
+    half = make(tmp_path / "b")
     interrupt_at_batch(half, 4, monkeypatch)
     assert half.train().interrupted
-    resumed = make_trainer(tmp_path / "b")
+    resumed = make(tmp_path / "b")
     assert resumed.resume() == 3
     resumed.train()
     for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
@@ -93,6 +94,10 @@ def test_resume_continues_exactly(tmp_path, monkeypatch):
     for a, b in zip(straight.ema.state_dict().values(), resumed.ema.state_dict().values()):
         assert torch.equal(a, b)
     assert [r["loss_bits"] for r in straight.history] == [r["loss_bits"] for r in resumed.history]
+
+
+def test_resume_continues_exactly(tmp_path, monkeypatch):
+    assert_resumes_exactly(make_trainer, tmp_path, monkeypatch)
 
 
 def test_checkpoint_contents_and_ema_model(tmp_path):
@@ -437,13 +442,4 @@ def test_style_conditioned_training_learns_both_styles_and_resumes_exactly(tmp_p
     own = evaluate_nll(StyleBound(trainer.ema.module, 1), batch, mask_id=MASK)
     other = evaluate_nll(StyleBound(trainer.ema.module, 0), batch, mask_id=MASK)
     assert own < other
-    straight = make_style_trainer(tmp_path / "a")
-    straight.train()
-    half = make_style_trainer(tmp_path / "b")
-    interrupt_at_batch(half, 4, monkeypatch)
-    assert half.train().interrupted
-    resumed = make_style_trainer(tmp_path / "b")
-    assert resumed.resume() == 3
-    resumed.train()
-    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
-        assert torch.equal(a, b), name
+    assert_resumes_exactly(make_style_trainer, tmp_path, monkeypatch)
