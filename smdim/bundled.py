@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from .checkpoint import CheckpointError, data_record_dict, tokenizer_dict, training_length
+from .checkpoint import CheckpointError, data_record_dict, ema_weights, tokenizer_dict, training_length
 from .files import atomic_write
 
 BUNDLE_FORMAT = 1
@@ -108,11 +108,6 @@ def load_bundled(style: Optional[str] = None, *, device=None, folder: Optional[P
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def ema_weights(state: Dict[str, Any]) -> Dict[str, torch.Tensor]:
-    """The EMA weights of a training checkpoint's state, named as the model's parameters."""
-    return {k[len("module."):]: v for k, v in state["ema"].items() if k.startswith("module.")}
 
 
 def export_model(state: Dict[str, Any], path, out_dir, *, name: str, styles: List[str], training: Dict[str, Any],

@@ -85,6 +85,12 @@ def data_record_dict(state: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     return state.get("data")
 
 
+def ema_weights(state: Dict[str, Any]) -> Dict[str, torch.Tensor]:
+    """The EMA weights of a checkpoint's state, named as the model's parameters (AveragedModel keeps
+    them under "module.")."""
+    return {k[len("module."):]: v for k, v in state["ema"].items() if k.startswith("module.")}
+
+
 def load_model(path, use_ema=True, map_location="cpu"):
     """(SMDIM model in eval mode, checkpoint state) from a training checkpoint; the EMA weights by
     default. A config that does not fit the weights is a one-line CheckpointError."""
@@ -97,7 +103,7 @@ def load_model(path, use_ema=True, map_location="cpu"):
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: its model config is not valid ({exc})") from None
     if use_ema:
-        weights = {k[len("module."):]: v for k, v in state["ema"].items() if k.startswith("module.")}
+        weights = ema_weights(state)
     else:
         weights = state["model"]
     try:

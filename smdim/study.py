@@ -30,7 +30,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 
 from . import metrics
-from .checkpoint import load_checkpoint
+from .checkpoint import ema_weights, load_checkpoint
 from .evaluation import oa_scores, reference_windows, sample_like
 from .files import atomic_write
 from .pipeline import UserError, corpus_of_record, load_data, load_run, train_model
@@ -251,7 +251,7 @@ class Study:
             state = load_checkpoint(self.cell_dir(cell) / kind / FINAL)
             training[label] = {"steps": state["step"], "seconds": state.get("seconds"),
                                "machines": state.get("machines"),   # None: trained before this was recorded
-                               "parameters": sum(v.numel() for k, v in state["ema"].items() if k.startswith("module.")),
+                               "parameters": sum(v.numel() for v in ema_weights(state).values()),
                                "curve": [{k: r[k] for k in ("step", "seconds", "valid_bits") if k in r}
                                          for r in state["history"] if "valid_bits" in r]}
         return {"table": result.table, "notes": result.notes, "columns": result.columns, "training": training,

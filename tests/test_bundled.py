@@ -5,9 +5,9 @@ import stat
 import pytest
 import torch
 
-from smdim.bundled import (DEFAULT_STYLE, SUMMARY_ROWS, bundled_models, ema_weights, evaluation_summary, export_model,
-                           find_bundled, float16_check, load_bundled, update_record)
-from smdim.checkpoint import CheckpointError, load_checkpoint
+from smdim.bundled import (DEFAULT_STYLE, SUMMARY_ROWS, bundled_models, evaluation_summary, export_model, find_bundled,
+                           float16_check, load_bundled, update_record)
+from smdim.checkpoint import CheckpointError, ema_weights, load_checkpoint
 from smdim.data import DataRecord
 from smdim.model import SMDIM, SMDIMConfig
 from smdim.pipeline import UserError, corpus_of_record, load_run

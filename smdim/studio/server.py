@@ -212,7 +212,11 @@ def create_app(models: Dict[str, Any], *, limits: Limits = Limits(), corpus_piec
             offered = corpus_pieces(style or default_style)
         except CorpusPreparing as exc:
             return {"pieces": [], "preparing": True, "note": str(exc)}
-        return {"pieces": [{"index": i, "name": name} for i, (name, _) in enumerate(offered)]}
+        answer = {"pieces": [{"index": i, "name": name} for i, (name, _) in enumerate(offered)]}
+        note = getattr(corpus_pieces, "note", None)        # why a style offers none (HeldOutPieces)
+        if not offered and note is not None and note(style or default_style):
+            answer["note"] = note(style or default_style)
+        return answer
 
     @app.post("/api/corpus/{index}")
     def corpus_piece(index: int, style: Optional[str] = None):

@@ -86,6 +86,16 @@ def test_corpus_being_prepared_is_said_and_refused_until_ready(run):
                                           "note": "preparing the held-out tiny pieces..."}
         status, body = request(url, "/api/corpus/0", {})
         assert status == 409 and "preparing" in body["detail"]
+    # a style whose corpus could not be loaded says why
+    from smdim.studio.corpus import HeldOutPieces
+
+    bare = tiny_run()
+    bare.record = None
+    held_out = HeldOutPieces({"tiny": bare}, start=False)
+    held_out.prepare("tiny")
+    with running(create_app({"tiny": bare}, corpus_pieces=held_out)) as url:
+        status, body = request(url, "/api/corpus")
+        assert status == 200 and body["pieces"] == [] and "records no data split" in body["note"]
 
 
 def test_not_base64_and_unknown_piece(base):
