@@ -40,6 +40,12 @@ def pytest_generate_tests(metafunc):
     if "model_case" in metafunc.fixturenames:
         case_ids = [case.id for case in settings_for(metafunc.config).model_cases()]
         metafunc.parametrize("model_case", case_ids, ids=case_ids, indirect=True)
+    if "hf_case" in metafunc.fixturenames:
+        from .hf_mamba import hf_cases
+
+        settings = settings_for(metafunc.config)
+        cases = hf_cases(settings.quick, settings.lengths, settings.hf_backward_lengths)
+        metafunc.parametrize("hf_case", cases, ids=[case.id for case in cases])
     if "studio_case" in metafunc.fixturenames:
         from .studio import studio_cases
 

@@ -8,7 +8,7 @@ nn.MultiheadAttention call the fused SDPA flash kernel (in eval mode under no_gr
 PyTorch's "fast path", `_native_multi_head_attention`, which materialises the L x L scores).
 
 Suite "mamba_layer": a Mamba layer, d_state 16, d_conv 4, expand 2 (d_inner 1536), dt_rank 48.
-    ours   smdim_kernels.Mamba(768) (fused `mamba_inner_fn` path, use_fast_path=True)
+    ours   smdim_kernels.Mamba(768) (fused path, use_fast_path=True: the whole layer as `mamba_mixer_fn`)
     floor  "projections + scan": the layer's four GEMMs (in_proj, x_proj, dt_proj, out_proj) as
            plain torch.mm on contiguous operands of the right shapes, plus smdim_kernels'
            selective_scan_fn (with z, D and delta_bias) alone; independent inputs, so nothing

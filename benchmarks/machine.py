@@ -44,10 +44,10 @@ def cpu_model() -> str:
 
 def kernel_isa() -> str:
     """Instruction set our C++ kernels dispatch to, or why there is none."""
-    from smdim_kernels import _native
+    from smdim_kernels import backends
 
-    isa = _native.cpu_isa()
-    return isa if isa is not None else f"none ({_native.unavailable_reason()})"
+    isa = backends.cpu_isa()
+    return isa if isa is not None else f"none ({backends.native_unavailable_reason()})"
 
 
 def describe_machine(threads: int) -> Dict[str, object]:

@@ -23,8 +23,9 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .cases import BOUND, FORWARD, FORWARD_BACKWARD, IMPLEMENTATIONS, NAIVE, OURS, PASSES, PSCAN, SUITE
 from .layers import (FLOOR, HF, MAMBA_SUITE, MFA, MFA_FULL, MFA_SUITE, SUITE_IMPLEMENTATIONS, TRANSFORMER)
-from .machine import format_machine
+from .report_kit import TargetCheck, first_suite_info, format_number, format_ratio, machine_line
 from .models import MODEL_SUITE, SAMPLE, TRAIN
+from .hf_mamba import HF_MODEL_SUITE
 from .studio import STUDIO_SUITE
 from .settings import (FULL_ATTN_MAX_ENV, HF_FWD_LENGTHS_ENV, HF_FWDBWD_LENGTHS_ENV, LAYER_PSCAN_MAX_ENV,
                        LENGTHS_ENV, NAIVE_FWD_MAX_ENV, NAIVE_FWDBWD_MAX_ENV, PSCAN_MAX_ENV)
@@ -39,7 +40,7 @@ MEMORY_TARGET_LENGTH = 8192
 LINEAR_SLOPE_MAX = 1.1  # log-log slope of ours' memory vs L: 1 is linear
 PEERS = (NAIVE, PSCAN)
 IMPL_LABELS = {OURS: "ours", NAIVE: "naive reference", PSCAN: "mamba.py pscan", BOUND: "arithmetic bound"}
-SUITES = (SUITE, MAMBA_SUITE, MFA_SUITE, MODEL_SUITE, STUDIO_SUITE)  # report sections, in this order
+SUITES = (SUITE, MAMBA_SUITE, MFA_SUITE, HF_MODEL_SUITE, MODEL_SUITE, STUDIO_SUITE)  # report sections, in this order
 
 # Layer targets (issue 3, item 7)
 FLOOR_TARGET = 1.3  # ours' Mamba forward at most this many times the projections + scan floor, every L
@@ -93,16 +94,6 @@ class Row:
         return self._ratio(values.get(numerator), values.get(denominator))
 
 
-@dataclass(frozen=True)
-class TargetCheck:
-    status: str  # PASS, FAIL or N/A (not measured)
-    description: str
-    detail: str
-
-    def line(self) -> str:
-        return f"- [{self.status}] {self.description}: {self.detail}"
-
-
 def collect_rows(benchmarks: Iterable[dict], suite: str = SUITE) -> List[Row]:
     """Rows from pytest-benchmark entries of `suite`, ordered by pass, then L.
 
@@ -129,43 +120,10 @@ def collect_rows(benchmarks: Iterable[dict], suite: str = SUITE) -> List[Row]:
     return sorted(rows.values(), key=lambda row: (order.get(row.pass_name, len(order)), row.length))
 
 
-def _first_suite_info(data: dict, suite: Optional[str] = SUITE) -> dict:
-    """extra_info of the suite's first benchmark (shape, threads, ISA are the same in all);
-    suite=None: of any suite's."""
-    return next((b["extra_info"] for b in data.get("benchmarks", [])
-                 if b.get("extra_info", {}).get("suite") is not None
-                 and (suite is None or b["extra_info"]["suite"] == suite)), {})
-
-
-def machine_line(data: dict) -> str:
-    """The machine the benchmarks ran on, from the JSON (our conftest's entry, else pytest-benchmark's)."""
-    machine_info = data.get("machine_info", {})
-    info = dict(machine_info.get("smdim_bench") or {})
-    if not info:
-        cpu = machine_info.get("cpu")
-        info["cpu"] = cpu.get("brand_raw", "unknown CPU") if isinstance(cpu, dict) else "unknown CPU"
-        extra = _first_suite_info(data) or _first_suite_info(data, None)
-        info.update({key: extra[key] for key in ("threads", "isa") if key in extra})
-    return format_machine(info)
-
-
 def shape_line(data: dict) -> str:
-    extra = _first_suite_info(data)
+    extra = first_suite_info(data)
     return (f"batch {extra.get('batch', '?')}, dim {extra.get('dim', '?')}, N {extra.get('dstate', '?')}, "
             f"{extra.get('dtype', '?')}, delta_softplus with delta_bias and D")
-
-
-def format_number(value: Optional[float]) -> str:
-    """Three significant digits, or '—' for a case that did not run."""
-    if value is None:
-        return "—"
-    if value >= 100:
-        return f"{value:.0f}"
-    return f"{value:.3g}"
-
-
-def format_ratio(value: Optional[float]) -> str:
-    return "—" if value is None else f"{format_number(value)}×"
 
 
 def markdown_table(rows: Sequence[Row]) -> str:
@@ -452,7 +410,7 @@ def layer_checks(rows: Sequence[Row], suite: str) -> List[TargetCheck]:
 
 
 def layer_shape_line(data: dict, suite: str) -> str:
-    extra = _first_suite_info(data, suite)
+    extra = first_suite_info(data, suite)
     if suite == MAMBA_SUITE:
         return (f"batch {extra.get('batch', '?')}, d_model {extra.get('d_model', '?')}, d_state "
                 f"{extra.get('d_state', '?')}, d_conv {extra.get('d_conv', '?')}, expand {extra.get('expand', '?')} "
@@ -593,6 +551,12 @@ def build_sections(data: dict) -> List[Section]:
             if studio_entries(data):
                 sections.append(Section(suite, *studio_section(data, machine_line(data))))
             continue
+        if suite == HF_MODEL_SUITE:
+            from .hf_mamba_report import hf_entries, hf_section
+
+            if hf_entries(data):
+                sections.append(Section(suite, *hf_section(data, machine_line(data))))
+            continue
         rows = collect_rows(data.get("benchmarks", []), suite)
         if not rows:
             continue
@@ -623,12 +587,17 @@ def render_all(sections: Sequence[Section]) -> str:
 
 PLOT_TITLES = {SUITE: "selective scan", MAMBA_SUITE: "Mamba layer (d_model 768)",
                MFA_SUITE: "MFA block vs transformer block (d_model 768)",
-               MODEL_SUITE: "SMDIM vs transformer-diffusion baseline"}
+               MODEL_SUITE: "SMDIM vs transformer-diffusion baseline",
+               HF_MODEL_SUITE: "transformers' Mamba (130M-like), unpatched vs smdim enabled"}
 
 
 def _plot_section(data: dict, section: Section, path: Path) -> None:
     title = f"{PLOT_TITLES[section.suite]} — {machine_line(data)}"
-    if section.suite == MODEL_SUITE:
+    if section.suite == HF_MODEL_SUITE:
+        from .hf_mamba_report import plot_hf
+
+        plot_hf(data, title, path)
+    elif section.suite == MODEL_SUITE:
         from .model_report import plot_models
 
         plot_models(section.rows, title, path)

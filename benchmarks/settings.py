@@ -27,6 +27,10 @@ Layers (test_layers.py; a length list takes "0" or "none" for never):
                                        transformer block), both passes (default 8192)
 A peer's lengths are intersected with SMDIM_BENCH_LENGTHS.
 
+transformers suite (test_hf_mamba.py, hf_mamba.py): transformers' Mamba model unpatched vs with
+smdim enabled, at SMDIM_BENCH_LENGTHS up to 4096; the unpatched forward+backward only at
+SMDIM_BENCH_HF_FWDBWD_LENGTHS (as above).
+
 Model suite (test_models.py; SMDIM vs the transformer-diffusion baseline, models.py):
     SMDIM_BENCH_MODEL_CONFIGS=tiny,base presets to run (default tiny,base; quick: tiny)
     SMDIM_BENCH_SAMPLE_MAX_L=L         longest L of the full K=64-step sample (default 8192: every L; at

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import List, Tuple
 
+from .report_kit import TargetCheck
 from .studio import STUDIO_SUITE, TASKS
 
 
@@ -18,8 +19,6 @@ def studio_entries(data: dict) -> List[dict]:
 
 def studio_section(data: dict, machine: str) -> Tuple[list, list, str]:
     """([], target checks, markdown) of the studio suite."""
-    from .report import TargetCheck
-
     entries = studio_entries(data)
     lines = [f"## Studio latency: bundled models at the studio's default settings — {machine}", "",
              "| model | task | what | steps / order | seconds |", "| --- | --- | --- | --- | --- |"]

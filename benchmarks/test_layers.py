@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import pytest
 
-from smdim_kernels import _native
+from smdim_kernels import backends
 
 from .cases import OURS
 from .layers import (BATCH, D_CONV, D_INNER, D_MODEL, D_STATE, DT_RANK, DTYPE, EXPAND, FLOOR, MAMBA_SUITE, MFA,
@@ -43,9 +43,9 @@ def _skip_if_unavailable(impl: str) -> None:
     reason = unavailable_reason(impl)
     if reason is not None:
         pytest.skip(reason)
-    if impl in (OURS, FLOOR, MFA, MFA_FULL) and not _native.available():
-        pytest.skip(f"the C++ kernels are not built ({_native.unavailable_reason()}); "
-                    f"benchmarking the reference fallback as 'ours' would mislead. {_native.REBUILD_HINT}")
+    if impl in (OURS, FLOOR, MFA, MFA_FULL) and not backends.native_available():
+        pytest.skip(f"the C++ kernels are not built ({backends.native_unavailable_reason()}); "
+                    f"benchmarking the reference fallback as 'ours' would mislead. {backends.REBUILD_HINT}")
 
 
 def _shape_info(case: LayerCase) -> dict:

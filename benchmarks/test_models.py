@@ -29,7 +29,7 @@ import functools
 
 import pytest
 
-from smdim_kernels import _native
+from smdim_kernels import backends
 
 from .cuda import CUDA_TIMING, CudaEventTimer, measure_cuda
 from .machine import kernel_isa
@@ -46,9 +46,9 @@ SAMPLE_FLOPS_NOTE = "sample: denoiser calls x one forward's GFLOP"
 
 
 def _skip_if_unavailable(device: str) -> None:
-    if device == "cpu" and not _native.available():
-        pytest.skip(f"the C++ kernels are not built ({_native.unavailable_reason()}); both models would run "
-                    f"smdim_kernels' reference ops, which says nothing about either. {_native.REBUILD_HINT}")
+    if device == "cpu" and not backends.native_available():
+        pytest.skip(f"the C++ kernels are not built ({backends.native_unavailable_reason()}); both models would run "
+                    f"smdim_kernels' reference ops, which says nothing about either. {backends.REBUILD_HINT}")
 
 
 def _case_info(case: ModelCase, settings) -> dict:

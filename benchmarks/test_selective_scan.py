@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import pytest
 
-from smdim_kernels import _native
+from smdim_kernels import backends
 
 from .cases import (BATCH, BOUND, DIM, DSTATE, DTYPE, FORWARD_BACKWARD, OURS, PSCAN, SUITE, make_problem,
                     make_runner)
@@ -36,9 +36,9 @@ from .peers import MAMBAPY_MISSING
 def _skip_if_unavailable(impl: str) -> None:
     if impl == PSCAN:
         pytest.importorskip("mambapy", reason=MAMBAPY_MISSING)
-    if impl in (OURS, BOUND) and not _native.available():
-        pytest.skip(f"the C++ kernels are not built ({_native.unavailable_reason()}); "
-                    f"benchmarking the reference fallback as 'ours' would mislead. {_native.REBUILD_HINT}")
+    if impl in (OURS, BOUND) and not backends.native_available():
+        pytest.skip(f"the C++ kernels are not built ({backends.native_unavailable_reason()}); "
+                    f"benchmarking the reference fallback as 'ours' would mislead. {backends.REBUILD_HINT}")
 
 
 def test_selective_scan(benchmark, scan_case, bench_settings, scan_guard):

@@ -2,7 +2,7 @@
 with each bundled model at the studio's default settings, on this machine's pinned threads."""
 from __future__ import annotations
 
-from smdim_kernels import _native
+from smdim_kernels import backends
 
 import pytest
 
@@ -11,9 +11,9 @@ from .studio import LATENCY_TARGET_S, STUDIO_SUITE, make_task
 
 
 def test_studio_latency(benchmark, studio_case, bench_settings):
-    if not _native.available():
-        pytest.skip(f"the C++ kernels are not built ({_native.unavailable_reason()}): the studio would run "
-                    f"smdim_kernels' reference ops. {_native.REBUILD_HINT}")
+    if not backends.native_available():
+        pytest.skip(f"the C++ kernels are not built ({backends.native_unavailable_reason()}): the studio would run "
+                    f"smdim_kernels' reference ops. {backends.REBUILD_HINT}")
     task, info, check = make_task(studio_case)
     task()                                                     # warm-up: torch's one-time costs
     benchmark.group = f"{STUDIO_SUITE} {studio_case.style}"

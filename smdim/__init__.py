@@ -1,5 +1,8 @@
-"""smdim: the SMDIM symbolic-music diffusion model (data, model, diffusion, sampling, CLI).
+"""smdim: the SMDIM symbolic-music diffusion model on `smdim_kernels`.
 
-Built on `smdim_kernels`; the model and its tooling land with the model issue.
+REMI data (data, tokenizer, remi), the model (model), masked-diffusion training (diffusion, train)
+and sampling (sampling: generate, infill, continue), OA metrics and evaluation, the quality study
+(study), the bundled models (bundled), audio (audio), the studio (studio) and the `smdim` command
+line (cli).
 """
 __version__ = "0.1.0"

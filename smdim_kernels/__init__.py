@@ -4,26 +4,27 @@ CPU: C++ kernels (runtime-dispatched AVX-512 / AVX2 / generic SIMD, OpenMP) in `
 CUDA: Triton kernels. Both behind `torch.library` ops, so autograd, `torch.compile` and
 `torch.library.opcheck` work. `backend_info()` says which implementation each op uses.
 """
-from . import _native
+from . import backends
 from .ops.add_norm import add_norm_fn, add_norm_ref
 from .ops.causal_conv1d import causal_conv1d_fn, causal_conv1d_ref, causal_conv1d_update
 from .ops.mamba_inner import mamba_inner_fn, mamba_inner_ref
 from .ops.mamba_mixer import mamba_mixer_fn, mamba_mixer_ref
 from .ops.selective_scan import (
     CHECKPOINT_CHUNK,
+    MAX_DSTATE,
     selective_scan_fn,
     selective_scan_ref,
     selective_state_update,
     selective_state_update_ref,
 )
-from ._backends import backend_info, format_backend_info
+from .backends import backend_info, format_backend_info
 from .modules import (FeedForward, InferenceParams, LayerNorm, Mamba, MFABlock, MFAStack, RMSNorm,
                       SelfAttention)
 from . import flops
 from .flops import FlopReport, count_flops, fvcore_handles, register_flop_formulas
 
 # After the op schemas above are defined: the C++ library registers CPU implementations of them.
-_native.load()
+backends.load()
 
 __version__ = "0.1.0"
 
@@ -41,6 +42,7 @@ __all__ = [
     "RMSNorm",
     "SelfAttention",
     "CHECKPOINT_CHUNK",
+    "MAX_DSTATE",
     "add_norm_fn",
     "add_norm_ref",
     "backend_info",

@@ -129,27 +129,29 @@ def add_norm_bwd_flops(numel: int, rms: bool = False, bias: bool = True, dresidu
     return numel * ((9 if rms else 12) + int(bool(bias)) + int(bool(dresidual_out)))
 
 
-def _mamba_inner_parts(batch, length, d_inner, dstate, dt_rank, d_conv, d_model):
+def _mamba_inner_parts(batch, length, d_inner, dstate, dt_rank, d_conv, d_model, x_proj_rows=None):
     bl = batch * length
     return {
         "conv": causal_conv1d_flops(batch, d_inner, length, d_conv),
-        "x_proj": 2 * bl * d_inner * (dt_rank + 2 * dstate),
+        "x_proj": 2 * bl * d_inner * (dt_rank + 2 * dstate if x_proj_rows is None else x_proj_rows),
         "dt_proj": 2 * bl * dt_rank * d_inner,
         "out_proj": 0 if d_model is None else 2 * bl * d_inner * d_model,
     }
 
 
 def mamba_inner_flops(batch: int, length: int, d_inner: int, dstate: int, dt_rank: int, d_conv: int,
-                      d_model: Optional[int] = None, with_D: bool = True) -> int:
-    """conv + x_proj + dt_proj + scan (with z, [D]) + out_proj (if d_model is given)."""
-    parts = _mamba_inner_parts(batch, length, d_inner, dstate, dt_rank, d_conv, d_model)
+                      d_model: Optional[int] = None, with_D: bool = True, x_proj_rows: Optional[int] = None) -> int:
+    """conv + x_proj + dt_proj + scan (with z, [D]) + out_proj (if d_model is given); x_proj_rows
+    defaults to dt_rank + 2N (fewer when B or C is passed in)."""
+    parts = _mamba_inner_parts(batch, length, d_inner, dstate, dt_rank, d_conv, d_model, x_proj_rows)
     return sum(parts.values()) + selective_scan_flops(batch, d_inner, length, dstate, with_D, True)
 
 
 def mamba_inner_bwd_flops(batch: int, length: int, d_inner: int, dstate: int, dt_rank: int, d_conv: int,
-                          d_model: Optional[int] = None, with_D: bool = True, recompute: bool = True) -> int:
+                          d_model: Optional[int] = None, with_D: bool = True, recompute: bool = True,
+                          x_proj_rows: Optional[int] = None) -> int:
     """conv_bwd (SiLU) + 2 × each GEMM + scan_bwd + [recompute]·(conv + dt_proj)."""
-    parts = _mamba_inner_parts(batch, length, d_inner, dstate, dt_rank, d_conv, d_model)
+    parts = _mamba_inner_parts(batch, length, d_inner, dstate, dt_rank, d_conv, d_model, x_proj_rows)
     flops = causal_conv1d_bwd_flops(batch, d_inner, length, d_conv, silu=True)
     flops += 2 * (parts["x_proj"] + parts["dt_proj"] + parts["out_proj"])
     flops += selective_scan_bwd_flops(batch, d_inner, length, dstate, with_D, True)
@@ -251,16 +253,16 @@ def _mamba_inner_dims(xz, conv1d_weight, delta_proj_weight, out_proj_weight, A):
 def _mamba_inner_fwd(xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight, out_proj_weight,
                      out_proj_bias, A, D=None, *args, **kwargs):
     dims = _mamba_inner_dims(xz, conv1d_weight, delta_proj_weight, out_proj_weight, A)
-    return mamba_inner_flops(**dims, with_D=_present(D))
+    return mamba_inner_flops(**dims, with_D=_present(D), x_proj_rows=x_proj_weight[0])
 
 
 def _mamba_inner_bwd(dout, xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight, out_proj_weight,
-                     out_proj_bias, A, D, delta_bias, B_proj_bias, C_proj_bias, delta_softplus, x_dbl, y,
+                     out_proj_bias, A, D, delta_bias, B_proj_bias, C_proj_bias, B, C, delta_softplus, x_dbl, y,
                      checkpoints, conv_out, delta, *args, **kwargs):
     dims = _mamba_inner_dims(xz, conv1d_weight, delta_proj_weight, out_proj_weight, A)
     # checkpoint_lvl=1 saves (0,) placeholders for conv_out and delta: the backward recomputes them.
     recompute = conv_out is None or len(conv_out) == 1
-    return mamba_inner_bwd_flops(**dims, with_D=_present(D), recompute=recompute)
+    return mamba_inner_bwd_flops(**dims, with_D=_present(D), recompute=recompute, x_proj_rows=x_proj_weight[0])
 
 
 def _mamba_mixer_dims(hidden_states, in_proj_weight, conv1d_weight, dt_proj_weight, A, A_b):

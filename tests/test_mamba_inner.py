@@ -7,30 +7,44 @@ import torch
 from smdim_kernels import mamba_inner_fn, mamba_inner_ref
 
 GRAD_NAMES = ("xz", "conv1d_weight", "conv1d_bias", "x_proj_weight", "delta_proj_weight", "out_proj_weight",
-              "out_proj_bias", "A", "D", "delta_bias", "B_proj_bias", "C_proj_bias")
+              "out_proj_bias", "A", "B", "C", "D", "delta_bias", "B_proj_bias", "C_proj_bias")
+# How B / C reach the scan: made by x_proj, or passed in constant or input-dependent (G groups).
+BC_FORMS = (None, "constant", "variable", "grouped")
 
 
 def make_mixer(batch=2, d_inner=6, length=37, dstate=4, dt_rank=3, d_model=5, width=4, dtype=torch.float64,
-               conv_bias=True, out_proj=True, out_bias=True, D=True, delta_bias=True, bc_bias=False, seed=0):
-    """Arguments of mamba_inner_fn (as a dict) with leaves that require grad."""
+               conv_bias=True, out_proj=True, out_bias=True, D=True, delta_bias=True, bc_bias=False, B=None, C=None,
+               x_proj_rows=None, seed=0):
+    """Arguments of mamba_inner_fn (as a dict) with leaves that require grad. B, C: a BC_FORMS entry
+    (None: made by x_proj, which then has dt_rank + 2N rows, or dt_rank + N when one is passed in,
+    unless x_proj_rows says otherwise)."""
     g = torch.Generator().manual_seed(seed)
 
     def rand(*shape, scale=1.0):
         return (torch.randn(*shape, generator=g, dtype=dtype) * scale).requires_grad_()
 
+    def given(form):
+        shapes = {"constant": (d_inner, dstate), "variable": (batch, dstate, length),
+                  "grouped": (batch, 2, dstate, length)}
+        return None if form is None else rand(*shapes[form], scale=0.7)
+
+    if x_proj_rows is None:
+        x_proj_rows = dt_rank + ((B is None) + (C is None) or 2) * dstate
     args = dict(
         xz=rand(batch, 2 * d_inner, length),
         conv1d_weight=rand(d_inner, width, scale=0.5),
         conv1d_bias=rand(d_inner) if conv_bias else None,
-        x_proj_weight=rand(dt_rank + 2 * dstate, d_inner, scale=0.4),
+        x_proj_weight=rand(x_proj_rows, d_inner, scale=0.4),
         delta_proj_weight=rand(d_inner, dt_rank, scale=0.4),
         out_proj_weight=rand(d_model, d_inner) if out_proj else None,
         out_proj_bias=rand(d_model) if out_proj and out_bias else None,
         A=(-torch.rand(d_inner, dstate, generator=g, dtype=dtype) - 0.5).requires_grad_(),
+        B=given(B),
+        C=given(C),
         D=rand(d_inner) if D else None,
         delta_bias=rand(d_inner, scale=0.5) if delta_bias else None,
-        B_proj_bias=rand(dstate) if bc_bias else None,
-        C_proj_bias=rand(dstate) if bc_bias else None,
+        B_proj_bias=rand(dstate) if bc_bias and B is None else None,
+        C_proj_bias=rand(dstate) if bc_bias and C is None else None,
     )
     return args
 
@@ -151,19 +165,21 @@ def _op_args(args, softplus=True, lvl=1, save=True):
     a = dict(args)
     return (a["xz"], a["conv1d_weight"], a["conv1d_bias"], a["x_proj_weight"], a["delta_proj_weight"],
             a["out_proj_weight"], a["out_proj_bias"], a["A"], a["D"], a["delta_bias"], a["B_proj_bias"],
-            a["C_proj_bias"], softplus, lvl, save)
+            a["C_proj_bias"], a["B"], a["C"], softplus, lvl, save)
 
 
-@pytest.mark.parametrize("out_proj,lvl", [(True, 1), (False, 0)])
-def test_opcheck(out_proj, lvl):
-    args = make_mixer(batch=2, length=9, out_proj=out_proj, bc_bias=True, dtype=torch.float32)
+@pytest.mark.parametrize("out_proj,lvl,B,C", [(True, 1, None, None), (False, 0, None, None),
+                                              (True, 1, "constant", "variable"), (False, 0, "grouped", "constant")])
+def test_opcheck(out_proj, lvl, B, C):
+    args = make_mixer(batch=2, length=9, out_proj=out_proj, bc_bias=True, dtype=torch.float32, B=B, C=C)
     torch.library.opcheck(torch.ops.smdim.mamba_inner_fwd.default, _op_args(args, lvl=lvl))
     detached = {k: None if v is None else v.detach() for k, v in args.items()}
     torch.library.opcheck(torch.ops.smdim.mamba_inner_fwd.default, _op_args(detached, save=False))
 
 
-def test_torch_compile_fullgraph():
-    args = make_mixer(dtype=torch.float64, length=21)  # fp64: differences are the graph's, not rounding
+@pytest.mark.parametrize("B,C", [(None, None), ("constant", "variable")])
+def test_torch_compile_fullgraph(B, C):
+    args = make_mixer(dtype=torch.float64, length=21, B=B, C=C)  # fp64: differences are the graph's, not rounding
     names, wrt = zip(*leaves(args))
 
     def loss(*tensors):
@@ -193,7 +209,14 @@ def test_torch_compile_fullgraph():
     (dict(D=torch.zeros(5)), ValueError, r"D must be \(d_inner,\)"),
     (dict(B_proj_bias=torch.zeros(3)), ValueError, r"B_proj_bias must be \(N,\)"),
     (dict(xz=torch.zeros(2, 12, 5, dtype=torch.int64)), TypeError, r"xz must have a floating dtype"),
-    (dict(B=torch.zeros(6, 4)), NotImplementedError, r"B and C are taken from x_proj"),
+    (dict(B=torch.zeros(6, 4), x_proj_weight=torch.zeros(9, 6)), ValueError, r"x_proj_weight must be \(dt_rank \+ 1\*N, d_inner\) = \(7, 6\) or "
+     r"\(11, 6\)"),
+    (dict(B=torch.zeros(6, 3), x_proj_weight=torch.zeros(7, 6)), ValueError, r"B must be \(dim, N\)"),
+    (dict(B=torch.zeros(2, 4, 5), B_proj_bias=torch.zeros(4)), ValueError,
+     r"B_proj_bias is added to the B that x_proj makes; it was given with B passed in"),
+    (dict(B=torch.zeros(2, 2, 4, 5), C=torch.zeros(2, 3, 4, 5), x_proj_weight=torch.zeros(3, 6)), ValueError,
+     r"B and C must have the same group count"),
+    (dict(B=torch.zeros(2, 2, 4, 5)), ValueError, r"B and C must have the same group count; got G=2 for B and G=1"),
     (dict(checkpoint_lvl=2), ValueError, r"checkpoint_lvl must be 0 .* or 1"),
     (dict(A=[[1.0]]), TypeError, r"A must be a torch.Tensor"),
 ])
@@ -203,3 +226,50 @@ def test_bad_input_is_named(change, error, pattern):
     args.update(change)
     with pytest.raises(error, match=pattern):
         mamba_inner_fn(**args)
+
+
+# Every pairing but (None, None) (tested above) and grouped beside a one-group B/C (an error, below).
+GIVEN_PAIRS = [(b, c) for b in BC_FORMS for c in BC_FORMS if (b, c) != (None, None)
+               and ("grouped" not in (b, c) or {b, c} <= {"grouped", "constant"})]
+
+
+@pytest.mark.parametrize("B,C", GIVEN_PAIRS)
+@pytest.mark.parametrize("checkpoint_lvl", [0, 1])
+def test_given_B_C_match_the_fp64_reference(B, C, checkpoint_lvl):
+    """mamba_ssm's contract: B and/or C passed in (constant or input-dependent), every gradient."""
+    args = make_mixer(length=70, B=B, C=C, bc_bias=True)  # 70 steps: the scan's 64-step checkpoints crossed
+    out = mamba_inner_fn(**args, checkpoint_lvl=checkpoint_lvl)
+    assert_grads_match(args, out, mamba_inner_ref(**args), atol=1e-10, rtol=1e-10)
+
+
+def test_constant_B_C_fp64_gradcheck():
+    args = make_mixer(batch=1, d_inner=4, dstate=2, dt_rank=2, d_model=2, length=9, B="constant", C="constant")
+    names = [n for n, _ in leaves(args)]
+    assert {"B", "C"} <= set(names)
+
+    def fn(*tensors):
+        return mamba_inner_fn(**dict(args, **dict(zip(names, tensors))))
+
+    assert torch.autograd.gradcheck(fn, tuple(args[n] for n in names), atol=1e-7)
+
+
+def test_given_B_with_the_full_x_proj_reads_C_from_its_last_rows():
+    """x_proj with dt_rank + 2N rows and B passed in: C is x_proj's last N rows (mamba_ssm's layout);
+    the B rows feed nothing, so their gradient is zero."""
+    args = make_mixer(length=12, B="variable", x_proj_rows=3 + 2 * 4)
+    assert_grads_match(args, mamba_inner_fn(**args), mamba_inner_ref(**args), atol=1e-10, rtol=1e-10)
+    (grad,) = torch.autograd.grad(mamba_inner_fn(**args).square().sum(), [args["x_proj_weight"]])
+    assert grad[3:7].abs().max() == 0 and grad[7:].abs().max() > 0
+
+
+def test_given_B_C_are_what_the_scan_uses():
+    """Against selective_scan_ref on the same conv output and delta: the given B/C replace x_proj's."""
+    from smdim_kernels import causal_conv1d_ref, selective_scan_ref
+
+    args = {k: None if v is None else v.detach() for k, v in make_mixer(B="constant", C="variable").items()}
+    x, z = args["xz"][:, :6], args["xz"][:, 6:]
+    u = causal_conv1d_ref(x, args["conv1d_weight"], args["conv1d_bias"], "silu")
+    delta = args["delta_proj_weight"] @ (args["x_proj_weight"][:3] @ u)
+    y = selective_scan_ref(u, delta, args["A"], args["B"], args["C"], args["D"], z, args["delta_bias"], True)
+    want = y.transpose(1, 2) @ args["out_proj_weight"].t() + args["out_proj_bias"]
+    torch.testing.assert_close(mamba_inner_fn(**args), want, atol=1e-10, rtol=1e-10)

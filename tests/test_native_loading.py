@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from smdim_kernels import _native
+from smdim_kernels import backends
 
 HERE = os.path.dirname(__file__)
 
@@ -40,15 +40,15 @@ def test_missing_extension_warns_once_and_falls_back_to_reference():
 
 @pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
 def test_every_isa_build_matches_reference(isa):
-    if isa != "generic" and _native.cpu_isa() == "generic":
+    if isa != "generic" and backends.cpu_isa() == "generic":
         pytest.skip(f"this CPU cannot run the {isa} kernels")
-    if isa == "avx512" and _native.cpu_isa() != "avx512":
+    if isa == "avx512" and backends.cpu_isa() != "avx512":
         pytest.skip("this CPU has no AVX-512")
     result = run_python("""
         import torch, smdim_kernels
-        from smdim_kernels import _native
+        from smdim_kernels import backends
         from scan_inputs import make_problem, outputs_and_grads
-        print(_native.cpu_isa())
+        print(backends.cpu_isa())
         for kw in [dict(groups=2, seq_idx=True), dict(B_kind="const", C_kind="var3", dstate=16)]:
             for dtype in (torch.float32, torch.float64):
                 p = make_problem(batch=2, dim=22, length=130, dstate=kw.pop("dstate", 5), dtype=dtype, **kw)

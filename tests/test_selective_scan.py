@@ -4,7 +4,7 @@ import torch
 
 import smdim_kernels
 from smdim_kernels import selective_scan_fn, selective_scan_ref
-from smdim_kernels import _native
+from smdim_kernels import backends
 
 from scan_inputs import OPTION_GRID, make_problem, option_id, outputs_and_grads, problem_options, run_scan
 
@@ -14,8 +14,8 @@ RTOL, ATOL = 2e-5, 2e-5
 
 
 def test_native_extension_is_loaded():
-    assert _native.available(), f"C++ extension missing: {_native.unavailable_reason()}"
-    assert _native.cpu_isa() in ("generic", "avx2", "avx512")
+    assert backends.native_available(), f"C++ extension missing: {backends.native_unavailable_reason()}"
+    assert backends.cpu_isa() in ("generic", "avx2", "avx512")
     info = smdim_kernels.backend_info()["selective_scan"]
     assert info["cpu"].startswith("C++")
 

@@ -7,8 +7,12 @@
 
 namespace smdim {
 
-// Time steps per checkpoint / per tile; the backward re-runs one chunk at a time.
+// Time steps per checkpoint / per tile; the backward re-runs one chunk at a time. These two are
+// also smdim_kernels/ops/selective_scan/constants.py's: the build reports them
+// (smdim_native::scan_constants) and Python refuses a build whose values differ.
 constexpr int64_t kScanChunk = 64;
+// The largest state size N.
+constexpr int64_t kMaxDstate = 256;
 // Backward splits each group's channel blocks into at most this many fixed slots; the
 // per-slot partial sums of input-dependent dB/dC keep results independent of threads.
 constexpr int64_t kScanMaxSlots = 16;

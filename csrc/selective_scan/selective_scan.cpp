@@ -66,7 +66,8 @@ Prepared prepare(const Tensor& u, const Tensor& delta, const Tensor& A, const Te
   s.dim = u.size(1);
   s.len = u.size(2);
   s.dstate = A.size(1);
-  TORCH_CHECK(s.dstate >= 1 && s.dstate <= 256, "selective_scan: N (A.shape[1]) must be in [1, 256], got ", s.dstate);
+  TORCH_CHECK(s.dstate >= 1 && s.dstate <= kMaxDstate, "selective_scan: N (A.shape[1]) must be in [1, ", kMaxDstate,
+              "], got ", s.dstate);
   s.var_B = is_variable(B);
   s.var_C = is_variable(C);
   const Tensor Bg = s.var_B ? as_grouped(B) : B;
@@ -259,6 +260,8 @@ double scan_arith_bound_cpu(int64_t batch, int64_t dim, int64_t len, int64_t dst
 
 std::string cpu_isa() { return kernels().isa; }
 
+std::vector<int64_t> scan_constants() { return {kScanChunk, kMaxDstate}; }
+
 }  // namespace
 }  // namespace smdim
 
@@ -270,5 +273,6 @@ TORCH_LIBRARY_IMPL(smdim, CPU, m) {
 // Introspection and benchmark helpers of the native build (not part of the public op set).
 TORCH_LIBRARY(smdim_native, m) {
   m.def("cpu_isa() -> str", &smdim::cpu_isa);
+  m.def("scan_constants() -> int[]", &smdim::scan_constants);
   m.def("scan_arith_bound(int batch, int dim, int len, int dstate) -> float", &smdim::scan_arith_bound_cpu);
 }

@@ -16,3 +16,10 @@ def batched_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     if b.dim() == 2:
         b = b.expand(batch, -1, -1)
     return torch.bmm(a, b)
+
+
+def batched_weight_grad(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """A weight's gradient summed over the batch: sum_i a[i] @ b[i], a (batch, m, n), b (batch, n, k) -> (m, k)."""
+    if a.shape[0] == 1:
+        return torch.mm(a[0], b[0])
+    return torch.bmm(a, b).sum(0)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from .._fallback import triton_kernels, warn_reference
+from ...backends import register_implementations, warn_reference
 from ...validation import check_float, check_same_device, check_shape, check_tensor
 from .reference import add_norm_ref, residual_out_dtype, stats_dtype
 
@@ -94,7 +94,6 @@ def _backward(ctx, dout, dresidual_out, _dmean, _drstd):
 
 torch.library.register_autograd("smdim::add_norm_fwd", _backward, setup_context=_setup_context)
 
-@torch.library.impl("smdim::add_norm_fwd", "CompositeExplicitAutograd")
 def _fwd_reference(x, residual, weight, bias, eps, rms, residual_in_fp32):
     warn_reference("add_norm", x.device.type)
     stats = stats_dtype(x, weight)
@@ -106,7 +105,6 @@ def _fwd_reference(x, residual, weight, bias, eps, rms, residual_in_fp32):
     return out.contiguous(), h.contiguous(), mu.reshape(-1).contiguous(), rstd.reshape(-1).contiguous()
 
 
-@torch.library.impl("smdim::add_norm_bwd", "CompositeExplicitAutograd")
 def _bwd_reference(dout, dresidual_out, residual_out, weight, bias, mean, rstd, rms):
     warn_reference("add_norm", residual_out.device.type)
     stats = mean.dtype
@@ -124,17 +122,4 @@ def _bwd_reference(dout, dresidual_out, residual_out, weight, bias, mean, rstd, 
     return dh.reshape(residual_out.shape).contiguous(), dweight, dbias
 
 
-@torch.library.impl("smdim::add_norm_fwd", "CUDA")
-def _fwd_cuda(x, residual, weight, bias, eps, rms, residual_in_fp32):
-    triton_impl = triton_kernels(__package__, "add_norm")
-    if triton_impl is None:
-        return _fwd_reference(x, residual, weight, bias, eps, rms, residual_in_fp32)
-    return triton_impl.add_norm_fwd_triton(x, residual, weight, bias, eps, rms, residual_in_fp32)
-
-
-@torch.library.impl("smdim::add_norm_bwd", "CUDA")
-def _bwd_cuda(dout, dresidual_out, residual_out, weight, bias, mean, rstd, rms):
-    triton_impl = triton_kernels(__package__, "add_norm")
-    if triton_impl is None:
-        return _bwd_reference(dout, dresidual_out, residual_out, weight, bias, mean, rstd, rms)
-    return triton_impl.add_norm_bwd_triton(dout, dresidual_out, residual_out, weight, bias, mean, rstd, rms)
+register_implementations("add_norm", __package__, _fwd_reference, _bwd_reference)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from .._fallback import triton_kernels, warn_reference
+from ...backends import register_implementations, warn_reference
 from ...validation import check_float, check_same_device, check_shape, check_tensor
 from .reference import causal_conv1d_ref
 
@@ -101,13 +101,11 @@ def _backward(ctx, dout):
 
 torch.library.register_autograd("smdim::causal_conv1d_fwd", _backward, setup_context=_setup_context)
 
-@torch.library.impl("smdim::causal_conv1d_fwd", "CompositeExplicitAutograd")
 def _fwd_reference(x, weight, bias, silu):
     warn_reference("causal_conv1d", x.device.type)
     return causal_conv1d_ref(x, weight, bias, "silu" if silu else None).contiguous()
 
 
-@torch.library.impl("smdim::causal_conv1d_bwd", "CompositeExplicitAutograd")
 def _bwd_reference(dout, x, weight, bias, silu):
     warn_reference("causal_conv1d", x.device.type)
     leaves = [t.detach().requires_grad_(True) for t in (x, weight)]
@@ -119,17 +117,4 @@ def _bwd_reference(dout, x, weight, bias, silu):
     return grads[0].contiguous(), grads[1].contiguous(), dbias
 
 
-@torch.library.impl("smdim::causal_conv1d_fwd", "CUDA")
-def _fwd_cuda(x, weight, bias, silu):
-    triton_impl = triton_kernels(__package__, "causal_conv1d")
-    if triton_impl is None:
-        return _fwd_reference(x, weight, bias, silu)
-    return triton_impl.causal_conv1d_fwd_triton(x, weight, bias, silu)
-
-
-@torch.library.impl("smdim::causal_conv1d_bwd", "CUDA")
-def _bwd_cuda(dout, x, weight, bias, silu):
-    triton_impl = triton_kernels(__package__, "causal_conv1d")
-    if triton_impl is None:
-        return _bwd_reference(dout, x, weight, bias, silu)
-    return triton_impl.causal_conv1d_bwd_triton(dout, x, weight, bias, silu)
+register_implementations("causal_conv1d", __package__, _fwd_reference, _bwd_reference)

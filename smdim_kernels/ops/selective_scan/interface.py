@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import torch
 
-from .._fallback import triton_kernels, warn_reference
+from ...backends import register_implementations, warn_reference
+from .constants import CHECKPOINT_CHUNK, MAX_DSTATE
 from ...validation import check_float, check_same_device, check_shape, check_tensor
 from .reference import compute_dtype, selective_scan_ref, selective_state_update_ref
 
-CHECKPOINT_CHUNK = 64  # must equal kScanChunk in csrc/selective_scan/scan_params.h
-MAX_DSTATE = 256
 
 _FWD_SCHEMA = (
     "(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D, Tensor? z, Tensor? delta_bias, "
@@ -41,7 +40,7 @@ def _n_chunks(length):
     return (length + CHECKPOINT_CHUNK - 1) // CHECKPOINT_CHUNK
 
 
-def _check_bc(name, M, batch, dim, dstate, length):
+def check_bc(name, M, batch, dim, dstate, length):
     """B/C: (dim, N) constant, (batch, N, L) or (batch, G, N, L) input-dependent; returns G."""
     n = M.dim()
     if n == 2:
@@ -75,8 +74,8 @@ def check_scan_inputs(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_id
     if not 1 <= dstate <= MAX_DSTATE:
         raise ValueError(f"A: N = A.shape[1] must be in [1, {MAX_DSTATE}]; got {dstate}")
     check_shape("delta", delta, (batch, dim, length), "(batch, dim, L) like u")
-    groups_b = _check_bc("B", B, batch, dim, dstate, length)
-    groups_c = _check_bc("C", C, batch, dim, dstate, length)
+    groups_b = check_bc("B", B, batch, dim, dstate, length)
+    groups_c = check_bc("C", C, batch, dim, dstate, length)
     if groups_b is not None and groups_c is not None and groups_b != groups_c:
         raise ValueError(f"B and C must have the same group count; got G={groups_b} for B and G={groups_c} for C")
     optional = {"D": (D, (dim,), "(dim,)"), "z": (z, (batch, dim, length), "(batch, dim, L) like u"),
@@ -211,7 +210,6 @@ torch.library.register_autograd("smdim::selective_scan_fwd", _backward, setup_co
 
 # --- reference implementations: devices without a kernel, or a missing C++ build ------------
 
-@torch.library.impl("smdim::selective_scan_fwd", "CompositeExplicitAutograd")
 def _fwd_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, seq_idx, reverse,
                    save_checkpoints):
     warn_reference("selective_scan", u.device.type)
@@ -223,7 +221,6 @@ def _fwd_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_
     return out, last, ckpt
 
 
-@torch.library.impl("smdim::selective_scan_bwd", "CompositeExplicitAutograd")
 def _bwd_reference(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state,
                    seq_idx, reverse, checkpoints):
     warn_reference("selective_scan", u.device.type)
@@ -248,17 +245,4 @@ def _bwd_reference(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, delta
     return tuple(result)
 
 
-@torch.library.impl("smdim::selective_scan_fwd", "CUDA")
-def _fwd_cuda(*args):
-    triton_impl = triton_kernels(__package__, "selective_scan")
-    if triton_impl is None:
-        return _fwd_reference(*args)
-    return triton_impl.selective_scan_fwd_triton(*args)
-
-
-@torch.library.impl("smdim::selective_scan_bwd", "CUDA")
-def _bwd_cuda(*args):
-    triton_impl = triton_kernels(__package__, "selective_scan")
-    if triton_impl is None:
-        return _bwd_reference(*args)
-    return triton_impl.selective_scan_bwd_triton(*args)
+register_implementations("selective_scan", __package__, _fwd_reference, _bwd_reference)

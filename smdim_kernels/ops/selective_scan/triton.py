@@ -26,7 +26,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .interface import CHECKPOINT_CHUNK
+from .constants import CHECKPOINT_CHUNK
 from .reference import compute_dtype
 
 # ---------------------------------------------------------------------------------------------
