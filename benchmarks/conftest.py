@@ -6,11 +6,12 @@ import re
 
 import pytest
 
-from .guard import CorrectnessGuard, LayerGuard
+from .layer_guard import LayerGuard
 from .layers import MAMBA_SUITE, MFA_SUITE
 from .machine import describe_machine
 from .model_guard import ModelGuard
-from .peers import MAMBAPY_MISSING, mambapy_available
+from .scan_guard import ScanGuard
+from .scan_peers import MAMBAPY_MISSING, mambapy_available
 from .settings import BenchSettings
 
 _SETTINGS_KEY = pytest.StashKey[BenchSettings]()
@@ -31,7 +32,7 @@ def settings_for(config) -> BenchSettings:
 def pytest_generate_tests(metafunc):
     if "scan_case" in metafunc.fixturenames:
         # Parametrised by id (a string, so the benchmark JSON's params stay readable).
-        case_ids = [case.id for case in settings_for(metafunc.config).cases()]
+        case_ids = [case.id for case in settings_for(metafunc.config).scan_cases()]
         metafunc.parametrize("scan_case", case_ids, ids=case_ids, indirect=True)
     for fixture, suite in (("mamba_case", MAMBA_SUITE), ("mfa_case", MFA_SUITE)):
         if fixture in metafunc.fixturenames:
@@ -74,8 +75,8 @@ def _lengths(lengths):
 
 @pytest.fixture
 def scan_case(request, bench_settings):
-    """The BenchCase this test instance runs."""
-    return {case.id: case for case in bench_settings.cases()}[request.param]
+    """The ScanCase this test instance runs."""
+    return {case.id: case for case in bench_settings.scan_cases()}[request.param]
 
 
 def _layer_case(request, bench_settings, suite):
@@ -117,8 +118,8 @@ def pinned_threads(bench_settings):
 
 
 @pytest.fixture(scope="session")
-def scan_guard() -> CorrectnessGuard:
-    return CorrectnessGuard()
+def scan_guard() -> ScanGuard:
+    return ScanGuard()
 
 
 @pytest.fixture(scope="session")

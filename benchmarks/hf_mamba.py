@@ -107,7 +107,8 @@ def make_task(case: HFCase) -> Tuple[Callable[[], object], dict]:
                 model(prompt, use_cache=True)
                 prefill = time.perf_counter() - start
                 start = time.perf_counter()
-                out = model.generate(prompt, max_new_tokens=DECODE_TOKENS, do_sample=False, min_new_tokens=DECODE_TOKENS)
+                out = model.generate(prompt, max_new_tokens=DECODE_TOKENS, do_sample=False,
+                                     min_new_tokens=DECODE_TOKENS)
                 total = time.perf_counter() - start
             return out, max(total - prefill, 1e-9)
         return task, {"prompt": case.length, "new_tokens": DECODE_TOKENS}

@@ -2,14 +2,15 @@
 smdim enabled (hf_mamba.py), speed-ups per pass and L, decode tokens/s."""
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
-from .hf_mamba import CONFIG_130M, DECODE, FWDBWD, FORWARD, HF_MODEL_SUITE, PATCHED, UNPATCHED
-from .report_kit import TargetCheck, format_number, format_ratio
+from .hf_mamba import CONFIG_130M, DECODE, FWDBWD, FORWARD, HF_MODEL_SUITE, IMPLS, PATCHED, UNPATCHED
+from .report_kit import Section, TargetCheck, format_number, format_ratio, machine_line
 
 # Issue 13's targets at L = 2048 against the unpatched CPU path.
 TARGETS = {FORWARD: 4.0, FWDBWD: 100.0}
 TARGET_LENGTH = 2048
+PLOT_TITLE = "transformers' Mamba (130M-like), unpatched vs smdim enabled"
 
 
 def hf_entries(data: dict) -> Dict[Tuple[str, int], Dict[str, dict]]:
@@ -31,9 +32,12 @@ def _speedup(cell: Dict[str, dict]) -> Optional[float]:
     return cell[UNPATCHED]["seconds"] / cell[PATCHED]["seconds"]
 
 
-def hf_section(data: dict, machine: str) -> Tuple[list, List[TargetCheck], str]:
-    """([], target checks, markdown)."""
+def hf_section(data: dict) -> Optional[Section]:
+    """The transformers suite's section (no rows: its table is its own), or None where the JSON has none."""
     entries = hf_entries(data)
+    if not entries:
+        return None
+    machine = machine_line(data)
     c = CONFIG_130M
     lines = [f"## transformers' Mamba with `smdim_kernels.integrations.transformers.enable()` — {machine}", "",
              f"A 130M-like config (d_model {c['hidden_size']}, N {c['state_size']}, expand {c['expand']}, "
@@ -46,17 +50,12 @@ def hf_section(data: dict, machine: str) -> Tuple[list, List[TargetCheck], str]:
     for (pass_name, length), cell in sorted(entries.items(), key=lambda kv: (order[kv[0][0]], kv[0][1])):
         any_info = next(iter(cell.values()))
         if pass_name == DECODE:
-            what = f"{any_info['new_tokens']} tokens after {length}"
-
-            def value(impl):
-                return f"{format_number(cell[impl]['tokens_per_s'])} tokens/s" if impl in cell else "—"
+            what, key, unit = f"{any_info['new_tokens']} tokens after {length}", "tokens_per_s", "tokens/s"
         else:
-            what = str(length)
-
-            def value(impl):
-                return f"{format_number(cell[impl]['seconds'])} s" if impl in cell else "—"
+            what, key, unit = str(length), "seconds", "s"
+        shown = {impl: f"{format_number(cell[impl][key])} {unit}" if impl in cell else "—" for impl in IMPLS}
         speedup = _speedup(cell)
-        lines.append(f"| {pass_name} | {what} | {any_info['layers']} | {value(UNPATCHED)} | {value(PATCHED)} | "
+        lines.append(f"| {pass_name} | {what} | {any_info['layers']} | {shown[UNPATCHED]} | {shown[PATCHED]} | "
                      f"{format_ratio(speedup)} | {any_info.get('check', '')} |")
     for pass_name, target in TARGETS.items():
         cell = entries.get((pass_name, TARGET_LENGTH), {})
@@ -70,7 +69,8 @@ def hf_section(data: dict, machine: str) -> Tuple[list, List[TargetCheck], str]:
               "decode is greedy `generate`, prefill timed apart and taken out. Each (pass, L) is checked once: "
               "the enabled model's outputs against the unpatched ones.", ""]
     lines += [check.line() for check in checks]
-    return [], checks, "\n".join(lines) + "\n"
+    title = f"{PLOT_TITLE} — {machine}"
+    return Section(HF_MODEL_SUITE, [], checks, "\n".join(lines) + "\n", plot=lambda path: plot_hf(data, title, path))
 
 
 def plot_hf(data: dict, title: str, path) -> None:

@@ -1,4 +1,4 @@
-"""The layer-level benchmarks: one Mamba layer, and one MFA block against a transformer block.
+"""The layer-level benchmarks: one Mamba layer, and one MFA block against two transformer blocks.
 
 Problem (both suites): batch 1, d_model 768, fp32, sequence length L, forward (inference: under
 torch.no_grad) and forward+backward (torch.autograd.grad of the output with respect to the input
@@ -27,6 +27,10 @@ Suite "mfa_block": one block, d_model 768, 12 heads.
     transformer  nn.TransformerEncoderLayer(768, 12, dim_feedforward=3072, dropout=0.0,
                  activation="gelu", batch_first=True, norm_first=True): a pre-norm transformer
                  block of the same width; its attention runs SDPA's flash kernel (checked by the guard)
+    transformer_matched
+                 the same block with a wider FFN, matched_transformer_ffn(): the multiple of 64
+                 nearest to the width that gives it the MFA block's parameter count (the same-width
+                 block has fewer; the report prints every count); the guard checks they agree within 1 %
 MFABlock returns (hidden_states, residual); the block's output is their sum (the next block adds
 them), so its backward takes the same output gradient on both.
 """
@@ -41,7 +45,7 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from .cases import FORWARD, FORWARD_BACKWARD, OURS, PASSES, PSCAN
+from .passes import FORWARD, FORWARD_BACKWARD, PASSES
 
 MAMBA_SUITE = "mamba_layer"
 MFA_SUITE = "mfa_block"
@@ -53,13 +57,18 @@ D_INNER = EXPAND * D_MODEL  # 1536
 DT_RANK = math.ceil(D_MODEL / 16)  # 48
 NUM_HEADS, TRANSFORMER_FFN = 12, 3072
 
-FLOOR, HF = "floor", "hf"
-MFA, MFA_FULL, TRANSFORMER = "mfa", "mfa_full", "transformer"
+OURS, FLOOR, HF, PSCAN = "ours", "floor", "hf", "pscan"
+MFA, MFA_FULL, TRANSFORMER, TRANSFORMER_MATCHED = "mfa", "mfa_full", "transformer", "transformer_matched"
 SUITE_IMPLEMENTATIONS = {
     MAMBA_SUITE: (OURS, FLOOR, HF, PSCAN),
-    MFA_SUITE: (MFA, MFA_FULL, TRANSFORMER),
+    MFA_SUITE: (MFA, MFA_FULL, TRANSFORMER, TRANSFORMER_MATCHED),
 }
 LAYER_IMPLEMENTATIONS = tuple(impl for impls in SUITE_IMPLEMENTATIONS.values() for impl in impls)
+MFA_IMPLEMENTATIONS = (MFA, MFA_FULL)  # MFABlock: returns (hidden_states, residual)
+TRANSFORMER_IMPLEMENTATIONS = (TRANSFORMER, TRANSFORMER_MATCHED)
+FULL_ATTENTION_IMPLEMENTATIONS = (MFA_FULL,) + TRANSFORMER_IMPLEMENTATIONS  # O(L^2): their own length limit
+FFN_WIDTH_MULTIPLE = 64  # the matched FFN width is a GEMM-friendly size: an odd width would slow the peer
+PARAMETER_TOLERANCE = 0.01  # the matched transformer block's parameter count within 1 % of the MFA block's
 
 TRANSFORMERS_MISSING = ("transformers is not installed (pip install 'transformers>=4.57,<5.19', "
                         "or pip install -e '.[bench]')")
@@ -122,9 +131,48 @@ def unavailable_reason(impl: str) -> Optional[str]:
         return TRANSFORMERS_MISSING
     if impl == PSCAN and not _importable("mambapy.mamba"):
         return MAMBAPY_MISSING
-    if impl in (MFA, MFA_FULL) and mfa_block_class() is None:
+    if impl in MFA_IMPLEMENTATIONS + (TRANSFORMER_MATCHED,) and mfa_block_class() is None:
+        # the matched transformer takes its size from the MFA block
         return "smdim_kernels has no MFABlock (smdim_kernels/modules/mfa.py) in this checkout"
     return None
+
+
+# --- the parameter-matched transformer block ------------------------------------------------------
+
+
+def parameter_count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def transformer_block(ffn: int, device=None) -> nn.TransformerEncoderLayer:
+    """The pre-norm GELU transformer block of the MFA suite, FFN hidden size `ffn`."""
+    return nn.TransformerEncoderLayer(D_MODEL, NUM_HEADS, dim_feedforward=ffn, dropout=0.0, activation="gelu",
+                                      batch_first=True, norm_first=True, device=device)
+
+
+@functools.lru_cache(maxsize=None)
+def matched_transformer_ffn() -> int:
+    """The FFN hidden size (a multiple of FFN_WIDTH_MULTIPLE) whose transformer block has the parameter
+    count closest to the default MFA block's. The counts are read off modules built on the meta
+    device (no memory): the transformer block's count is linear in its FFN width."""
+    cls = mfa_block_class()
+    if cls is None:
+        raise RuntimeError(unavailable_reason(TRANSFORMER_MATCHED))
+    target = parameter_count(cls(d_model=D_MODEL, num_heads=NUM_HEADS, device="meta"))
+    base = parameter_count(transformer_block(TRANSFORMER_FFN, device="meta"))
+    per_hidden_unit = parameter_count(transformer_block(TRANSFORMER_FFN + 1, device="meta")) - base
+    exact = TRANSFORMER_FFN + (target - base) / per_hidden_unit
+    return FFN_WIDTH_MULTIPLE * max(1, round(exact / FFN_WIDTH_MULTIPLE))
+
+
+def parameter_mismatch(impl: str, reference: str, tolerance: float = PARAMETER_TOLERANCE) -> Optional[str]:
+    """Why `impl`'s parameter count is not within `tolerance` of `reference`'s, or None where it is."""
+    count, reference_count = parameter_count(build_module(impl)), parameter_count(build_module(reference))
+    difference = (count - reference_count) / reference_count
+    if abs(difference) <= tolerance:
+        return None
+    return (f"{impl} has {count:,} parameters, {difference:+.1%} vs {reference}'s {reference_count:,} "
+            f"(tolerance {tolerance:.0%})")
 
 
 # --- modules (built once per process, seeded) ----------------------------------------------------
@@ -173,17 +221,17 @@ def build_module(impl: str, seed: int = 0) -> nn.Module:
         config = MambaConfig(d_model=D_MODEL, n_layers=1, d_state=D_STATE, expand_factor=EXPAND, d_conv=D_CONV,
                              pscan=True)
         return _loaded(MambaBlock(config), mamba_state_dict(seed))
-    if impl in (MFA, MFA_FULL):
+    if impl in MFA_IMPLEMENTATIONS:
         cls = mfa_block_class()
         if cls is None:
             raise RuntimeError(unavailable_reason(impl))
         kwargs = {} if impl == MFA else {"attn_window": None}
         with _seeded(seed):
             return cls(d_model=D_MODEL, num_heads=NUM_HEADS, **kwargs).to(DTYPE).train()
-    if impl == TRANSFORMER:
+    if impl in TRANSFORMER_IMPLEMENTATIONS:
+        ffn = TRANSFORMER_FFN if impl == TRANSFORMER else matched_transformer_ffn()
         with _seeded(seed):
-            return nn.TransformerEncoderLayer(D_MODEL, NUM_HEADS, dim_feedforward=TRANSFORMER_FFN, dropout=0.0,
-                                              activation="gelu", batch_first=True, norm_first=True).to(DTYPE).train()
+            return transformer_block(ffn).to(DTYPE).train()
     raise ValueError(f"unknown layer implementation {impl!r}; expected one of {LAYER_IMPLEMENTATIONS}")
 
 
@@ -318,7 +366,7 @@ def make_layer_runner(impl: str, pass_name: str, length: int, seed: int = 0,
     named = [(name, p) for name, p in module.named_parameters() if p.requires_grad]
     names = ("hidden_states",) + tuple(name for name, _ in named)
     leaves = (x,) + tuple(p for _, p in named)
-    n_outputs = 2 if impl in (MFA, MFA_FULL) else 1  # MFABlock: (hidden_states, residual), summed downstream
+    n_outputs = 2 if impl in MFA_IMPLEMENTATIONS else 1  # MFABlock: (hidden_states, residual), summed downstream
     return LayerRunner(pass_name, module, (x,), names, leaves, (grad,) * n_outputs)
 
 

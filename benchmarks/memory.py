@@ -44,9 +44,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from .cases import FORWARD_BACKWARD, IMPLEMENTATIONS, PASSES, SUITE
 from .layers import LAYER_IMPLEMENTATIONS, LAYER_SUITES, MFA_SUITE
 from .models import MODEL_CONFIGS, MODEL_IMPLEMENTATIONS, MODEL_PASSES, MODEL_SUITE
+from .passes import FORWARD_BACKWARD, PASSES
+from .scan_cases import SCAN_IMPLEMENTATIONS, SCAN_SUITE
 
 MIB = 1024 * 1024
 WARMUP_LENGTH = 16
@@ -102,15 +103,17 @@ def _runner(suite: str, impl: str, pass_name: str, length: int, config: Optional
 
         steps = {"steps": MEMORY_SAMPLE_STEPS} if pass_name == SAMPLE else {}
         return make_model_runner(config, impl, pass_name, length, **steps)  # the model is built once per process
-    if suite == SUITE:
-        from .cases import make_problem, make_runner
+    if suite == SCAN_SUITE:
+        from .scan_cases import make_scan_problem, make_scan_runner
 
-        return make_runner(impl, pass_name, make_problem(length, requires_grad=pass_name == FORWARD_BACKWARD))
+        problem = make_scan_problem(length, requires_grad=pass_name == FORWARD_BACKWARD)
+        return make_scan_runner(impl, pass_name, problem)
     if suite in LAYER_SUITES:
         from .layers import make_layer_runner
 
         return make_layer_runner(impl, pass_name, length)  # the module is built once per process
-    raise ValueError(f"unknown benchmark suite {suite!r}; expected {SUITE}, {MODEL_SUITE} or one of {LAYER_SUITES}")
+    raise ValueError(f"unknown benchmark suite {suite!r}; expected {SCAN_SUITE}, {MODEL_SUITE} or one of "
+                     f"{LAYER_SUITES}")
 
 
 def _warmup_runner(suite: str, impl: str, pass_name: str, config: Optional[str] = None):
@@ -122,7 +125,7 @@ def _warmup_runner(suite: str, impl: str, pass_name: str, config: Optional[str] 
     return _runner(suite, impl, pass_name, MFA_WARMUP_LENGTH if suite == MFA_SUITE else WARMUP_LENGTH)
 
 
-def measure_here(impl: str, pass_name: str, length: int, threads: int, suite: str = SUITE,
+def measure_here(impl: str, pass_name: str, length: int, threads: int, suite: str = SCAN_SUITE,
                  ready: Optional[Callable[[], bool]] = None, config: Optional[str] = None
                  ) -> Optional[MemoryMeasurement]:
     """Run the case once in this process and measure its peak RSS growth (see module docstring).
@@ -179,7 +182,7 @@ def _what(suite: str, impl: str, pass_name: str, length: int, config: Optional[s
 
 
 def measure_peak_memory(impl: str, pass_name: str, length: int, threads: int,
-                        timeout_s: float = 1800.0, suite: str = SUITE, config: Optional[str] = None
+                        timeout_s: float = 1800.0, suite: str = SCAN_SUITE, config: Optional[str] = None
                         ) -> MemoryMeasurement:
     """Measure one case in a fresh subprocess (this module's command line)."""
     command, env = _command(impl, pass_name, length, threads, suite, config)
@@ -229,7 +232,7 @@ class PendingMeasurement:
 
 
 def start_peak_memory(impl: str, pass_name: str, length: int, threads: int, timeout_s: float = 1800.0,
-                      suite: str = SUITE, config: Optional[str] = None) -> PendingMeasurement:
+                      suite: str = SCAN_SUITE, config: Optional[str] = None) -> PendingMeasurement:
     """Start measuring one case in a fresh subprocess; `.result()` lets it measure and returns the
     MemoryMeasurement, `.cancel()` stops it. Meanwhile the caller may run anything but timings."""
     return PendingMeasurement(impl, pass_name, length, threads, timeout_s, suite, config)
@@ -238,8 +241,8 @@ def start_peak_memory(impl: str, pass_name: str, length: int, threads: int, time
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Peak RSS growth of one benchmark case "
                                                  "(meant to run in a fresh process).")
-    parser.add_argument("--suite", choices=(SUITE,) + LAYER_SUITES + (MODEL_SUITE,), default=SUITE)
-    parser.add_argument("--impl", choices=tuple(dict.fromkeys(IMPLEMENTATIONS + LAYER_IMPLEMENTATIONS
+    parser.add_argument("--suite", choices=(SCAN_SUITE,) + LAYER_SUITES + (MODEL_SUITE,), default=SCAN_SUITE)
+    parser.add_argument("--impl", choices=tuple(dict.fromkeys(SCAN_IMPLEMENTATIONS + LAYER_IMPLEMENTATIONS
                                                               + MODEL_IMPLEMENTATIONS)), required=True)
     parser.add_argument("--pass", dest="pass_name", choices=tuple(dict.fromkeys(PASSES + MODEL_PASSES)), required=True)
     parser.add_argument("--config", choices=MODEL_CONFIGS, help=f"the {MODEL_SUITE} suite's preset")

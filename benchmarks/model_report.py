@@ -1,4 +1,4 @@
-"""The model suite's section of the benchmark report (benchmarks/report.py calls it).
+"""The model suite's section of the benchmark report (models.py's suite; report.py assembles it).
 
 Per preset (tiny, base): one table of latency, peak memory and GFLOP per (pass, L) for SMDIM and the
 baseline with their ratios SMDIM/baseline (< 1: SMDIM is cheaper); the denoiser calls of the full
@@ -11,11 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from .cases import FORWARD
 from .models import (BASELINE_IMPL, MODEL_CONFIGS, MODEL_IMPLEMENTATIONS, MODEL_PASSES, MODEL_SUITE, SAMPLE,
                      SAMPLE_STEPS, SMDIM_IMPL, TRAIN)
-from .report import (METRIC_NAMES, Row, TargetCheck, _check, _layer_not_measured, collect_rows,
-                     format_gflop, format_number, format_ratio, loglog_slope, machine_line, plot_panels, ratio_detail)
+from .passes import FORWARD
+from .report_kit import (METRIC_NAMES, METRIC_UNITS, RELATIONS, Row, Section, TargetCheck, collect_rows,
+                         format_millions, impl_infos, loglog_slope, machine_line, metric_table, not_measured,
+                         plot_panels, ratio_detail, rows_by_key, target_check, targets_summary)
 from .settings import LENGTHS_ENV, MODEL_CONFIGS_ENV, SAMPLE_MAX_ENV
 
 TARGET_LENGTH = 8192
@@ -25,6 +26,7 @@ MODEL_TARGETS = ((FORWARD, "gflop", 0.7, "≤"), (FORWARD, "mib", 0.6, "≤"), (
                  (FORWARD, "ms", 1.0, "<"))
 GROWTH_LENGTHS = (2048, 8192)  # slopes fitted over the lengths measured in this range
 LABELS = {SMDIM_IMPL: "SMDIM", BASELINE_IMPL: "transformer baseline"}
+PLOT_TITLE = "SMDIM vs transformer-diffusion baseline"
 PASS_TEXT = {
     FORWARD: "one denoiser forward (eval, no_grad: the cost of one sampling step)",
     TRAIN: "one training step (MDLM loss forward + backward, gradient clipping, AdamW step)",
@@ -51,11 +53,10 @@ def model_rows(benchmarks: Sequence[dict], config: str) -> List[Row]:
     """Rows of one preset, by pass (fwd, train, sample), then L; row.config is set."""
     entries = [b for b in benchmarks if b.get("extra_info", {}).get("suite") == MODEL_SUITE
                and b["extra_info"].get("config") == config]
-    rows = collect_rows(entries, MODEL_SUITE)
+    rows = collect_rows(entries, MODEL_SUITE, MODEL_PASSES)
     for row in rows:
         row.config = config
-    order = {name: index for index, name in enumerate(MODEL_PASSES)}
-    return sorted(rows, key=lambda row: (order.get(row.pass_name, len(order)), row.length))
+    return rows
 
 
 def rows_by_config(data: dict) -> Dict[str, List[Row]]:
@@ -68,24 +69,12 @@ def rows_by_config(data: dict) -> Dict[str, List[Row]]:
 
 
 RATIO = f"{SMDIM_IMPL}/{BASELINE_IMPL}"
+RATIO_COLUMNS = {metric: [(f"{RATIO} {unit}", SMDIM_IMPL, BASELINE_IMPL)] for metric, unit in METRIC_UNITS.items()}
 
 
 def model_table(rows: Sequence[Row]) -> str:
     """One row per (pass, L): ms, MiB and GFLOP of both models, each with the ratio SMDIM/baseline."""
-    header = ["pass", "L"]
-    for unit in ("ms", "MiB", "GFLOP"):
-        header += [f"{impl} {unit}" for impl in MODEL_IMPLEMENTATIONS] + [f"{RATIO} {unit}"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in rows:
-        cells = [row.pass_name, str(row.length)]
-        cells += [format_number(row.ms.get(impl)) for impl in MODEL_IMPLEMENTATIONS]
-        cells.append(format_ratio(row.ratio("ms", SMDIM_IMPL, BASELINE_IMPL)))
-        cells += [format_number(row.mib.get(impl)) for impl in MODEL_IMPLEMENTATIONS]
-        cells.append(format_ratio(row.ratio("mib", SMDIM_IMPL, BASELINE_IMPL)))
-        cells += [format_gflop(row, impl) for impl in MODEL_IMPLEMENTATIONS]
-        cells.append(format_ratio(row.ratio("gflop", SMDIM_IMPL, BASELINE_IMPL)))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return metric_table(rows, MODEL_IMPLEMENTATIONS, RATIO_COLUMNS)
 
 
 # --- growth and targets ------------------------------------------------------------------------------
@@ -120,7 +109,7 @@ def growth_lines(config: str, rows: Sequence[Row]) -> List[str]:
 def _not_measured(config: str, rows: Sequence[Row], row: Row, metric: str) -> str:
     if not rows:
         return f"{config} not run (plan: {MODEL_CONFIGS_ENV})"
-    detail = _layer_not_measured(row, metric, SMDIM_IMPL, BASELINE_IMPL)
+    detail = not_measured(row, metric, MODEL_IMPLEMENTATIONS)
     if row.pass_name == SAMPLE and not row.ms:
         detail = detail.replace(f"plan: {LENGTHS_ENV}", f"plan: {LENGTHS_ENV}, {SAMPLE_MAX_ENV}")
     return detail
@@ -131,16 +120,14 @@ def model_checks(rows_of: Dict[str, List[Row]], configs: Sequence[str] = MODEL_C
     checks = []
     for config in configs:
         rows = rows_of.get(config, [])
-        by_key = {(row.pass_name, row.length): row for row in rows}
+        by_key = rows_by_key(rows)
         for pass_name, metric, target, relation in MODEL_TARGETS:
-            row = by_key.get((pass_name, TARGET_LENGTH),
-                             Row(pass_name, TARGET_LENGTH, suite=MODEL_SUITE, config=config))
-            passes = (lambda x, t=target: x < t) if relation == "<" else (lambda x, t=target: x <= t)
+            row = by_key.get((pass_name, TARGET_LENGTH), Row(pass_name, TARGET_LENGTH, MODEL_SUITE, config=config))
             description = (f"{config} {pass_name} SMDIM/baseline {METRIC_NAMES[metric]} {relation} {target:g} "
                            f"at L={TARGET_LENGTH}")
-            checks.append(_check(
+            checks.append(target_check(
                 description,
-                row.ratio(metric, SMDIM_IMPL, BASELINE_IMPL), passes,
+                row.ratio(metric, SMDIM_IMPL, BASELINE_IMPL), lambda x, t=target, r=relation: RELATIONS[r](x, t),
                 lambda x, r=row, m=metric: ratio_detail(r, m, SMDIM_IMPL, BASELINE_IMPL, x),
                 _not_measured(config, rows, row, metric)))
     return checks
@@ -149,23 +136,9 @@ def model_checks(rows_of: Dict[str, List[Row]], configs: Sequence[str] = MODEL_C
 # --- text ----------------------------------------------------------------------------------------------
 
 
-def _infos(data: dict, config: str) -> Dict[str, dict]:
-    """{impl: extra_info of its first benchmark} for one preset."""
-    infos: Dict[str, dict] = {}
-    for bench in data.get("benchmarks", []):
-        info = bench.get("extra_info", {})
-        if info.get("suite") == MODEL_SUITE and info.get("config") == config:
-            infos.setdefault(info.get("impl"), info)
-    return infos
-
-
-def _millions(count) -> str:
-    return "?" if count is None else f"{count / 1e6:.2f} M"
-
-
 def config_line(data: dict, config: str) -> str:
     """'tiny: SMDIM 4 MFA blocks ... 1.20 M parameters; baseline 5 transformer blocks ... (−6.5 %)'."""
-    infos = _infos(data, config)
+    infos = impl_infos(data, MODEL_SUITE, config)
     ours, theirs = infos.get(SMDIM_IMPL, {}), infos.get(BASELINE_IMPL, {})
     window = ours.get("attn_window")
     compression = ours.get("compression", 4)
@@ -173,9 +146,9 @@ def config_line(data: dict, config: str) -> str:
                  else f"local attention, ±{window} compressed steps = ±{window * compression} tokens")
     text = (f"**{config}**: d_model {ours.get('d_model', theirs.get('d_model', '?'))}, "
             f"d_embed {ours.get('d_embed', '?')}, {ours.get('num_heads', '?')} heads, compression {compression}; "
-            f"SMDIM {ours.get('n_layers', '?')} MFA blocks ({attention}), {_millions(ours.get('parameters'))} "
+            f"SMDIM {ours.get('n_layers', '?')} MFA blocks ({attention}), {format_millions(ours.get('parameters'))} "
             f"parameters; baseline {theirs.get('n_layers', '?')} transformer blocks (full attention, "
-            f"FFN 4×d_model), {_millions(theirs.get('parameters'))} parameters")
+            f"FFN 4×d_model), {format_millions(theirs.get('parameters'))} parameters")
     if ours.get("parameters") and theirs.get("parameters"):
         text += f" ({(theirs['parameters'] - ours['parameters']) / ours['parameters']:+.1%} vs SMDIM)"
     return text
@@ -212,7 +185,6 @@ def _device_text(data: dict) -> Tuple[str, str]:
 
 
 def render_model_report(data: dict, rows_of: Dict[str, List[Row]], checks: Sequence[TargetCheck]) -> str:
-    counts = {status: sum(check.status == status for check in checks) for status in ("PASS", "FAIL", "N/A")}
     device, memory_text = _device_text(data)
     any_info = next((b["extra_info"] for b in data.get("benchmarks", [])
                      if b.get("extra_info", {}).get("suite") == MODEL_SUITE), {})
@@ -241,16 +213,20 @@ def render_model_report(data: dict, rows_of: Dict[str, List[Row]], checks: Seque
     if growth:
         lines += ["", f"Growth from L={GROWTH_LENGTHS[0]} to {GROWTH_LENGTHS[1]} (fitted log-log slope over the "
                   "lengths measured there; 1 = linear, 2 = quadratic; — = fewer than two lengths):", "", *growth]
-    lines += ["", "## Targets", "", *(check.line() for check in checks), "",
-              f"Targets: {counts['PASS']} pass, {counts['FAIL']} fail, {counts['N/A']} not measured.", ""]
+    lines += ["", "## Targets", "", *(check.line() for check in checks), "", targets_summary(checks), ""]
     return "\n".join(lines)
 
 
-def model_section(data: dict) -> Tuple[List[Row], List[TargetCheck], str]:
-    """(rows of every preset, target checks, markdown) of the model suite."""
+def model_section(data: dict) -> Optional[Section]:
+    """The model suite's section (rows of every preset), or None where the JSON has none of its benchmarks."""
     rows_of = rows_by_config(data)
+    rows = [row for config_rows in rows_of.values() for row in config_rows]
+    if not rows:
+        return None
     checks = model_checks(rows_of)
-    return [row for rows in rows_of.values() for row in rows], checks, render_model_report(data, rows_of, checks)
+    title = f"{PLOT_TITLE} — {machine_line(data)}"
+    return Section(MODEL_SUITE, rows, checks, render_model_report(data, rows_of, checks),
+                   plot=lambda path: plot_models(rows, title, path))
 
 
 # --- plot ----------------------------------------------------------------------------------------------

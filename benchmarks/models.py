@@ -41,7 +41,7 @@ import torch
 
 from smdim.sampling import DEFAULT_ORDER, DEFAULT_STEPS
 
-from .cases import FORWARD
+from .passes import FORWARD
 
 MODEL_SUITE = "model"
 SMDIM_IMPL, BASELINE_IMPL = "smdim", "baseline"

@@ -23,8 +23,8 @@ Layers (test_layers.py; a length list takes "0" or "none" for never):
                                        full run, or deselect it: -k "not fwdbwd-L2048-hf"
     SMDIM_BENCH_LAYER_PSCAN_MAX_L=L    longest L for mamba.py's Mamba layer, both passes (default 8192;
                                        its forward+backward needs about 8 GB there)
-    SMDIM_BENCH_FULL_ATTN_MAX_L=L      longest L for the O(L^2) full-attention blocks (mfa_full and the
-                                       transformer block), both passes (default 8192)
+    SMDIM_BENCH_FULL_ATTN_MAX_L=L      longest L for the O(L^2) full-attention blocks (mfa_full and both
+                                       transformer blocks), both passes (default 8192)
 A peer's lengths are intersected with SMDIM_BENCH_LENGTHS.
 
 transformers suite (test_hf_mamba.py, hf_mamba.py): transformers' Mamba model unpatched vs with
@@ -45,11 +45,13 @@ import os
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
-from .cases import BOUND, FORWARD, IMPLEMENTATIONS, NAIVE, PASSES, PSCAN, BenchCase
 from .cuda import bench_device
-from .layers import HF, MFA_FULL, SUITE_IMPLEMENTATIONS, TRANSFORMER, LayerCase
+from .layers import FULL_ATTENTION_IMPLEMENTATIONS, HF, SUITE_IMPLEMENTATIONS, LayerCase
+from .layers import PSCAN as LAYER_PSCAN  # mamba.py's Mamba layer, planned apart from its scan
 from .machine import bench_threads
 from .models import MODEL_CONFIGS, MODEL_IMPLEMENTATIONS, MODEL_PASSES, SAMPLE, ModelCase
+from .passes import FORWARD, PASSES
+from .scan_cases import BOUND, NAIVE, PSCAN, SCAN_IMPLEMENTATIONS, ScanCase
 
 QUICK_ENV = "SMDIM_BENCH_QUICK"
 LENGTHS_ENV = "SMDIM_BENCH_LENGTHS"
@@ -157,8 +159,8 @@ class BenchSettings:
             model_device=bench_device(),
         )
 
-    def runs(self, impl: str, pass_name: str, length: int) -> bool:
-        """Whether the plan includes this (implementation, pass, L)."""
+    def runs_scan(self, impl: str, pass_name: str, length: int) -> bool:
+        """Whether the plan includes this (scan implementation, pass, L)."""
         if impl == BOUND:
             return pass_name == FORWARD
         if impl == NAIVE:
@@ -168,19 +170,19 @@ class BenchSettings:
             return length <= self.pscan_max_len
         return True
 
-    def cases(self) -> List[BenchCase]:
-        """Every planned case, pass by pass, then by L, then by implementation."""
-        return [BenchCase(impl, pass_name, length)
-                for pass_name in PASSES for length in self.lengths for impl in IMPLEMENTATIONS
-                if self.runs(impl, pass_name, length)]
+    def scan_cases(self) -> List[ScanCase]:
+        """Every planned case of the scan suite, pass by pass, then by L, then by implementation."""
+        return [ScanCase(impl, pass_name, length)
+                for pass_name in PASSES for length in self.lengths for impl in SCAN_IMPLEMENTATIONS
+                if self.runs_scan(impl, pass_name, length)]
 
     def runs_layer(self, impl: str, pass_name: str, length: int) -> bool:
         """Whether the plan includes this (layer implementation, pass, L)."""
         if impl == HF:
             return length in (self.hf_forward_lengths if pass_name == FORWARD else self.hf_backward_lengths)
-        if impl == PSCAN:
+        if impl == LAYER_PSCAN:
             return length <= self.layer_pscan_max_len
-        if impl in (MFA_FULL, TRANSFORMER):
+        if impl in FULL_ATTENTION_IMPLEMENTATIONS:
             return length <= self.full_attention_max_len
         return True
 

@@ -1,9 +1,9 @@
 """The studio section of the benchmark report: seconds per task and bundled model (studio.py)."""
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import List, Optional
 
-from .report_kit import TargetCheck
+from .report_kit import Section, TargetCheck, machine_line
 from .studio import STUDIO_SUITE, TASKS
 
 
@@ -17,12 +17,14 @@ def studio_entries(data: dict) -> List[dict]:
     return sorted(entries, key=lambda e: (e["training_length"], e["style"], TASKS.index(e["task"])))
 
 
-def studio_section(data: dict, machine: str) -> Tuple[list, list, str]:
-    """([], target checks, markdown) of the studio suite."""
+def studio_section(data: dict) -> Optional[Section]:
+    """The studio suite's section (a table of seconds: no rows, no plot), or None where the JSON has none."""
     entries = studio_entries(data)
-    lines = [f"## Studio latency: bundled models at the studio's default settings — {machine}", "",
+    if not entries:
+        return None
+    lines = [f"## Studio latency: bundled models at the studio's default settings — {machine_line(data)}", "",
              "| model | task | what | steps / order | seconds |", "| --- | --- | --- | --- | --- |"]
-    checks = []
+    checks: List[TargetCheck] = []
     for e in entries:
         what = (f"bars {e['bars']} of held-out piece {e['piece']} ({e['piece_tokens']} tokens)" if "bars" in e
                 else f"{e['tokens']} new tokens")
@@ -34,4 +36,4 @@ def studio_section(data: dict, machine: str) -> Tuple[list, list, str]:
     lines += ["", "One timed run per task after a warm-up run, threads pinned; a longer wait shows a progress bar "
               "(the studio's, the command line's tqdm). Infill checks that every note outside the bars is kept.", ""]
     lines += [check.line() for check in checks]
-    return [], checks, "\n".join(lines) + "\n"
+    return Section(STUDIO_SUITE, [], checks, "\n".join(lines) + "\n")

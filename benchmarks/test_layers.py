@@ -1,5 +1,6 @@
 """Layer-level benchmarks: a Mamba layer (ours vs projections+scan floor, transformers' MambaMixer,
-mamba.py), and an MFA block (default local attention, full attention) vs a transformer block.
+mamba.py), and an MFA block (default local attention, full attention) vs a transformer block of the
+same width and one with the MFA block's parameter count.
 
     pytest benchmarks/ --benchmark-only [--quick] --benchmark-json=bench.json
     python -m benchmarks.report bench.json --out bench_out
@@ -10,7 +11,7 @@ Cases (layers.py has the problem and every implementation): forward and forward+
 takes about 8 minutes: exactly once, see settings.py); quick mode runs L=512 without it.
 
 Each case:
-  1. the correctness guard (guard.LayerGuard) checks the group once;
+  1. the correctness guard (layer_guard.LayerGuard) checks the group once;
   2. its FLOPs are counted (smdim_kernels.flops.count_flops, torch's FlopCounterMode: 2 per
      multiply-add; "n/a" where that module is missing);
   3. its peak memory is measured in a fresh subprocess (memory.py), which also times one cold run
@@ -28,10 +29,10 @@ import pytest
 
 from smdim_kernels import backends
 
-from .cases import OURS
-from .layers import (BATCH, D_CONV, D_INNER, D_MODEL, D_STATE, DT_RANK, DTYPE, EXPAND, FLOOR, MAMBA_SUITE, MFA,
-                     MFA_FULL, NUM_HEADS, TRANSFORMER_FFN, LayerCase, all_finite, build_module, count_gflop,
-                     make_layer_runner, unavailable_reason)
+from .layers import (BATCH, D_CONV, D_INNER, D_MODEL, D_STATE, DT_RANK, DTYPE, EXPAND, FLOOR, MAMBA_SUITE,
+                     MFA_IMPLEMENTATIONS, NUM_HEADS, OURS, TRANSFORMER_FFN, TRANSFORMER_MATCHED, LayerCase, all_finite,
+                     build_module, count_gflop, make_layer_runner, matched_transformer_ffn, parameter_count,
+                     unavailable_reason)
 from .machine import kernel_isa
 from .memory import measure_peak_memory, start_peak_memory
 
@@ -43,7 +44,7 @@ def _skip_if_unavailable(impl: str) -> None:
     reason = unavailable_reason(impl)
     if reason is not None:
         pytest.skip(reason)
-    if impl in (OURS, FLOOR, MFA, MFA_FULL) and not backends.native_available():
+    if impl in (OURS, FLOOR) + MFA_IMPLEMENTATIONS and not backends.native_available():
         pytest.skip(f"the C++ kernels are not built ({backends.native_unavailable_reason()}); "
                     f"benchmarking the reference fallback as 'ours' would mislead. {backends.REBUILD_HINT}")
 
@@ -53,10 +54,12 @@ def _shape_info(case: LayerCase) -> dict:
     if case.suite == MAMBA_SUITE:
         info.update(d_state=D_STATE, d_conv=D_CONV, expand=EXPAND, d_inner=D_INNER, dt_rank=DT_RANK)
     else:
-        info.update(num_heads=NUM_HEADS, transformer_ffn=TRANSFORMER_FFN)
-        if case.impl in (MFA, MFA_FULL):
-            attn = getattr(build_module(case.impl), "attn", None)
-            info["attn_window"] = getattr(attn, "window", "?")
+        module = build_module(case.impl)
+        info.update(num_heads=NUM_HEADS, transformer_ffn=TRANSFORMER_FFN, parameters=parameter_count(module))
+        if unavailable_reason(TRANSFORMER_MATCHED) is None:
+            info["transformer_matched_ffn"] = matched_transformer_ffn()
+        if case.impl in MFA_IMPLEMENTATIONS:
+            info["attn_window"] = getattr(getattr(module, "attn", None), "window", "?")
     return info
 
 
@@ -106,5 +109,6 @@ def test_mamba_layer(benchmark, mamba_case, bench_settings, layer_guard):
 
 
 def test_mfa_block(benchmark, mfa_case, bench_settings, layer_guard):
-    """One block case: MFA (local attention), MFA (full attention) or the transformer block."""
+    """One block case: MFA (local attention), MFA (full attention), the same-width or the parameter-matched
+    transformer block."""
     run_layer_case(benchmark, mfa_case, bench_settings, layer_guard)

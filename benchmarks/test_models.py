@@ -34,8 +34,8 @@ from smdim_kernels import backends
 from .cuda import CUDA_TIMING, CudaEventTimer, measure_cuda
 from .machine import kernel_isa
 from .memory import MemoryMeasurement, start_peak_memory
-from .models import (BATCH, DTYPE, MEMORY_SAMPLE_STEPS, MODEL_SUITE, SAMPLE_ORDER, SAMPLE_STEPS, ModelCase, describe_config,
-                     make_model_runner, make_warmup_runner, token_space)
+from .models import (BATCH, DTYPE, MEMORY_SAMPLE_STEPS, MODEL_SUITE, SAMPLE_ORDER, SAMPLE_STEPS, ModelCase,
+                     describe_config, make_model_runner, make_warmup_runner, token_space)
 
 SINGLE_SHOT_TIMING = {
     "cpu": (f"one run of the {SAMPLE_STEPS}-step sample in the benchmark process (after the warm-up runs); memory "

@@ -3,7 +3,7 @@
     pytest benchmarks/ --benchmark-only [--quick] --benchmark-json=bench.json
     python -m benchmarks.report bench.json --out bench_out
 
-Cases (cases.py): forward and forward+backward at L in {512, ..., 8192}, batch 1, dim 1536,
+Cases (scan_cases.py): forward and forward+backward at L in {512, ..., 8192}, batch 1, dim 1536,
 N 16, fp32, delta_softplus with delta_bias and D, torch pinned to $SMDIM_BENCH_THREADS threads
 (default: the core count). Each (pass, L) is one pytest-benchmark group holding ours, the naive
 reference, mamba.py's pscan and (forward) the arithmetic bound. The naive reference is slow, so
@@ -12,7 +12,7 @@ environment variables that widen or narrow the plan, and quick mode (SMDIM_BENCH
 --quick: L=512, few rounds, no naive forward+backward) for CI.
 
 Each case:
-  1. the correctness guard (guard.py) checks ours against mamba.py at this (pass, L), once;
+  1. the correctness guard (scan_guard.py) checks ours against mamba.py at this (pass, L), once;
   2. its peak memory is measured in a fresh subprocess as peak RSS growth over the inputs
      (memory.py explains how), which also times one cold run to pick the number of rounds;
   3. it is timed with benchmark.pedantic: one round, no warm-up, for cases slower than 1 s;
@@ -26,11 +26,12 @@ import pytest
 
 from smdim_kernels import backends
 
-from .cases import (BATCH, BOUND, DIM, DSTATE, DTYPE, FORWARD_BACKWARD, OURS, PSCAN, SUITE, make_problem,
-                    make_runner)
 from .machine import kernel_isa
 from .memory import measure_peak_memory
-from .peers import MAMBAPY_MISSING
+from .passes import FORWARD_BACKWARD
+from .scan_cases import (BATCH, BOUND, DIM, DSTATE, DTYPE, OURS, PSCAN, SCAN_SUITE, make_scan_problem,
+                         make_scan_runner)
+from .scan_peers import MAMBAPY_MISSING
 
 
 def _skip_if_unavailable(impl: str) -> None:
@@ -49,7 +50,7 @@ def test_selective_scan(benchmark, scan_case, bench_settings, scan_guard):
 
     benchmark.group = case.group
     benchmark.extra_info.update({
-        "suite": SUITE, "impl": case.impl, "pass": case.pass_name, "L": case.length,
+        "suite": SCAN_SUITE, "impl": case.impl, "pass": case.pass_name, "L": case.length,
         "batch": BATCH, "dim": DIM, "dstate": DSTATE, "dtype": str(DTYPE).replace("torch.", ""),
         "threads": bench_settings.threads, "isa": kernel_isa(), "guard": guard_summary,
     })
@@ -61,6 +62,6 @@ def test_selective_scan(benchmark, scan_case, bench_settings, scan_guard):
                                     memory_method=memory.method)
         rounds, warmup_rounds = bench_settings.rounds_for(memory.seconds)
 
-    runner = make_runner(case.impl, case.pass_name,
-                         make_problem(case.length, requires_grad=case.pass_name == FORWARD_BACKWARD))
+    runner = make_scan_runner(case.impl, case.pass_name,
+                              make_scan_problem(case.length, requires_grad=case.pass_name == FORWARD_BACKWARD))
     benchmark.pedantic(runner, rounds=rounds, warmup_rounds=warmup_rounds, iterations=1)

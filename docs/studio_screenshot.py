@@ -1,7 +1,7 @@
 """Makes docs/studio.png, the README's picture of `smdim serve`: the bundled models, style bach, a
 held-out chorale, bars 3-4 selected, one note locked, three variations at 8 steps.
 
-    python docs/studio_screenshot.py      (needs playwright and Debian's chromium, see tests/studio)
+    python docs/studio_screenshot.py      (needs playwright and Debian's chromium, see tests/model/studio)
 """
 import subprocess
 import sys

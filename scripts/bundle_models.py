@@ -88,9 +88,11 @@ def main(argv=None):
         run = load_bundled(style, folder=Path(args.out))
         result = evaluate({"SMDIM": run.model}, corpus, n=48, seq_len=seq_len, steps=defaults.steps,
                           order=defaults.order, seed=0, n_boot=200, progress=True,
-                          test_label=f"the recorded test split of {corpus.source} ({len(corpus.splits['test'])} pieces)")
+                          test_label=f"the recorded test split of {corpus.source} "
+                                     f"({len(corpus.splits['test'])} pieces)")
         at_defaults = evaluation_summary({"table": result.table, "notes": result.notes, "columns": result.columns},
-                                         "SMDIM", f"scripts/bundle_models.py ({defaults.steps} steps, {defaults.order})")
+                                         "SMDIM",
+                                         f"scripts/bundle_models.py ({defaults.steps} steps, {defaults.order})")
         update_record(record, evaluation_at_defaults=json.loads(json.dumps(at_defaults, default=_jsonable)))
         print(f"wrote {record} and {record.with_suffix('.safetensors')}", flush=True)
 

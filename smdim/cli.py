@@ -72,7 +72,8 @@ def _add_sampling_args(p, order=None):
     from .sampling import DEFAULT_ORDER, DEFAULT_STEPS
 
     order = order or DEFAULT_ORDER
-    p.add_argument("--steps", type=positive_int, default=DEFAULT_STEPS, help=f"denoising steps (default {DEFAULT_STEPS})")
+    p.add_argument("--steps", type=positive_int, default=DEFAULT_STEPS,
+                   help=f"denoising steps (default {DEFAULT_STEPS})")
     p.add_argument("--temperature", type=non_negative_float, default=1.0,
                    help="sampling temperature (default 1.0; 0 = greedy)")
     p.add_argument("--order", choices=("random", "confidence"), default=order,
@@ -275,7 +276,34 @@ def _describe(exc):
     return " ".join(str(exc).split())
 
 
+# The extra of this distribution (pyproject.toml) that brings each top-level module the commands
+# import beyond torch: `pip install smdim` is the kernel library alone.
+EXTRA_OF_MODULE = {
+    **dict.fromkeys(("numpy", "tqdm", "matplotlib", "miditok", "symusic", "music21", "pretty_midi", "safetensors"),
+                    "music"),
+    **dict.fromkeys(("fastapi", "uvicorn"), "studio"),
+}
+
+
+def missing_extra(exc: ImportError):
+    """The extra whose absence made this import fail, else None."""
+    return EXTRA_OF_MODULE.get((getattr(exc, "name", None) or "").split(".")[0])
+
+
 def main(argv=None):
+    try:
+        return _main(argv)
+    except ImportError as exc:
+        extra = missing_extra(exc)
+        if extra is None or os.environ.get("SMDIM_DEBUG"):
+            raise
+        what = "smdim serve needs" if extra == "studio" else "the smdim commands need"
+        print(f"smdim: error: {exc.name} is not installed; {what} the '{extra}' extra: pip install 'smdim[{extra}]'",
+              file=sys.stderr)
+        return 2
+
+
+def _main(argv):
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -139,7 +139,8 @@ def _sampling(run, args, region_of=None):
     from .tokenizer import mask_id
 
     return dict(steps=args.steps, mask_id=mask_id(run.tokenizer), temperature=args.temperature, order=args.order,
-                constraints=_constraints(run.tokenizer, args, region_of), generator=torch.Generator().manual_seed(args.seed))
+                constraints=_constraints(run.tokenizer, args, region_of),
+                generator=torch.Generator().manual_seed(args.seed))
 
 
 def _check_wav(args):

@@ -372,7 +372,8 @@ def _tokenize_items(tok, items: List[SourceItem], num_workers: Optional[int], sh
     if num_workers and num_workers > 1 and len(items) > 1:
         with ProcessPoolExecutor(max_workers=num_workers, initializer=_worker_init,
                                  initargs=(tokenizer_to_dict(tok), convert_cache)) as ex:
-            chunk = 1 if any(it.is_score_file for it in items) else max(1, min(32, len(items) // (num_workers * 8) or 1))
+            chunk = (1 if any(it.is_score_file for it in items)
+                     else max(1, min(32, len(items) // (num_workers * 8) or 1)))
             return list(_progress(ex.map(_worker_tokenize, items, chunksize=chunk), len(items), desc, show))
     return [_tokenize_item(tok, it, convert_cache=convert_cache) for it in _progress(items, len(items), desc, show)]
 

@@ -159,8 +159,8 @@ def evaluate(models: Dict[str, torch.nn.Module], corpus, *, n=64, seq_len=256, s
     for name, model in models.items():
         sets[name] = sample_like(model, tok, lengths, seq_len, steps=steps, seed=seed, constraints=constraints,
                                  temperature=temperature, order=order, progress=progress)
-        nlls[name] = sequence_nlls(model, list(padded_batches(test_windows, seq_len, pad_id(tok))), mask_id=mask_id(tok),
-                                   seed=seed)
+        nlls[name] = sequence_nlls(model, list(padded_batches(test_windows, seq_len, pad_id(tok))),
+                                   mask_id=mask_id(tok), seed=seed)
     real = reference_windows(corpus, ("train", "valid"), seq_len, n, seed + 1)
     columns = list(models) + ["real vs real"]
     sets["real vs real"] = real
@@ -175,8 +175,8 @@ def evaluate(models: Dict[str, torch.nn.Module], corpus, *, n=64, seq_len=256, s
         seqs, generated = sets[name], name in models
         if name in nlls:
             put(NLL_ROW, name, metrics.bootstrap_ci(bits_per_token, nlls[name], n_boot=n_boot, seed=seed))
-        cis = metrics.bootstrap_ci(lambda g, r: oa_scores(g, r, generated), pieces[name], ref_pieces,
-                                   n_boot=n_boot, seed=seed)
+        cis = metrics.bootstrap_ci(lambda g, r, generated=generated: oa_scores(g, r, generated), pieces[name],
+                                   ref_pieces, n_boot=n_boot, seed=seed)
         for key, row in OA_ROWS:
             put(row, name, cis.get(key))
         put("invalid tokens", name, metrics.invalid_token_rate(tok, seqs))
@@ -203,7 +203,8 @@ def evaluate(models: Dict[str, torch.nn.Module], corpus, *, n=64, seq_len=256, s
     notes = [
         f"Test set: {test_label or corpus.source}. Reference: {n} bar-aligned test windows of at most {seq_len} "
         f"tokens (seed {seed}); sample i of each model is generated at the length of reference window i "
-        f"({steps} denoising steps, {order} unmasking order); real vs real: {len(real)} windows of train+valid pieces drawn by the same rule.",
+        f"({steps} denoising steps, {order} unmasking order); real vs real: {len(real)} windows of train+valid "
+        "pieces drawn by the same rule.",
         f"NLL: the MDLM bound in bits/token over all {len(test_windows)} test windows, each window scored given its "
         "length and padding (4 masking times each); a bound, not comparable with autoregressive NLLs.",
         f"framewise (published): {metrics.PROTOCOLS['published']}",

@@ -157,7 +157,8 @@ def train_model(corpus: Optional[Corpus], out, *, resume=False, overwrite=False,
         clashes = [k for k, v in given.items() if k in recorded and k not in RESUME_MAY_CHANGE and v != recorded[k]]
         if clashes:
             raise UserError(f"--resume: {', '.join('--' + k.replace('_', '-') for k in clashes)} differ from the "
-                            f"recorded run (only --steps, --time-budget, --eval-every and --gradient-checkpointing may change)")
+                            f"recorded run (only --steps, --time-budget, --eval-every and --gradient-checkpointing "
+                            f"may change)")
         values = dict(TRAIN_DEFAULTS, **recorded)
         if values["batch_size"] is None:
             values["batch_size"] = auto_batch_size(values["seq_len"])
@@ -255,9 +256,9 @@ def load_run(checkpoint, *, use_ema=True, device=None) -> Run:
 def require_record(run: Run) -> DataRecord:
     """The run's data record; a format-1 checkpoint gets a message saying what to do."""
     if run.record is None:
-        raise UserError(f"{run.path} was written by an older smdim (checkpoint format {run.format_version}) and records "
-                        "no data split, so its held-out pieces are unknown; re-train it with this version, or score it "
-                        "on music it never saw with --cross-corpus --data DIR")
+        raise UserError(f"{run.path} was written by an older smdim (checkpoint format {run.format_version}) and "
+                        "records no data split, so its held-out pieces are unknown; re-train it with this version, "
+                        "or score it on music it never saw with --cross-corpus --data DIR")
     return run.record
 
 

@@ -7,7 +7,7 @@ starts where the previous bar ends (its time signature's length; 4/4 before any 
 is k / positions_per_beat beats after the bar start and a Duration token counts beats, a beat being
 the time signature's denominator note. A note is a Pitch followed by its Velocity and Duration
 tokens (special tokens skipped, incomplete notes dropped, as `tokenizer.decode` does), so the notes
-read here are exactly the notes `decode` returns (tests/test_remi.py checks this).
+read here are exactly the notes `decode` returns (tests/model/test_remi.py checks this).
 """
 from __future__ import annotations
 

@@ -47,7 +47,8 @@ class Constraints:
         if self.pitch_range is not None:
             low, high = self.pitch_range
             if not 0 <= low <= high <= 127:
-                raise ValueError(f"pitch_range must be (low, high) with 0 <= low <= high <= 127; got {self.pitch_range}")
+                raise ValueError(f"pitch_range must be (low, high) with 0 <= low <= high <= 127; "
+                                 f"got {self.pitch_range}")
         if self.max_chord is not None and self.max_chord < 1:
             raise ValueError(f"max_chord must be >= 1; got {self.max_chord}")
 
@@ -107,7 +108,8 @@ class Constraints:
         log_probs[..., banned] = -math.inf
         if self.banned_at is not None:
             if self.banned_at.shape[-2] != x.shape[1]:
-                raise ValueError(f"banned_at covers {self.banned_at.shape[-2]} positions; the sequence has {x.shape[1]}")
+                raise ValueError(f"banned_at covers {self.banned_at.shape[-2]} positions; "
+                                 f"the sequence has {x.shape[1]}")
             log_probs.masked_fill_(self.banned_at.to(log_probs.device), -math.inf)
         if self.max_chord is not None:
             full = self.chord_counts(x, mask_id) >= self.max_chord          # (batch, L)

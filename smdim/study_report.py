@@ -76,11 +76,14 @@ def _machine_lines(data) -> List[str]:
     """Where each run trained: step counts at a CPU budget depend on the machine."""
     lines = []
     for name, entry in data.items():
-        runs = [f"{kind} on {', '.join(t['machines']) if t.get('machines') else 'a machine not recorded (trained before runs recorded it)'}"
+        runs = [f"{kind} on "
+                + (', '.join(t['machines']) if t.get('machines')
+                   else 'a machine not recorded (trained before runs recorded it)')
                 for kind, t in entry["training"].items()]
         if runs:
             lines.append(f"- {name}: " + "; ".join(runs))
-    return (["Trained on (step counts at equal CPU time compare only within a cell):", ""] + lines + [""]) if lines else []
+    return ((["Trained on (step counts at equal CPU time compare only within a cell):", ""] + lines + [""])
+            if lines else [])
 
 
 def _summary_tables(data) -> List[str]:
@@ -101,7 +104,8 @@ def _summary_tables(data) -> List[str]:
             "steps SMDIM / transformer": f"{tr['SMDIM']['steps']} / {tr['transformer']['steps']}",
             "NLL SMDIM": _fmt(t[NLL_ROW].get("SMDIM")), "NLL transformer": _fmt(t[NLL_ROW].get("transformer")),
             "NLL paired diff": _fmt(t[NLL_ROW].get(diff)), "NLL reading": _verdict(t[NLL_ROW].get(diff), True),
-            "valid NLL at equal steps": (f"{sm.get('SMDIM', float('nan')):.3f} / {sm.get('transformer', float('nan')):.3f}"
+            "valid NLL at equal steps": (f"{sm.get('SMDIM', float('nan')):.3f} / "
+                                          f"{sm.get('transformer', float('nan')):.3f}"
                                           f" @ {sm.get('steps')}") if sm.get("SMDIM") is not None else "—",
             "mean OA SMDIM": _fmt(t[OA_ROW].get("SMDIM")), "mean OA transformer": _fmt(t[OA_ROW].get("transformer")),
             "mean OA real": _fmt(t[OA_ROW].get("real vs real")), "OA paired diff": _fmt(t[OA_ROW].get(diff)),
@@ -122,8 +126,9 @@ def _summary_tables(data) -> List[str]:
                   format_table(rows_main, index="cell"), "",
                   "NLL: the MDLM bound in bits/token over every test window (lower is better); mean OA: attribute OA "
                   "(KDE overlap of pooled attribute values, generated vs the test windows; higher is better); "
-                  "'paired diff' is SMDIM − transformer with a paired bootstrap interval (same references, same masks); "
-                  "a reading says 'better'/'worse' only when that 95 % interval excludes 0. 'valid NLL at equal steps': "
+                  "'paired diff' is SMDIM − transformer with a paired bootstrap interval (same references, same "
+                  "masks); a reading says 'better'/'worse' only when that 95 % interval excludes 0. 'valid NLL at "
+                  "equal steps': "
                   "each model's validation NLL (EMA weights, during training) at the step count both reached, "
                   "interpolated between logged points — a steps-matched reading, not the test protocol.", "",
                   "## Framewise OA (published protocol: one mean OA per piece, consistency / variance over pieces)", "",
@@ -305,7 +310,8 @@ def write_study_report(out: Path, config, cells) -> Path:
     plots = _plots(data, out / "plots")
     cell_args = " ".join(f"{c.name}:{c.budget:g}" for c in cells)
     lines = ["# SMDIM vs the transformer baseline: the quality table, measured here", "",
-             f"This report was written on: {describe()}. Model preset: {config.preset} (both models; parameter-matched). Each model of a "
+             f"This report was written on: {describe()}. Model preset: {config.preset} (both models; "
+             "parameter-matched). Each model of a "
              f"cell trains for the cell's budget on the {config.clock} clock, then both are evaluated with {config.n} "
              f"pieces per model, {config.steps} denoising steps, {config.n_boot} bootstrap replicates (seed "
              f"{config.seed}).", "",

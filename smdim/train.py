@@ -104,7 +104,7 @@ def ema_multi_avg_fn(decay):
 def param_groups(model, weight_decay):
     """Weight decay on matrices (linear, conv, embedding); none on biases, norm weights, A_log, D."""
     decay, no_decay = [], []
-    for name, p in model.named_parameters():
+    for _name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         if p.dim() < 2 or getattr(p, "_no_weight_decay", False):

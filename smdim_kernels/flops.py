@@ -31,6 +31,11 @@ formulas count the recomputed scores).
                          2 × 2·B·L·D·M + per branch (conv recompute + dt_proj recompute + scan fwd recompute
                          + scan_bwd + conv_bwd(silu) + 2 × (x_proj + dt_proj)) + for two branches one more
                          forward branch pass (conv + dt_proj + scan fwd: its outputs meet the reverse's)
+    local_attention_fwd  torch's sdpa_flop_count over the query blocks and their whole key spans (masked keys
+                         included, as the kernel runs them): 4·n_blocks·B·H·block·span·d
+    local_attention_bwd  torch's sdpa_backward_flop_count of the same blocks (2.5 × fwd)
+    activation_linear_fwd  the GEMM 2·rows·hidden·out (activation and bias add not counted)
+    activation_linear_bwd  2 × fwd (dweight and d act(h); the activation's recompute not counted)
     CPU SDPA fwd         torch's sdpa_flop_count: 4·B·H·Lq·Lk·d (QKᵀ and PV GEMMs, d = head dim)
     CPU SDPA bwd         torch's sdpa_backward_flop_count: 10·B·H·Lq·Lk·d (= 2.5 × fwd, scores recomputed)
 
@@ -70,12 +75,15 @@ __all__ = [
     "FlopReport",
     "TORCH_CONVENTION",
     "FVCORE_CONVENTION",
+    "activation_linear_flops",
     "add_norm_bwd_flops",
     "add_norm_flops",
     "causal_conv1d_bwd_flops",
     "causal_conv1d_flops",
     "count_flops",
     "fvcore_handles",
+    "local_attention_bwd_flops",
+    "local_attention_flops",
     "mamba_inner_bwd_flops",
     "mamba_inner_flops",
     "mamba_mixer_bwd_flops",
@@ -207,6 +215,32 @@ def sdpa_bwd_flops(grad_out_shape, query_shape, key_shape, value_shape) -> int:
                                         _sdpa_4d(value_shape))
 
 
+def _local_attention_blocks(batch_heads, head_dim, length, window, causal, block):
+    """The shapes the grouped local attention's SDPA calls take, all groups together: q
+    (n_blocks, batch*heads, block, head_dim), k = v (n_blocks, batch*heads, span, head_dim)."""
+    from .ops.local_attention.layout import LocalLayout
+
+    layout = LocalLayout(length, window, causal, block)
+    return ((layout.n_blocks, batch_heads, block, head_dim), (layout.n_blocks, batch_heads, layout.span, head_dim))
+
+
+def local_attention_flops(batch_heads: int, head_dim: int, length: int, window: int, causal: bool, block: int) -> int:
+    """torch's SDPA count of every query block against its whole key span."""
+    q, kv = _local_attention_blocks(batch_heads, head_dim, length, window, causal, block)
+    return _fc.sdpa_flop_count(q, kv, kv)
+
+
+def local_attention_bwd_flops(batch_heads: int, head_dim: int, length: int, window: int, causal: bool,
+                              block: int) -> int:
+    """torch's SDPA backward count of the same blocks (scores recomputed + 4 gradient GEMMs)."""
+    q, kv = _local_attention_blocks(batch_heads, head_dim, length, window, causal, block)
+    return _fc.sdpa_backward_flop_count(q, q, kv, kv)
+
+
+def activation_linear_flops(rows: int, hidden: int, out: int) -> int:
+    return 2 * rows * hidden * out
+
+
 # ---------------------------------------------------------------------------------------------
 # Adapters from op arguments (shapes for tensors, None for absent tensors, plain values otherwise)
 # ---------------------------------------------------------------------------------------------
@@ -287,6 +321,23 @@ def _mamba_mixer_bwd(dout, hidden_states, in_proj_weight, in_proj_bias, conv1d_w
     return mamba_mixer_bwd_flops(**dims, with_D=_present(D))
 
 
+def _local_attention_fwd(buf, length, window, causal, block, *args, **kwargs):
+    # buf: (time, 3, batch * heads, head_dim), the q/k/v rows the op attends over
+    return local_attention_flops(buf[2], buf[3], length, window, bool(causal), block)
+
+
+def _local_attention_bwd(dout, buf, out, lse, length, window, causal, block, *args, **kwargs):
+    return local_attention_bwd_flops(buf[2], buf[3], length, window, bool(causal), block)
+
+
+def _activation_linear_fwd(h, weight, *args, **kwargs):
+    return activation_linear_flops(math.prod(h[:-1]), weight[1], weight[0])
+
+
+def _activation_linear_bwd(dout, h, weight, *args, **kwargs):
+    return 2 * activation_linear_flops(math.prod(h[:-1]), weight[1], weight[0])
+
+
 def _sdpa_cpu_fwd(query, key, value, *args, **kwargs):
     return sdpa_flops(query, key, value)
 
@@ -311,6 +362,10 @@ _CUSTOM_OPS = (
     ("smdim::mamba_inner_bwd", lambda: _smdim("mamba_inner_bwd"), _mamba_inner_bwd),
     ("smdim::mamba_mixer_fwd", lambda: _smdim("mamba_mixer_fwd"), _mamba_mixer_fwd),
     ("smdim::mamba_mixer_bwd", lambda: _smdim("mamba_mixer_bwd"), _mamba_mixer_bwd),
+    ("smdim::local_attention_fwd", lambda: _smdim("local_attention_fwd"), _local_attention_fwd),
+    ("smdim::local_attention_bwd", lambda: _smdim("local_attention_bwd"), _local_attention_bwd),
+    ("smdim::activation_linear_fwd", lambda: _smdim("activation_linear_fwd"), _activation_linear_fwd),
+    ("smdim::activation_linear_bwd", lambda: _smdim("activation_linear_bwd"), _activation_linear_bwd),
 )
 _SDPA_CPU_OPS = (
     ("_scaled_dot_product_flash_attention_for_cpu", _sdpa_cpu_fwd),
@@ -431,7 +486,8 @@ def fvcore_handles() -> Dict[str, Callable]:
 
     Covers every smdim op ("smdim::selective_scan_fwd", ... as torch.library ops appear in a
     torch.jit.trace graph), "aten::scaled_dot_product_attention" and the CPU flash kernel
-    (unsupported by fvcore) and a broadcast-aware "aten::matmul". Each returns MACs (fvcore's convention) = half the torch count.
+    (unsupported by fvcore) and a broadcast-aware "aten::matmul". Each returns MACs (fvcore's
+    convention) = half the torch count.
     Use: `FlopCountAnalysis(model, inputs).set_op_handle(**fvcore_handles())`.
     Raises ImportError (how to install) without fvcore.
     """

@@ -5,7 +5,7 @@ import os
 # is first imported; set it before any test module imports triton (TRITON_INTERPRET=0 on a GPU).
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
-import pytest  # noqa: E402
+import pytest
 
 
 @pytest.fixture(scope="session")

@@ -1,12 +1,13 @@
-"""The import graph of smdim_kernels and smdim has no circle (imports inside functions included: a
-lazy import that closes a circle is still one). Edges go to the module imported (`from pkg import
-sub` -> pkg.sub when sub is a module, compiled or not, else pkg), not to every parent package.
-benchmarks is not in it yet: report.py and model_report.py still import each other (issue 13)."""
+"""The import graph of smdim_kernels, smdim and benchmarks has no circle (imports inside functions
+included: a lazy import that closes a circle is still one). Edges go to the module imported (`from
+pkg import sub` -> pkg.sub when sub is a module, compiled or not, else pkg), not to every parent
+package. In benchmarks, only `python -m benchmarks.report` runs report.py: the report's sections
+share report_kit.py and import neither report.py nor one another."""
 import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("smdim_kernels", "smdim")
+PACKAGES = ("smdim_kernels", "smdim", "benchmarks")
 
 
 def _modules():
@@ -92,3 +93,20 @@ def test_the_graph_sees_relative_and_lazy_imports():
     graph = import_graph()
     assert "smdim_kernels.backends" in graph["smdim_kernels.ops.selective_scan.interface"]
     assert "smdim_kernels.ops.selective_scan.constants" in graph["smdim_kernels.backends"]  # inside a function
+
+
+def test_the_graph_sees_the_benchmarks_lazy_imports():
+    graph = import_graph()
+    assert "benchmarks.scan_peers" in graph["benchmarks.scan_cases"]  # `from . import scan_peers` in a function
+    assert "benchmarks.scan_cases" in graph["benchmarks.memory"]
+
+
+def test_only_the_entry_point_assembles_the_benchmark_report():
+    graph = import_graph()
+    assert [name for name, edges in graph.items() if "benchmarks.report" in edges] == []
+    sections = {name for name in graph if name.startswith("benchmarks.") and name.endswith("_report")}
+    assert {"benchmarks.scan_report", "benchmarks.layer_report", "benchmarks.model_report",
+            "benchmarks.hf_mamba_report", "benchmarks.studio_report"} <= sections
+    assert sections <= graph["benchmarks.report"]
+    for name in sections | {"benchmarks.report_kit"}:
+        assert not graph[name] & sections, f"{name} imports {sorted(graph[name] & sections)}"

@@ -1,64 +1,18 @@
-"""House order of the smdim package: no import circle between its modules (counting imports
-inside functions too), and the generation path (loading a checkpoint, sampling, evaluating)
-never imports the training module."""
-import ast
+"""House order of the distribution: the generation path (loading a checkpoint, sampling,
+evaluating) never imports the training module; the kernel library needs torch alone, and the
+music model's and the studio's dependencies are extras whose absence the command line names.
+(No import circle: tests/test_import_graph.py.)"""
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
-import smdim
+import pytest
 
-PACKAGE = Path(smdim.__file__).parent
+from smdim.cli import EXTRA_OF_MODULE
 
-
-def _module_name(path):
-    rel = path.relative_to(PACKAGE.parent).with_suffix("")
-    parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
-    return ".".join(parts)
-
-
-def _imports(path):
-    """smdim modules the file at `path` imports, at module level or inside functions."""
-    name = _module_name(path)
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
-                target = f"{base}.{node.module}" if node.module else base
-            else:
-                target = node.module or ""
-            if target.split(".")[0] == "smdim":
-                found.add(target)
-                found.update(f"{target}.{alias.name}" for alias in node.names)
-        elif isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names if alias.name.split(".")[0] == "smdim")
-    return found
-
-
-def test_no_import_circle_in_smdim():
-    files = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
-    graph = {name: {t for t in _imports(p) if t in files and t != name} for name, p in files.items()}
-    # A package's __init__ importing its own submodules is not a circle of concepts.
-    graph = {n: {t for t in ts if not (files[n].name == "__init__.py" and t.startswith(n + "."))}
-             for n, ts in graph.items()}
-    state, stack = {}, []
-
-    def visit(node):
-        state[node] = "open"
-        stack.append(node)
-        for nxt in graph[node]:
-            if state.get(nxt) == "open":
-                raise AssertionError("import circle: " + " -> ".join(stack[stack.index(nxt):] + [nxt]))
-            if nxt not in state:
-                visit(nxt)
-        stack.pop()
-        state[node] = "done"
-
-    for node in graph:
-        if node not in state:
-            visit(node)
+ROOT = Path(__file__).resolve().parents[1]
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 
 
 def test_the_generation_path_does_not_import_training_code():
@@ -66,3 +20,79 @@ def test_the_generation_path_does_not_import_training_code():
             "smdim.evaluation, smdim.remi, smdim.studio.server; print('smdim.train' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def _distribution(requirement):
+    for stop in "=<>[ ;":
+        requirement = requirement.split(stop)[0]
+    return requirement.lower().replace("_", "-")
+
+
+def _extra_distributions(extra):
+    """Distributions an extra brings, following smdim[...] references."""
+    found = set()
+    for requirement in PYPROJECT["optional-dependencies"][extra]:
+        if requirement.startswith("smdim["):
+            for inner in requirement[len("smdim["):-1].split(","):
+                found |= _extra_distributions(inner)
+        else:
+            found.add(_distribution(requirement))
+    return found
+
+
+def test_the_kernel_library_needs_torch_alone():
+    assert [_distribution(r) for r in PYPROJECT["dependencies"]] == ["torch"]
+
+
+def test_the_command_line_knows_which_extra_brings_each_module():
+    for extra in ("music", "studio"):
+        modules = {m.replace("_", "-") for m, e in EXTRA_OF_MODULE.items() if e == extra}
+        own = _extra_distributions(extra) - (_extra_distributions("music") if extra == "studio" else set())
+        assert modules == own, extra
+    assert set(PYPROJECT["optional-dependencies"]["dev"][0][len("smdim["):-1].split(",")) >= {"studio", "bench"}
+
+
+# Runs in a fresh interpreter in which the listed modules cannot be imported (as if not installed).
+_WITHOUT = """
+import sys, importlib.abc
+import torch
+BLOCKED = set(sys.argv[1].split(","))
+class Absent(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, Absent())
+"""
+
+
+def _run_without(modules, code):
+    return subprocess.run([sys.executable, "-c", _WITHOUT + code, ",".join(modules)], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_the_kernel_library_runs_without_the_music_stack():
+    code = """
+import smdim_kernels
+layer = smdim_kernels.Mamba(16, bidirectional=True)
+out = layer(torch.randn(2, 9, 16))
+out.sum().backward()
+print(tuple(out.shape))
+"""
+    run = _run_without(EXTRA_OF_MODULE, code)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "(2, 9, 16)"
+
+
+@pytest.mark.parametrize("missing, argv, extra", [
+    (list(EXTRA_OF_MODULE), ["generate", "--n", "1"], "music"),
+    (["miditok"], ["generate", "--n", "1"], "music"),
+    (["fastapi", "uvicorn"], ["serve", "--port", "0"], "studio"),
+])
+def test_a_missing_extra_is_one_line_naming_the_install(missing, argv, extra, tmp_path):
+    code = f"from smdim.cli import main; sys.exit(main({argv!r}))"
+    run = subprocess.run([sys.executable, "-c", _WITHOUT + code, ",".join(missing)], capture_output=True, text=True,
+                         timeout=300, cwd=tmp_path)
+    assert run.returncode == 2, run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("smdim: error: ") and f"pip install 'smdim[{extra}]'" in lines[0], \
+        run.stderr

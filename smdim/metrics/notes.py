@@ -145,7 +145,7 @@ def to_piece(x, name: str) -> Piece:
 
         try:
             return Piece.from_score(symusic.Score(os.fspath(x)))
-        except Exception as exc:  # noqa: BLE001 - report which file and why
+        except Exception as exc:
             raise ValueError(f"{name}: cannot read {os.fspath(x)!r} as MIDI ({exc})") from exc
     raise TypeError(f"{name}: expected symusic.Score objects, MIDI paths or metrics.Piece; got {type(x).__name__}")
 

@@ -47,7 +47,8 @@ class Settings:
         if (self.pitch_low is None) != (self.pitch_high is None):
             raise PieceError("give both ends of the pitch range, or neither")
         if self.pitch_low is not None and not 0 <= self.pitch_low <= self.pitch_high <= 127:
-            raise PieceError(f"the pitch range must satisfy 0 <= low <= high <= 127; got {self.pitch_low}..{self.pitch_high}")
+            raise PieceError(f"the pitch range must satisfy 0 <= low <= high <= 127; "
+                             f"got {self.pitch_low}..{self.pitch_high}")
         if self.max_chord is not None and not 1 <= self.max_chord <= 16:
             raise PieceError(f"max chord must be between 1 and 16; got {self.max_chord}")
 

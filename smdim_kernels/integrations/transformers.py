@@ -80,7 +80,8 @@ def _conv_update(hidden_states, conv_state, weight, bias=None, activation=None, 
     steps = []
     for t in range(hidden_states.shape[-1]):
         x = hidden_states[..., t].to(weight.dtype)
-        steps.append(_activation(activation, lambda act: causal_conv1d_update(x, conv_state, weight, bias, act)))
+        steps.append(_activation(activation,
+                                 lambda act, x=x: causal_conv1d_update(x, conv_state, weight, bias, act)))
     return torch.stack(steps, dim=-1).to(hidden_states.dtype)
 
 

@@ -1,58 +1,12 @@
 """Position-wise feed-forward layer: GELU MLP or SwiGLU (mamba_ssm's `GatedMLP` layout)."""
 from __future__ import annotations
 
-import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
+from ..ops.activation_linear.interface import ACTIVATIONS, activation_linear
 from ..validation import check_tensor
 
-ACTIVATIONS = ("gelu", "swiglu")
-
-
-def _activate(h, activation):
-    """gelu(h), or x * silu(gate) with h = [x, gate] (..., 2 * hidden)."""
-    if activation == "gelu":
-        return F.gelu(h)
-    x, gate = h.chunk(2, dim=-1)
-    return x * F.silu(gate)
-
-
-def _activate_(h, activation):
-    """_activate overwriting h (no autograd): one fc1-sized tensor fewer at the peak."""
-    if activation == "gelu":
-        return torch.ops.aten.gelu_(h)
-    x, gate = h.chunk(2, dim=-1)
-    return x.mul_(F.silu(gate, inplace=True))
-
-
-def _activate_backward(da, h, activation):
-    """The gradient w.r.t. h of _activate(h) given the gradient da of its output."""
-    if activation == "gelu":
-        return torch.ops.aten.gelu_backward(da, h)
-    x, gate = h.chunk(2, dim=-1)
-    return torch.cat([da * F.silu(gate), torch.ops.aten.silu_backward(da * x, gate)], dim=-1)
-
-
-class _ActivationLinear(torch.autograd.Function):
-    """fc2(act(h)) keeping only h for the backward: act(h), as large as h (half for SwiGLU), is
-    recomputed there (elementwise, cheap) instead of being saved."""
-
-    @staticmethod
-    def forward(ctx, h, weight, bias, activation):
-        ctx.save_for_backward(h, weight)
-        ctx.activation, ctx.has_bias = activation, bias is not None
-        return F.linear(_activate(h, activation), weight, bias)
-
-    @staticmethod
-    def backward(ctx, dout):
-        h, weight = ctx.saved_tensors
-        a = _activate(h, ctx.activation)
-        dweight = dout.reshape(-1, dout.shape[-1]).t() @ a.reshape(-1, a.shape[-1])
-        dbias = dout.reshape(-1, dout.shape[-1]).sum(0) if ctx.has_bias else None
-        del a
-        dh = _activate_backward(dout @ weight, h, ctx.activation)
-        return dh, dweight, dbias, None
+__all__ = ["ACTIVATIONS", "FeedForward"]
 
 
 class FeedForward(nn.Module):
@@ -99,10 +53,8 @@ class FeedForward(nn.Module):
         check_tensor("x", x)
         if x.dim() < 1 or x.shape[-1] != self.d_model:
             raise ValueError(f"x: expected (..., d_model={self.d_model}); got shape {tuple(x.shape)}")
-        h = self.fc1(x)
-        if not torch.is_grad_enabled():  # inference: activate fc1's output in place
-            return self.fc2(_activate_(h, self.activation))
-        return _ActivationLinear.apply(h, self.fc2.weight, self.fc2.bias, self.activation)
+        # fc1's output is ours alone: with autograd off it is activated in place
+        return activation_linear(self.fc1(x), self.fc2.weight, self.fc2.bias, self.activation, inplace=True)
 
     def extra_repr(self):
         return f"d_model={self.d_model}, hidden_features={self.hidden_features}, activation={self.activation!r}"

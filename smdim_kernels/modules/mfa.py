@@ -108,4 +108,5 @@ class MFAStack(nn.Module):
                               gradient_checkpointing=self.gradient_checkpointing and self.training)
 
     def extra_repr(self):
-        return f"n_layers={len(self.layers)}, d_model={self.d_model}, gradient_checkpointing={self.gradient_checkpointing}"
+        return (f"n_layers={len(self.layers)}, d_model={self.d_model}, "
+                f"gradient_checkpointing={self.gradient_checkpointing}")

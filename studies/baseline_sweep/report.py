@@ -23,7 +23,8 @@ def main(folder="studies/baseline_sweep/runs"):
              "Made by `studies/baseline_sweep/run.sh` (300 CPU-seconds per run, one thread each, two runs side by "
              "side, seed 0) and `python studies/baseline_sweep/report.py`. Validation: EMA weights, the recorded "
              "validation split, masked-diffusion NLL bound.", "",
-             "| run | model | lr | attention window | steps | CPU s | valid bits/token (final) | best | train loss, last 10 % |",
+             "| run | model | lr | attention window | steps | CPU s | valid bits/token (final) | best "
+             "| train loss, last 10 % |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, r in rows:
         lines.append(f"| {name} | {r['model']} | {r['lr']:g} | {r['window'] or 'full'} | {r['steps']} | "

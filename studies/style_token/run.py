@@ -53,7 +53,7 @@ def main(argv=None):
 
     out, study = Path(args.out), Path(args.study)
     per_style, corpora = {}, {}
-    for name, seq_len, cell in STYLES:
+    for name, _seq_len, cell in STYLES:
         path = study / cell / "smdim" / "final.pt"
         model, state = load_model(path)
         tok = tokenizer_from_dict(state["tokenizer"])
@@ -87,11 +87,12 @@ def main(argv=None):
     lines = ["# One style-token model vs one model per style", "",
              f"Style-token SMDIM-tiny ({ema.num_parameters() / 1e6:.2f} M parameters): {trainer.step} steps in "
              f"{trainer.seconds:.0f} CPU-s ({cpu_name()}) on han@256 + bach@1024 batches; per-style models: the "
-             "quality study's cells (equal steps in total, 4096 tokens per step). Evaluation: each style's recorded test split, the study's protocol (n = 48, 32 steps, random "
+             "quality study's cells (equal steps in total, 4096 tokens per step). Evaluation: each style's "
+             "recorded test split, the study's protocol (n = 48, 32 steps, random "
              "order); ± half the 95 % bootstrap interval; 'style-token − per-style' is paired.", "",
              "| style | per-style model (CPU-s, steps) | " + " | ".join(ROWS) + " |",
              "| --- | --- | " + " | ".join("---" for _ in ROWS) + " |"]
-    for s, (name, seq_len, cell) in enumerate(STYLES):
+    for s, (name, seq_len, _cell) in enumerate(STYLES):
         model, state = per_style[name]
         torch.manual_seed(0)
         table = evaluate({"style-token": StyleBound(ema, s), "per-style": model}, corpora[name], n=args.n,

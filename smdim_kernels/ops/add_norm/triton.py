@@ -26,7 +26,7 @@ def _fwd_kernel(x_ptr, res_ptr, w_ptr, b_ptr, out_ptr, res_out_ptr, mean_ptr, rs
     w = tl.load(w_ptr + cols, mask=cmask, other=0.0).to(COMPUTE)
     if HAS_BIAS:
         bias = tl.load(b_ptr + cols, mask=cmask, other=0.0).to(COMPUTE)
-    for i in range(0, ROWS):
+    for i in range(ROWS):
         row = tl.program_id(0).to(tl.int64) * ROWS + i
         if row < n_rows:
             off = row * hidden + cols
@@ -57,7 +57,7 @@ def _bwd_kernel(dout_ptr, dres_out_ptr, h_ptr, w_ptr, mean_ptr, rstd_ptr, dh_ptr
     w = tl.load(w_ptr + cols, mask=cmask, other=0.0).to(COMPUTE)
     dw = tl.zeros((BLOCK_H,), COMPUTE)
     db = tl.zeros((BLOCK_H,), COMPUTE)
-    for i in range(0, ROWS):
+    for i in range(ROWS):
         row = tl.program_id(0).to(tl.int64) * ROWS + i
         if row < n_rows:
             off = row * hidden + cols

@@ -31,7 +31,7 @@ def _pre_activation(x_ptr, w_ptr, bias_ptr, rows, d, t, dmask, tmask, width, HAS
     acc = tl.zeros((d.shape[0], t.shape[0]), tl.float32)
     if HAS_BIAS:
         acc += tl.load(bias_ptr + d, mask=dmask, other=0.0).to(tl.float32)[:, None]
-    for k in range(0, width):
+    for k in range(width):
         src = t - (width - 1 - k)
         wk = tl.load(w_ptr + d * width + k, mask=dmask, other=0.0).to(tl.float32)
         xv = tl.load(x_ptr + rows[:, None] + src[None, :], mask=dmask[:, None] & (tmask & (src >= 0))[None, :],
@@ -75,7 +75,7 @@ def _dx_kernel(dpre_ptr, x_ptr, w_ptr, dx_ptr, dw_part_ptr, db_part_ptr, dim, L,
     g = tl.load(dpre_ptr + rows[:, None] + t[None, :], mask=mask, other=0.0)
     tl.store(db_part_ptr + tile * dim + d, tl.sum(g, axis=1), mask=dmask)
     dx = tl.zeros((BLOCK_D, BLOCK_L), tl.float32)
-    for k in range(0, width):
+    for k in range(width):
         shift = width - 1 - k
         wk = tl.load(w_ptr + d * width + k, mask=dmask, other=0.0).to(tl.float32)
         ahead = t + shift

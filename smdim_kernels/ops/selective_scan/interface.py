@@ -16,7 +16,7 @@ import torch
 from ...backends import register_implementations, warn_reference
 from .constants import CHECKPOINT_CHUNK, MAX_DSTATE
 from ...validation import check_float, check_same_device, check_shape, check_tensor
-from .reference import compute_dtype, selective_scan_ref, selective_state_update_ref
+from .reference import compute_dtype, selective_scan_ref
 
 
 _FWD_SCHEMA = (
@@ -52,7 +52,8 @@ def check_bc(name, M, batch, dim, dstate, length):
     if n == 4:
         groups = M.shape[1]
         if groups < 1 or dim % groups != 0:
-            raise ValueError(f"{name}: the group count G={groups} (dim 1 of shape {tuple(M.shape)}) must divide dim={dim}")
+            raise ValueError(f"{name}: the group count G={groups} (dim 1 of shape {tuple(M.shape)}) "
+                             f"must divide dim={dim}")
         check_shape(name, M, (batch, groups, dstate, length), "(batch, G, N, L)")
         return groups
     raise ValueError(f"{name} must be (dim, N), (batch, N, L) or (batch, G, N, L); got shape {tuple(M.shape)}")

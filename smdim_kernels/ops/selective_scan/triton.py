@@ -205,7 +205,7 @@ def _selective_scan_fwd_kernel(
         h = tl.load(init_ptr + state_off, mask=mask2, other=0.0).to(COMPUTE)
     else:
         h = tl.zeros((BLOCK_D, BLOCK_N), COMPUTE)
-    for c in range(0, n_chunks):
+    for c in range(n_chunks):
         if SAVE_CKPT:
             tl.store(ckpt_ptr + ckpt_off + c * dstate, h, mask=mask2)
         pos0 = c * CHUNK
@@ -264,7 +264,7 @@ def _selective_scan_bwd_kernel(
     acc_D = tl.zeros((BLOCK_D,), COMPUTE)
     acc_bias = tl.zeros((BLOCK_D,), COMPUTE)
 
-    for k in range(0, n_chunks):
+    for k in range(n_chunks):
         c = n_chunks - 1 - k
         pos0 = c * CHUNK
         count = tl.minimum(CHUNK, L - pos0)
@@ -272,13 +272,13 @@ def _selective_scan_bwd_kernel(
         h = tl.load(ckpt_ptr + ckpt_off + c * dstate, mask=mask2, other=0.0).to(COMPUTE)
         tl.debug_barrier()  # the previous chunk's adjoint pass has finished reading scratch
         tl.store(scratch, h)
-        for i in range(0, count):
+        for i in range(count):
             h, u, t = _advance(h, pos0 + i, L, u_ptr + row, delta_ptr + row, seq_row, B_ptr, B_const, bc_base,
                                n, nmask, dmask, A, bias, VAR_B, HAS_SEQ, DELTA_SOFTPLUS, REVERSE, COMPUTE)
             tl.store(scratch + (i + 1) * (BLOCK_D * BLOCK_N), h)
         tl.debug_barrier()  # states written above are visible to every thread below
         # Adjoint scan through the chunk, last step first.
-        for j in range(0, count):
+        for j in range(count):
             i = count - 1 - j
             pos = pos0 + i
             t = _time_of(pos, L, REVERSE)

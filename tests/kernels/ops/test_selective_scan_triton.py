@@ -79,7 +79,8 @@ def assert_grads_close(grads, ref_grads, p, rtol=RTOL, atol=ATOL):
         got, ref = grads[name], ref_grads[name]
         assert got.shape == t.shape and got.dtype == t.dtype, f"gradient of {name}: {got.shape} {got.dtype}"
         scale = ref.abs().max().item() + 1e-12
-        torch.testing.assert_close(got, ref, rtol=rtol, atol=atol * scale, msg=lambda m: f"gradient of {name}: {m}")
+        torch.testing.assert_close(got, ref, rtol=rtol, atol=atol * scale,
+                                   msg=lambda m, name=name: f"gradient of {name}: {m}")
 
 
 def check_against_reference(p, softplus=True, reverse=False, block_d=None, rtol=RTOL, atol=ATOL):

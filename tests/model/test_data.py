@@ -87,7 +87,7 @@ def test_han_files_come_from_music21():
     assert paths[0] == Path(music21.corpus.getWork("essenFolksong/han1"))
     # read from the installed music21 package (which may sit in a venv inside the checkout), never copied
     assert all(Path(music21.__file__).resolve().parent in p.resolve().parents for p in paths)
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     tracked = [q for q in repo.rglob("*.abc") if not any(part.startswith(".") or part == "site-packages"
                                                           for part in q.relative_to(repo).parts)]
     assert not tracked

@@ -41,7 +41,7 @@ def test_matches_transformers_mamba_mixer(bias, conv_bias, use_fast_path):
     theirs_params = dict(theirs.named_parameters())
     for name, p in ours.named_parameters():
         torch.testing.assert_close(p.grad, theirs_params[name].grad, atol=1e-4, rtol=1e-4,
-                                   msg=lambda m: f"gradient of {name}: {m}")
+                                   msg=lambda m, name=name: f"gradient of {name}: {m}")
 
 
 def test_state_dict_keys_equal_transformers_and_mamba_ssm_names():
@@ -73,7 +73,7 @@ def test_fused_and_unfused_paths_agree(bidirectional):
     torch.testing.assert_close(fused[1], unfused[1], atol=1e-11, rtol=1e-11)
     for name in fused[2]:
         torch.testing.assert_close(fused[2][name], unfused[2][name], atol=1e-11, rtol=1e-11,
-                                   msg=lambda msg: f"{name}: {msg}")
+                                   msg=lambda msg, name=name: f"{name}: {msg}")
 
 
 def test_bidirectional_averages_a_reverse_branch():

@@ -75,7 +75,7 @@ def load_han_scores():
                 continue
             try:
                 s = symusic.Score.from_abc(tune)
-            except Exception:  # noqa: BLE001 - a tune symusic cannot parse is skipped
+            except Exception:
                 continue
             if s.note_num():
                 scores.append(s)

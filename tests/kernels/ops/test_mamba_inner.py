@@ -60,7 +60,7 @@ def assert_grads_match(args, out, ref, atol, rtol):
     got = torch.autograd.grad(out, wrt, dout)
     want = torch.autograd.grad(ref, wrt, dout)
     for name, a, b in zip(names, got, want):
-        torch.testing.assert_close(a, b, atol=atol, rtol=rtol, msg=lambda m: f"gradient of {name}: {m}")
+        torch.testing.assert_close(a, b, atol=atol, rtol=rtol, msg=lambda m, name=name: f"gradient of {name}: {m}")
 
 
 @pytest.mark.parametrize("length", [1, 7, 130])
@@ -96,7 +96,8 @@ def test_fp32_layer_sizes():
     want = torch.autograd.grad(ref, [args64[n] for n in names], dout)
     for name, a, b in zip(("out",) + names, (out,) + got, (ref,) + want):
         scale = b.abs().max().item()
-        torch.testing.assert_close(a.double(), b, atol=2e-6 * scale, rtol=1e-4, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(a.double(), b, atol=2e-6 * scale, rtol=1e-4,
+                                   msg=lambda m, name=name: f"{name}: {m}")
 
 
 def test_fp64_gradcheck():
@@ -189,7 +190,7 @@ def test_torch_compile_fullgraph(B, C):
     got = torch.autograd.grad(compiled(*wrt), wrt)
     want = torch.autograd.grad(loss(*wrt), wrt)
     for name, a, b in zip(names, got, want):
-        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10, msg=lambda m, name=name: f"{name}: {m}")
     args32 = {k: None if v is None else v.detach().float() for k, v in args.items()}
     inductor = torch.compile(lambda *t: mamba_inner_fn(**dict(args32, **dict(zip(names, t)))), fullgraph=True)
     with torch.no_grad():
@@ -209,7 +210,8 @@ def test_torch_compile_fullgraph(B, C):
     (dict(D=torch.zeros(5)), ValueError, r"D must be \(d_inner,\)"),
     (dict(B_proj_bias=torch.zeros(3)), ValueError, r"B_proj_bias must be \(N,\)"),
     (dict(xz=torch.zeros(2, 12, 5, dtype=torch.int64)), TypeError, r"xz must have a floating dtype"),
-    (dict(B=torch.zeros(6, 4), x_proj_weight=torch.zeros(9, 6)), ValueError, r"x_proj_weight must be \(dt_rank \+ 1\*N, d_inner\) = \(7, 6\) or "
+    (dict(B=torch.zeros(6, 4), x_proj_weight=torch.zeros(9, 6)), ValueError,
+     r"x_proj_weight must be \(dt_rank \+ 1\*N, d_inner\) = \(7, 6\) or "
      r"\(11, 6\)"),
     (dict(B=torch.zeros(6, 3), x_proj_weight=torch.zeros(7, 6)), ValueError, r"B must be \(dim, N\)"),
     (dict(B=torch.zeros(2, 4, 5), B_proj_bias=torch.zeros(4)), ValueError,

@@ -41,7 +41,7 @@ def test_matches_reference(rms, residual, bias, shape):
 def test_fp64_gradcheck_and_half_residual_in_fp32():
     for rms in (False, True):
         x, w, b, r = make((4, 9), dtype=torch.float64)
-        assert torch.autograd.gradcheck(lambda *a: add_norm_fn(*a, eps=1e-5, prenorm=True, is_rms_norm=rms),
+        assert torch.autograd.gradcheck(lambda *a, rms=rms: add_norm_fn(*a, eps=1e-5, prenorm=True, is_rms_norm=rms),
                                         (x, w, b, r))
     x, w, b, r = make((4, 32), dtype=torch.bfloat16)
     out, h = add_norm_fn(x, w, b, r, prenorm=True, residual_in_fp32=True)

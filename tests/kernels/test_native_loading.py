@@ -9,7 +9,7 @@ import pytest
 
 from smdim_kernels import backends
 
-HERE = os.path.dirname(__file__)
+HERE = os.path.join(os.path.dirname(__file__), "ops")  # scan_inputs.py, the ops tests' problem maker
 
 
 def run_python(code, **env):

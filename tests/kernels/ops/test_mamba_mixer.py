@@ -48,7 +48,7 @@ def assert_grads_match(args, out, ref, atol, rtol):
     got = torch.autograd.grad(out, wrt, dout)
     want = torch.autograd.grad(ref, wrt, dout)
     for name, a, b in zip(names, got, want):
-        torch.testing.assert_close(a, b, atol=atol, rtol=rtol, msg=lambda m: f"gradient of {name}: {m}")
+        torch.testing.assert_close(a, b, atol=atol, rtol=rtol, msg=lambda m, name=name: f"gradient of {name}: {m}")
 
 
 @pytest.mark.parametrize("bidirectional", [True, False])
@@ -80,7 +80,7 @@ def test_chunk_size_does_not_change_results():
         results.append((out,) + torch.autograd.grad(out, wrt, dout))
     for other in results[1:]:
         for name, a, b in zip(("out",) + names, results[0], other):
-            torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12, msg=lambda m: f"{name}: {m}")
+            torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12, msg=lambda m, name=name: f"{name}: {m}")
 
 
 def test_fp32_layer_sizes():
@@ -95,7 +95,8 @@ def test_fp32_layer_sizes():
     want = torch.autograd.grad(ref, [args64[n] for n in names], dout)
     for name, a, b in zip(("out",) + names, (out,) + got, (ref,) + want):
         scale = b.abs().max().item()
-        torch.testing.assert_close(a.double(), b, atol=2e-6 * scale, rtol=1e-4, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(a.double(), b, atol=2e-6 * scale, rtol=1e-4,
+                                   msg=lambda m, name=name: f"{name}: {m}")
 
 
 def test_fp64_gradcheck():
@@ -146,7 +147,8 @@ def test_saves_nothing_of_size_d_inner_times_length():
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         mamba_mixer_fn(**args, chunk_size=64)
     n_chunks = 4
-    assert sorted(extra) == sorted([(batch, length, dt_rank + 2 * dstate)] * 2 + [(batch, d_inner, n_chunks, dstate)] * 2)
+    assert sorted(extra) == sorted([(batch, length, dt_rank + 2 * dstate)] * 2
+                                   + [(batch, d_inner, n_chunks, dstate)] * 2)
 
 
 def test_inference_matches_and_saves_nothing():
@@ -180,7 +182,7 @@ def test_torch_compile_fullgraph():
     got = torch.autograd.grad(compiled(*wrt), wrt)
     want = torch.autograd.grad(loss(*wrt), wrt)
     for name, a, b in zip(names, got, want):
-        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10, msg=lambda m, name=name: f"{name}: {m}")
     args32 = {k: None if v is None else v.detach().float() for k, v in args.items()}
     inductor = torch.compile(lambda *t: mamba_mixer_fn(**dict(args32, **dict(zip(names, t)))), fullgraph=True)
     with torch.no_grad():

@@ -36,7 +36,8 @@ def test_matches_reference(width, length, bias, activation):
 def test_fp64_gradcheck():
     x, w, b = make(batch=2, dim=3, length=9, width=4, dtype=torch.float64)
     for activation in (None, "silu"):
-        assert torch.autograd.gradcheck(lambda *a: causal_conv1d_fn(*a, activation=activation), (x, w, b))
+        assert torch.autograd.gradcheck(lambda *a, activation=activation: causal_conv1d_fn(*a, activation=activation),
+                                        (x, w, b))
 
 
 def test_half_inputs():

@@ -19,7 +19,9 @@ def run():
 
 @pytest.fixture(scope="module")
 def base(run):
-    pieces = lambda style: [("corpus piece", list(run.piece_ids))]
+    def pieces(style):
+        return [("corpus piece", list(run.piece_ids))]
+
     from smdim.tokenizer import encode
 
     run.piece_ids = encode(run.tokenizer, Score.from_midi(two_track_midi()))
@@ -117,7 +119,9 @@ def test_infill_job_keeps_notes_outside_and_serves_midi_and_wav(base):
     assert job["state"] == "done" and job["steps"] == 4 and job["step"] >= 1 and len(job["results"]) == 1
     _, out = request(base, f"/api/pieces/{job['results'][0]}")
     start, stop = piece["bars"][2]["time"], piece["bars"][4]["time"]
-    key = lambda n: (n["time"], n["pitch"], n["duration"], n["track"])
+    def key(n):
+        return (n["time"], n["pitch"], n["duration"], n["track"])
+
     keep = Counter(key(n) for n in piece["notes"]
                    if not start <= n["time"] < stop or n["track"] == 0 or n["id"] in locked)
     assert not keep - Counter(key(n) for n in out["piece"]["notes"])

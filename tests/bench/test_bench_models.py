@@ -66,7 +66,7 @@ def test_rows_per_preset_in_pass_then_length_order():
     sample = rows["base"][-1]
     assert sample.ms[SMDIM_IMPL] == pytest.approx(30_000.0)  # extra_info time_s, not the stats' median
     assert sample.ratio("ms", SMDIM_IMPL, BASELINE_IMPL) == pytest.approx(1.2)
-    assert report.collect_rows(MODEL_JSON["benchmarks"]) == []  # the other sections see none of them
+    assert [section.suite for section in report.build_sections(MODEL_JSON)] == ["model"]  # the others see none
 
 
 def test_model_table_cells():
@@ -114,8 +114,9 @@ def test_flops_not_counted_is_not_a_pass():
 
 
 def test_rendered_section():
-    rows, checks, markdown = model_report.model_section(MODEL_JSON)
-    assert len(rows) == 6 and len(checks) == 8
+    section = model_report.model_section(MODEL_JSON)
+    assert section.suite == "model" and len(section.rows) == 6 and len(section.checks) == 8
+    markdown = section.markdown
     lines = markdown.splitlines()
     assert lines[0] == "# Model benchmark: SMDIM vs transformer-diffusion baseline"
     assert lines[2] == "Machine: Test CPU 9000, 2 threads, torch 2.x, ISA avx2; device cpu"
@@ -127,6 +128,10 @@ def test_rendered_section():
     assert "peak RSS growth (MiB) of one run in a fresh process" in markdown
     assert markdown.index("## tiny") < markdown.index("## base") < markdown.index("## Targets")
     assert "Targets: 3 pass, 1 fail, 4 not measured." in lines
+
+
+def test_no_model_benchmarks_no_section():
+    assert model_report.model_section({"benchmarks": MODEL_JSON["benchmarks"][-1:]}) is None
 
 
 def test_main_writes_the_model_section_and_plot(tmp_path, capsys):

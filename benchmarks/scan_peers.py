@@ -1,4 +1,5 @@
-"""mamba.py's selective scan (alxndrTL/mamba.py, `pip install mambapy`) as a benchmark peer.
+"""The selective-scan suite's peers: mamba.py's selective scan (alxndrTL/mamba.py, `pip install
+mambapy`) and the naive reference loop (naive_loop_scan, at the end).
 
 mamba.py runs the scan in PyTorch: `MambaBlock.ssm` applies softplus(delta + dt_proj.bias), then
 `MambaBlock.selective_scan` materialises deltaA = exp(delta*A) and BX = delta*B*x as

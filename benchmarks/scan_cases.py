@@ -1,4 +1,4 @@
-"""The benchmarked problem, and one runnable per (implementation, pass).
+"""The selective-scan suite's problem and cases, and one runnable per (implementation, pass).
 
 The problem is a Mamba block's scan: batch 1, dim 1536 (d_inner of a 768-wide model), N = 16,
 fp32, input-dependent B and C (batch, N, L), delta_softplus with delta_bias, and D, initialised
@@ -6,9 +6,9 @@ as mamba.py's MambaBlock does (A = -(1..N), softplus(delta_bias) log-uniform in 
 
 Implementations:
     ours   smdim_kernels.selective_scan_fn (the fused C++ kernels)
-    naive  peers.naive_loop_scan: mamba_ssm's reference style (exp(delta*A) and delta*B*u
+    naive  scan_peers.naive_loop_scan: mamba_ssm's reference style (exp(delta*A) and delta*B*u
            materialised as (batch, dim, L, N), then a Python loop over time)
-    pscan  mamba.py's selective scan with its parallel scan (see peers.py)
+    pscan  mamba.py's selective scan with its parallel scan (see scan_peers.py)
     bound  torch.ops.smdim_native.scan_arith_bound: the scan's arithmetic on registers only
            (forward only), the speed limit of this machine for the scan's maths
 """
@@ -21,21 +21,21 @@ from typing import Callable, Optional, Tuple
 
 import torch
 
+from .passes import FORWARD, PASSES
+
 BATCH, DIM, DSTATE = 1, 1536, 16
 DTYPE = torch.float32
 DT_MIN, DT_MAX = 1e-3, 1e-1
-SUITE = "selective_scan"  # extra_info["suite"] of these benchmarks, and their groups' prefix
+SCAN_SUITE = "selective_scan"  # extra_info["suite"] of these benchmarks, and their groups' prefix
 
-FORWARD, FORWARD_BACKWARD = "fwd", "fwd+bwd"
-PASSES = (FORWARD, FORWARD_BACKWARD)
 OURS, NAIVE, PSCAN, BOUND = "ours", "naive", "pscan", "bound"
-IMPLEMENTATIONS = (OURS, NAIVE, PSCAN, BOUND)
-INPUT_NAMES = ("u", "delta", "A", "B", "C", "D", "delta_bias")
+SCAN_IMPLEMENTATIONS = (OURS, NAIVE, PSCAN, BOUND)
+SCAN_INPUT_NAMES = ("u", "delta", "A", "B", "C", "D", "delta_bias")
 
 
 @dataclass(frozen=True)
-class BenchCase:
-    """One benchmark: an implementation running one pass at one sequence length."""
+class ScanCase:
+    """One benchmark of the scan suite: an implementation running one pass at one sequence length."""
 
     impl: str
     pass_name: str
@@ -44,7 +44,7 @@ class BenchCase:
     @property
     def group(self) -> str:
         """pytest-benchmark group: every implementation of one (pass, L) side by side."""
-        return f"{SUITE} {self.pass_name} L={self.length}"
+        return f"{SCAN_SUITE} {self.pass_name} L={self.length}"
 
     @property
     def id(self) -> str:
@@ -71,7 +71,7 @@ class ScanProblem:
     @property
     def inputs(self) -> Tuple[torch.Tensor, ...]:
         """(u, delta, A, B, C, D, delta_bias), the tensors the backward differentiates."""
-        return tuple(getattr(self, name) for name in INPUT_NAMES)
+        return tuple(getattr(self, name) for name in SCAN_INPUT_NAMES)
 
     @property
     def shape(self) -> Tuple[int, int, int, int]:
@@ -80,7 +80,7 @@ class ScanProblem:
         return batch, dim, length, self.A.shape[1]
 
 
-def make_problem(length: int, *, requires_grad: bool, seed: int = 0,
+def make_scan_problem(length: int, *, requires_grad: bool, seed: int = 0,
                  batch: int = BATCH, dim: int = DIM, dstate: int = DSTATE) -> ScanProblem:
     """Deterministic inputs for sequence length `length` (the same for every implementation)."""
     gen = torch.Generator().manual_seed(seed)
@@ -129,13 +129,13 @@ def _kernel_layout_scan(scan_fn, problem: ScanProblem) -> _LayoutScan:
 
 def _mambapy_scan(problem: ScanProblem) -> _LayoutScan:
     """pscan: mamba.py's selective scan on inputs transposed (here, untimed) to its layout."""
-    from . import peers
+    from . import scan_peers
 
     requires_grad = problem.u.requires_grad
-    leaves = tuple(t.requires_grad_(requires_grad) for t in peers.to_mambapy_layout(*problem.inputs))
+    leaves = tuple(t.requires_grad_(requires_grad) for t in scan_peers.to_mambapy_layout(*problem.inputs))
     grad_out = None if problem.grad_out is None else problem.grad_out.transpose(1, 2).contiguous()
-    return _LayoutScan(functools.partial(peers.mambapy_ssm, *leaves), leaves, grad_out,
-                       lambda y: y.transpose(1, 2), peers.grads_to_kernel_layout)
+    return _LayoutScan(functools.partial(scan_peers.mambapy_ssm, *leaves), leaves, grad_out,
+                       lambda y: y.transpose(1, 2), scan_peers.grads_to_kernel_layout)
 
 
 def _layout_scan(impl: str, problem: ScanProblem) -> _LayoutScan:
@@ -144,18 +144,18 @@ def _layout_scan(impl: str, problem: ScanProblem) -> _LayoutScan:
     if impl == OURS:
         return _kernel_layout_scan(smdim_kernels.selective_scan_fn, problem)
     if impl == NAIVE:
-        from . import peers
+        from . import scan_peers
 
-        return _kernel_layout_scan(peers.naive_loop_scan, problem)
+        return _kernel_layout_scan(scan_peers.naive_loop_scan, problem)
     if impl == PSCAN:
         return _mambapy_scan(problem)
-    raise ValueError(f"unknown scan implementation {impl!r}; expected one of {IMPLEMENTATIONS}")
+    raise ValueError(f"unknown scan implementation {impl!r}; expected one of {SCAN_IMPLEMENTATIONS}")
 
 
-def make_runner(impl: str, pass_name: str, problem: ScanProblem) -> Callable[[], object]:
+def make_scan_runner(impl: str, pass_name: str, problem: ScanProblem) -> Callable[[], object]:
     """A no-argument callable that runs `impl`'s `pass_name` on `problem`.
 
-    Returns the output (forward) or (output, gradients of INPUT_NAMES) (forward+backward),
+    Returns the output (forward) or (output, gradients of SCAN_INPUT_NAMES) (forward+backward),
     in our layout, so every implementation's results compare directly; `bound` returns its checksum.
     Layout conversions of the inputs happen here, once, not in the callable.
     """

@@ -1,94 +1,22 @@
-"""Correctness guard: never time wrong code.
+"""Correctness guard of the layer suites (layers.py): never time wrong code or a strawman peer.
 
-Before the first benchmark at each (pass, L), run our scan and mamba.py's on the same inputs and
-require the outputs (and, for forward+backward, every input's gradient) to agree. Without
-mambapy the naive reference checks instead: the forward at L, the gradients at a short L (its
-backward takes about a minute at L=512).
-
-The layer suites have their own checks (LayerGuard, below): the Mamba layer against transformers'
-MambaMixer and mamba.py's MambaBlock on the same weights; the MFA suite's outputs finite and the
-transformer peer on SDPA's flash kernel.
+The Mamba layer is checked against transformers' MambaMixer and mamba.py's MambaBlock on the same
+weights; the MFA suite's outputs must be finite, its transformer peers must run SDPA's flash
+kernel, and the parameter-matched transformer must match the MFA block's parameter count.
 """
 from __future__ import annotations
 
-import math
 from typing import Dict, Tuple
 
-import torch
-
-from .cases import FORWARD, FORWARD_BACKWARD, INPUT_NAMES, NAIVE, OURS, PSCAN, make_problem, make_runner
-from .peers import mambapy_available
-
-# fp32 on these sizes agrees to ~1e-6 relative (measured up to L=8192); 1e-4 leaves room
-# for summation-order differences while still catching any real bug.
-MAX_RELATIVE_ERROR = 1e-4
-NAIVE_GRADIENT_CHECK_LENGTH = 64
-
-
-def max_relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    """max|actual - expected| / max|expected| (error relative to the tensor's scale); inf for NaN."""
-    scale = expected.abs().max().clamp_min(torch.finfo(expected.dtype).tiny)
-    error = float((actual - expected).abs().max() / scale)
-    return error if math.isfinite(error) else math.inf  # NaN anywhere fails the check
-
-
-class CorrectnessGuard:
-    """Checks ours against a peer once per (pass, L); remembers the verdict."""
-
-    def __init__(self, max_relative_error: float = MAX_RELATIVE_ERROR):
-        self.max_relative_error = max_relative_error
-        self._verdicts: Dict[Tuple[str, int], Tuple[bool, str]] = {}
-
-    @staticmethod
-    def peer_and_length(pass_name: str, length: int) -> Tuple[str, int]:
-        """The implementation ours is checked against, and at which L."""
-        if mambapy_available():
-            return PSCAN, length
-        if pass_name == FORWARD:
-            return NAIVE, length
-        return NAIVE, min(length, NAIVE_GRADIENT_CHECK_LENGTH)
-
-    def verify(self, pass_name: str, length: int) -> str:
-        """Return a one-line summary if ours agrees with the peer; raise AssertionError if not."""
-        key = (pass_name, length)
-        if key not in self._verdicts:
-            self._verdicts[key] = self._compare(pass_name, length)
-        ok, summary = self._verdicts[key]
-        if not ok:
-            raise AssertionError(f"correctness guard failed, not benchmarking: {summary}")
-        return summary
-
-    def _compare(self, pass_name: str, length: int) -> Tuple[bool, str]:
-        peer, length = self.peer_and_length(pass_name, length)
-        problem = make_problem(length, requires_grad=pass_name == FORWARD_BACKWARD)
-        ours = make_runner(OURS, pass_name, problem)()
-        theirs = make_runner(peer, pass_name, problem)()
-        if pass_name == FORWARD:
-            pairs = [("out", ours, theirs)]
-        else:
-            (out, grads), (peer_out, peer_grads) = ours, theirs
-            pairs = [("out", out, peer_out)] + [(f"d{name}", g, pg)
-                                                 for name, g, pg in zip(INPUT_NAMES, grads, peer_grads)]
-        errors = {name: max_relative_error(a, b) for name, a, b in pairs}
-        worst = max(errors, key=errors.get)
-        ok = all(err <= self.max_relative_error for err in errors.values())
-        summary = (f"ours vs {peer} {pass_name} L={length}: max relative error {errors[worst]:.1e} "
-                   f"({worst}; tolerance {self.max_relative_error:.0e})")
-        if not ok:
-            summary += "; " + ", ".join(f"{name} {err:.1e}" for name, err in errors.items())
-        return ok, summary
-
-
-# --- the layer suites ----------------------------------------------------------------------------
+from .error_measures import MAX_RELATIVE_ERROR, max_abs_error, max_relative_error
+from .layers import (FLASH_KERNEL, HF, MAMBA_SUITE, MFA, MFA_SUITE, OURS, PARAMETER_TOLERANCE, PSCAN,
+                     SUITE_IMPLEMENTATIONS, TRANSFORMER_IMPLEMENTATIONS, TRANSFORMER_MATCHED, all_finite,
+                     make_layer_runner, ops_run, parameter_mismatch, reference_layer, unavailable_reason)
+from .passes import FORWARD
 
 LAYER_OUTPUT_ATOL = 1e-4  # forward outputs: max |ours - peer| (outputs are O(0.1-1) at this init)
 LAYER_SHORT_LENGTH = 64  # forward+backward against MambaMixer's Python loop: at a short L only
 MFA_CHECK_MAX_LENGTH = 256  # the MFA suite's checks run at min(L, this): local attention runs from L = window + 2
-
-
-def max_abs_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    error = float((actual - expected).abs().max())
-    return error if math.isfinite(error) else math.inf
 
 
 class LayerGuard:
@@ -100,9 +28,11 @@ class LayerGuard:
     mamba_layer, forward+backward: output and the gradients of the input and of every parameter
         (max relative error <= 1e-4) against mamba.py at L, else MambaMixer at L=64 (its backward
         is a Python loop), else the plain-PyTorch layer at L=64.
-    mfa_block: every implementation's outputs (and gradients) are finite at min(L, 256), and the
-        transformer block's attention runs SDPA's flash kernel in the timed pass (a peer that
-        materialised L x L scores would be a strawman). MFABlock's maths is tested in tests/test_mfa.py.
+    mfa_block: every implementation's outputs (and gradients) are finite at min(L, 256); both
+        transformer blocks' attention runs SDPA's flash kernel in the timed pass (a peer that
+        materialised L x L scores would be a strawman); the parameter-matched transformer block's
+        parameter count is within 1 % of the MFA block's. MFABlock's maths is tested in
+        tests/kernels/modules/test_mfa.py.
     """
 
     def __init__(self, pscan_max_len: int = 8192, max_relative_error: float = MAX_RELATIVE_ERROR,
@@ -114,8 +44,6 @@ class LayerGuard:
 
     def verify(self, suite: str, pass_name: str, length: int) -> str:
         """A one-line summary if the checks pass; AssertionError (not benchmarking) if not."""
-        from .layers import MAMBA_SUITE
-
         # The MFA checks run at min(L, 256): one verdict serves every longer L.
         key = (suite, pass_name, length if suite == MAMBA_SUITE else min(length, MFA_CHECK_MAX_LENGTH))
         if key not in self._verdicts:
@@ -130,8 +58,6 @@ class LayerGuard:
 
     def mamba_peers(self, pass_name: str, length: int):
         """[(peer name, L to check at)]: the peers ours is compared with."""
-        from .layers import HF, unavailable_reason
-
         have_pscan = unavailable_reason(PSCAN) is None and length <= self.pscan_max_len
         have_hf = unavailable_reason(HF) is None
         if pass_name == FORWARD:
@@ -143,8 +69,6 @@ class LayerGuard:
         return peers or [("reference", length if pass_name == FORWARD else min(length, LAYER_SHORT_LENGTH))]
 
     def _mamba(self, pass_name: str, length: int) -> Tuple[bool, str]:
-        from .layers import make_layer_runner, reference_layer
-
         ok, parts, details = True, [], []
         for peer, check_length in self.mamba_peers(pass_name, length):
             ours_runner = make_layer_runner(OURS, pass_name, check_length)
@@ -178,30 +102,31 @@ class LayerGuard:
     # mfa_block
 
     def _mfa(self, pass_name: str, length: int) -> Tuple[bool, str]:
-        from .layers import (FLASH_KERNEL, MFA_SUITE, SUITE_IMPLEMENTATIONS, TRANSFORMER, all_finite,
-                             make_layer_runner, ops_run, unavailable_reason)
-
         check_length = min(length, MFA_CHECK_MAX_LENGTH)
         ok, parts = True, []
         finite = []
+        if unavailable_reason(TRANSFORMER_MATCHED) is None:
+            mismatch = parameter_mismatch(TRANSFORMER_MATCHED, MFA)
+            ok = mismatch is None
+            parts.append(mismatch or f"{TRANSFORMER_MATCHED} parameters within {PARAMETER_TOLERANCE:.0%} of {MFA}'s")
         for impl in SUITE_IMPLEMENTATIONS[MFA_SUITE]:
             if unavailable_reason(impl) is not None:
                 continue
             runner = make_layer_runner(impl, pass_name, check_length)
-            if impl == TRANSFORMER:
+            if impl in TRANSFORMER_IMPLEMENTATIONS:
                 ops = ops_run(runner)
                 if FLASH_KERNEL not in ops:
                     ok = False
                     attention = [name for name in ops if "attention" in name or "softmax" in name]
-                    parts.append(f"the transformer block's attention does not run {FLASH_KERNEL} in {pass_name} "
+                    parts.append(f"the {impl} block's attention does not run {FLASH_KERNEL} in {pass_name} "
                                  f"(ran: {', '.join(attention) or 'no attention op'})")
                 else:
-                    parts.append(f"transformer attention runs {FLASH_KERNEL.split('::')[-1]}")
+                    parts.append(f"{impl} attention runs {FLASH_KERNEL.split('::')[-1]}")
             if all_finite(runner()):
                 finite.append(impl)
             else:
                 ok = False
                 parts.append(f"{impl} {pass_name} L={check_length}: non-finite outputs or gradients")
-        parts.insert(0, f"{pass_name} L={check_length}: finite outputs{' and gradients' if pass_name != FORWARD else ''}"
-                        f" ({', '.join(finite) or 'none'})")
+        checked = "outputs" if pass_name == FORWARD else "outputs and gradients"
+        parts.insert(0, f"{pass_name} L={check_length}: finite {checked} ({', '.join(finite) or 'none'})")
         return ok, "; ".join(parts)

@@ -184,14 +184,14 @@ def parts(t):
 @pytest.mark.parametrize("out_proj", [False, True])
 @pytest.mark.parametrize("with_D", [False, True])
 def test_mamba_inner_is_the_sum_of_its_parts(out_proj, with_D):
-    b, l, d, n, r, w, m = BATCH, L, D_INNER, D_STATE, DT_RANK, D_CONV, D_MODEL
-    conv = 2 * b * d * l * w
-    x_proj = 2 * b * l * d * (r + 2 * n)
-    dt_proj = 2 * b * l * r * d
-    scan = 9 * b * l * d * n + (b * d * l if with_D else 0) + b * d * l  # z is always there
-    out = 2 * b * l * d * m if out_proj else 0
+    b, length, d, n, r, w, m = BATCH, L, D_INNER, D_STATE, DT_RANK, D_CONV, D_MODEL
+    conv = 2 * b * d * length * w
+    x_proj = 2 * b * length * d * (r + 2 * n)
+    dt_proj = 2 * b * length * r * d
+    scan = 9 * b * length * d * n + (b * d * length if with_D else 0) + b * d * length  # z is always there
+    out = 2 * b * length * d * m if out_proj else 0
     fwd = conv + x_proj + dt_proj + scan + out
-    bwd_parts = 6 * b * d * l * w + 2 * (x_proj + dt_proj + out) + 3 * scan  # conv bwd recomputes (SiLU)
+    bwd_parts = 6 * b * d * length * w + 2 * (x_proj + dt_proj + out) + 3 * scan  # conv bwd recomputes (SiLU)
     recompute = conv + dt_proj  # checkpoint_lvl=1: conv output and delta
 
     t = inner_inputs(out_proj, with_D)

@@ -29,7 +29,7 @@ def assert_matches_reference(p, delta_softplus=True, reverse=False, rtol=RTOL, a
     for name, ref_grad in ref_grads.items():
         scale = ref_grad.abs().max().item() + 1e-12
         torch.testing.assert_close(grads[name], ref_grad, rtol=rtol, atol=atol * scale,
-                                   msg=lambda m: f"gradient of {name}: {m}")
+                                   msg=lambda m, name=name: f"gradient of {name}: {m}")
 
 
 BC_LAYOUTS = [  # (B kind, C kind, groups)
@@ -105,7 +105,7 @@ def test_fp64_gradcheck_all_inputs():
         p.requires_grad_()
         names, tensors = zip(*p.differentiable())
 
-        def f(*ts):
+        def f(*ts, names=names, reverse=reverse, p=p):
             kw = dict(zip(names, ts))
             return selective_scan_fn(kw["u"], kw["delta"], kw["A"], kw["B"], kw["C"], kw["D"], kw["z"],
                                      kw["delta_bias"], True, True, initial_state=kw["initial_state"],

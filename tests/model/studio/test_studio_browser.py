@@ -110,12 +110,13 @@ def test_upload_select_lock_infill_keeps_the_rest(page, song):
     _wait_results(page)
     result = page.evaluate("studio.results[0]")
     start, stop = original["bars"][2]["time"], original["bars"][4]["time"]
-    keep = Counter(_key(n) for n in original["notes"] if not start <= n["time"] < stop or n["id"] in (inside[0], inside[5]))
+    keep = Counter(_key(n) for n in original["notes"]
+                   if not start <= n["time"] < stop or n["id"] in (inside[0], inside[5]))
     assert not keep - Counter(_key(n) for n in result["notes"]), "a note outside the selection or a locked note changed"
     assert page.get_attribute("#audio-result", "src").endswith("/wav")
     assert page.get_attribute("#audio-original", "src").endswith("/wav")
-    assert page.evaluate("fetch(document.querySelector('#audio-result').src).then(r => r.headers.get('content-type'))") \
-        == "audio/wav"
+    assert page.evaluate("fetch(document.querySelector('#audio-result').src)"
+                         ".then(r => r.headers.get('content-type'))") == "audio/wav"
     assert page.inner_text("#status").startswith("done")
     assert page.get_attribute("#download-midi", "href").endswith("/midi")
 

@@ -243,14 +243,15 @@ def test_bad_input_is_named():
 
 # --- the grouped local path: several SDPA calls, a backward one group at a time ----------------
 
-import smdim_kernels.modules.attention as attention_module  # noqa: E402
+import smdim_kernels.ops.local_attention.interface as local_attention_op  # noqa: E402
+import smdim_kernels.ops.local_attention.layout as local_layout  # noqa: E402
 
 
 @pytest.mark.parametrize("group_queries", [1, 40, 64])
 @pytest.mark.parametrize("causal", [False, True])
 def test_local_attention_in_several_groups(monkeypatch, group_queries, causal):
     """Groups of 1, 2 (not a divisor of the block count) and 4 blocks: same values and gradients."""
-    monkeypatch.setattr(attention_module, "GROUP_QUERIES", group_queries)
+    monkeypatch.setattr(local_layout, "GROUP_QUERIES", group_queries)
     torch.manual_seed(0)
     qkv = torch.randn(2, 150, 3, 2, 8, dtype=torch.float64, requires_grad=True)
     out = local_attention(qkv, 9, causal, block=16)
@@ -265,8 +266,8 @@ def test_local_attention_in_several_groups(monkeypatch, group_queries, causal):
 @pytest.mark.parametrize("causal", [False, True])
 def test_backward_without_the_cpu_flash_kernel(monkeypatch, causal):
     """Devices other than CPU: SDPA forward, scores recomputed in the backward (forced here on CPU)."""
-    monkeypatch.setattr(attention_module, "GROUP_QUERIES", 32)
-    monkeypatch.setattr(attention_module, "_uses_cpu_flash", lambda device: False)
+    monkeypatch.setattr(local_layout, "GROUP_QUERIES", 32)
+    monkeypatch.setattr(local_attention_op, "_uses_cpu_flash", lambda device: False)
     m, x = make(100, 7, causal, 2)
     with profile() as prof:
         out, grads = outputs_and_grads(m, m, x)

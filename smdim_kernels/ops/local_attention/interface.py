@@ -1,0 +1,171 @@
+"""Local-window attention, blocked: O(L * window) time and memory, nothing of size L x L. Declared once
+as `torch.library` ops over the padded qkv buffer (layout.py) and the layout's ints:
+
+    smdim::local_attention_fwd(buf, length, window, causal, block) -> (out, lse)
+        buf (time, 3, batch*heads, head_dim); out (L, batch*heads, head_dim); lse: the CPU flash
+        kernel's log-sum-exp (n_blocks, batch*heads, block), or (0,) where that kernel does not run
+    smdim::local_attention_bwd(dout, buf, out, lse, length, window, causal, block) -> dbuf
+
+Query blocks run in groups of GROUP_QUERIES query rows per SDPA call. Autograd through one SDPA call
+over the overlapping key views would build the key and value gradients per block span,
+(n_blocks, batch*heads, span, head_dim) each: span/block times the size of k (9x for the default
+window). The backward op instead runs one group at a time and folds its key/value gradients into the
+buffer's rows, so temporaries are one group's. It keeps only the buffer, the output and (CPU) the
+log-sum-exp. One implementation for every device, on PyTorch's kernels: CPU runs PyTorch's flash
+kernels forward and backward; other devices run SDPA forward and recompute the group's scores in the
+backward. Without dropout only: with dropout, one SDPA call with plain autograd (its mask drawn once).
+"""
+from __future__ import annotations
+
+import numbers
+
+import torch
+import torch.nn.functional as F
+
+from ...validation import check_float, check_tensor
+from .layout import LocalLayout, group_inputs, local_block_size, qkv_buffer, query_blocks
+
+torch.library.define("smdim::local_attention_fwd",
+                     "(Tensor buf, SymInt length, int window, bool causal, int block) -> (Tensor, Tensor)")
+torch.library.define("smdim::local_attention_bwd",
+                     "(Tensor dout, Tensor buf, Tensor out, Tensor lse, SymInt length, int window, bool causal, "
+                     "int block) -> Tensor")
+
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def local_attention(qkv, window, causal=False, dropout_p=0.0, block=None):
+    """Local-window attention of packed qkv (batch, L, 3, heads, head_dim) -> (batch, L, heads*head_dim).
+
+    Non-causal: query i sees keys j with |i - j| <= window; causal: 0 <= i - j <= window. Scores are
+    scaled by 1/sqrt(head_dim). The sequence is padded to n_blocks * block (block defaults to
+    local_block_size(window)); query block b attends to the `span` keys starting `window` before it
+    (span = block + 2*window, or block + window causal), taken as an overlapping strided view of the
+    padded keys (no copy), with a per-block mask. Batch and heads share the mask, so they are folded
+    together into SDPA's head dimension. Memory stays O(L * d_model), not O(L * span * heads).
+    Differentiable in qkv.
+    """
+    check_tensor("qkv", qkv)
+    if qkv.dim() != 5 or qkv.shape[2] != 3:
+        raise ValueError(f"qkv must be (batch, L, 3, heads, head_dim); got shape {tuple(qkv.shape)}")
+    check_float("qkv", qkv, _FLOAT_DTYPES)
+    if isinstance(window, bool) or not isinstance(window, numbers.Integral) or window < 0:
+        raise ValueError(f"window must be an integer >= 0; got {window!r}")
+    if block is not None and (isinstance(block, bool) or not isinstance(block, numbers.Integral) or block < 1):
+        raise ValueError(f"block must be a positive integer or None; got {block!r}")
+    if not 0.0 <= dropout_p < 1.0:
+        raise ValueError(f"dropout_p must be in [0, 1); got {dropout_p!r}")
+    layout = LocalLayout(qkv.shape[1], window, causal, local_block_size(window) if block is None else block)
+    return local_attention_of_buffer(qkv_buffer(qkv, layout), layout, qkv.shape[0], dropout_p)
+
+
+def local_attention_of_buffer(buf, layout, batch, dropout_p=0.0):
+    """Local attention of the buffer (time, 3, batch*heads, head_dim) laid out by `layout`
+    (layout.qkv_buffer or layout.projected_buffer) -> (batch, L, heads*head_dim)."""
+    heads, head_dim = buf.shape[2] // batch, buf.shape[3]
+    if dropout_p == 0.0:
+        out, _ = torch.ops.smdim.local_attention_fwd(buf, layout.length, layout.window, layout.causal, layout.block)
+    else:  # plain autograd: one SDPA call, its dropout mask drawn once
+        q, k, v, mask = group_inputs(buf, layout, 0, layout.n_blocks)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p).transpose(1, 2)
+        out = out.reshape(layout.padded, batch * heads, head_dim)[:layout.length]
+    return out.reshape(layout.length, batch, heads * head_dim).transpose(0, 1)  # out: (L, batch*heads, head_dim)
+
+
+# --- the op's maths ----------------------------------------------------------------------------
+
+def _uses_cpu_flash(device):
+    """Whether the op calls PyTorch's CPU flash kernels (and keeps their log-sum-exp)."""
+    return device.type == "cpu"
+
+
+def _empty_lse(buf, n_blocks, block):
+    """The log-sum-exp of every query row, (n_blocks, batch*heads, block) in the CPU flash kernel's
+    accumulation dtype (fp64 for fp64, else fp32); (0,) where that kernel does not run."""
+    if not _uses_cpu_flash(buf.device):
+        return buf.new_empty((0,))
+    return buf.new_empty((n_blocks, buf.shape[2], block),
+                         dtype=torch.float64 if buf.dtype == torch.float64 else torch.float32)
+
+
+def _additive(mask, dtype):
+    """bool mask (True = attend) -> additive float mask, as SDPA converts it for its fused kernels."""
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
+
+
+def _attention_backward_math(q, k, v, mask, out, dout):
+    """Gradients (dq, dk, dv) of softmax(q k^T / sqrt(d) + mask) v, scores recomputed (one group)."""
+    scale = q.shape[-1] ** -0.5
+    p = torch.softmax((q @ k.transpose(-1, -2)) * scale + _additive(mask, q.dtype), dim=-1)
+    dv = p.transpose(-1, -2) @ dout
+    dscores = p * (dout @ v.transpose(-1, -2) - (dout * out).sum(-1, keepdim=True))
+    return (dscores @ k) * scale, (dscores.transpose(-1, -2) @ q) * scale, dv
+
+
+def _forward(buf, length, window, causal, block):
+    layout = LocalLayout(length, window, causal, block)
+    out = buf.new_empty((length, buf.shape[2], buf.shape[3]))
+    lse = _empty_lse(buf, layout.n_blocks, block)
+    for b0, b1 in layout.groups():
+        q, k, v, mask = group_inputs(buf[layout.rows(b0, b1)], layout, b0, b1)
+        if lse.numel():
+            result, group_lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+                q, k, v, 0.0, False, attn_mask=_additive(mask, q.dtype))
+            lse[b0:b1] = group_lse
+        else:
+            result = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        first = b0 * block
+        out[first:b1 * block] = result.transpose(1, 2).reshape(-1, *out.shape[1:])[:length - first]
+    return out, lse
+
+
+def _backward_of(dout, buf, out, lse, length, window, causal, block):
+    layout = LocalLayout(length, window, causal, block)
+    dbuf = torch.zeros_like(buf, memory_format=torch.contiguous_format)
+    for b0, b1 in layout.groups():
+        rows = layout.rows(b0, b1)
+        n = b1 - b0
+        q, k, v, mask = group_inputs(buf[rows], layout, b0, b1)
+        dout_group = query_blocks(dout, b0, b1, block).contiguous()
+        out_group = query_blocks(out, b0, b1, block)
+        if lse.numel():
+            dq, dk, dv = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+                dout_group, q, k, v, out_group, lse[b0:b1], 0.0, False, attn_mask=_additive(mask, q.dtype))
+        else:
+            dq, dk, dv = _attention_backward_math(q, k, v, mask, out_group, dout_group)
+        drows = dbuf[rows]
+        drows[window:window + n * block, 0] += dq.transpose(1, 2).reshape(n * block, *drows.shape[2:])
+        for i, grad in ((1, dk), (2, dv)):  # fold the overlapping spans back onto the rows
+            drows[:, i] += torch.ops.aten.unfold_backward(grad.transpose(-1, -2), list(drows[:, i].shape), 0,
+                                                          layout.span, block)
+    return dbuf
+
+
+torch.library.impl("smdim::local_attention_fwd", "CompositeExplicitAutograd")(_forward)
+torch.library.impl("smdim::local_attention_bwd", "CompositeExplicitAutograd")(_backward_of)
+
+
+@torch.library.register_fake("smdim::local_attention_fwd")
+def _fwd_fake(buf, length, window, causal, block):
+    return buf.new_empty((length, buf.shape[2], buf.shape[3])), _empty_lse(buf, -(-length // block), block)
+
+
+@torch.library.register_fake("smdim::local_attention_bwd")
+def _bwd_fake(dout, buf, out, lse, length, window, causal, block):
+    return torch.empty_like(buf, memory_format=torch.contiguous_format)
+
+
+def _setup_context(ctx, inputs, output):
+    buf, length, window, causal, block = inputs
+    out, lse = output
+    ctx.save_for_backward(buf, out, lse)
+    ctx.layout_ints = (length, window, causal, block)
+    ctx.mark_non_differentiable(lse)
+
+
+def _backward(ctx, dout, _dlse):
+    buf, out, lse = ctx.saved_tensors
+    return torch.ops.smdim.local_attention_bwd(dout, buf, out, lse, *ctx.layout_ints), None, None, None, None
+
+
+torch.library.register_autograd("smdim::local_attention_fwd", _backward, setup_context=_setup_context)
