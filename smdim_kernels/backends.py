@@ -27,6 +27,14 @@ REBUILD_HINT = (
 KERNEL_OPS = {"selective_scan": "ISA-dispatched SIMD", "causal_conv1d": "compiler-vectorised",
               "add_norm": "compiler-vectorised"}
 COMPOSITE_OPS = ("mamba_inner", "mamba_mixer")  # causal_conv1d + selective_scan + GEMMs
+# Ops whose maths runs on PyTorch's own kernels on every device (no kernel of ours, no fallback).
+TORCH_KERNEL_OPS = {
+    "local_attention": {"cpu": "PyTorch's CPU flash-attention kernels, forward and backward, per query-block group",
+                        "cuda": "PyTorch SDPA forward; backward recomputes each group's scores",
+                        "other": "PyTorch SDPA forward; backward recomputes each group's scores"},
+    "activation_linear": {device: "PyTorch activation + GEMM (backward recomputes the activation)"
+                          for device in ("cpu", "cuda", "other")},
+}
 
 
 class NativeExtensionWarning(RuntimeWarning):
@@ -160,6 +168,7 @@ def backend_info() -> Dict[str, Dict[str, str]]:
     for op in COMPOSITE_OPS:  # no kernels of their own: they compose the ops above with GEMMs
         info[op] = {device: "composite: causal_conv1d + selective_scan + GEMMs (see rows above)"
                     for device in ("cpu", "cuda", "other")}
+    info.update({op: dict(by_device) for op, by_device in TORCH_KERNEL_OPS.items()})
     return info
 
 

@@ -51,8 +51,14 @@ def test_a_build_with_other_constants_is_refused(monkeypatch):
 def test_backend_info_is_truthful_per_op():
     info = smdim_kernels.backend_info()
     isa = backends.cpu_isa()
-    assert set(info) == {"selective_scan", "causal_conv1d", "add_norm", "mamba_inner", "mamba_mixer"}
+    # every op this library declares (smdim::<op>_fwd / _bwd)
+    declared = {name.split("::")[1].removesuffix("_fwd").removesuffix("_bwd")
+                for name in torch._C._dispatch_get_all_op_names() if name.startswith("smdim::")}
+    assert set(info) == declared
+    assert set(info) == {"selective_scan", "causal_conv1d", "add_norm", "mamba_inner", "mamba_mixer",
+                         "local_attention", "activation_linear"}
     assert isa in info["selective_scan"]["cpu"] and "ISA-dispatched" in info["selective_scan"]["cpu"]
     for op in ("causal_conv1d", "add_norm"):  # not ISA-dispatched: no ISA named
         assert isa not in info[op]["cpu"] and info[op]["cpu"].startswith("C++ (compiler-vectorised")
     assert info["mamba_inner"]["cpu"].startswith("composite")
+    assert "flash" in info["local_attention"]["cpu"] and "flash" not in info["local_attention"]["cuda"]

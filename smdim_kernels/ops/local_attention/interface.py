@@ -13,7 +13,7 @@ window). The backward op instead runs one group at a time and folds its key/valu
 buffer's rows, so temporaries are one group's. It keeps only the buffer, the output and (CPU) the
 log-sum-exp. One implementation for every device, on PyTorch's kernels: CPU runs PyTorch's flash
 kernels forward and backward; other devices run SDPA forward and recompute the group's scores in the
-backward. Without dropout only: with dropout, one SDPA call with plain autograd (its mask drawn once).
+backward (blocked.py). Without dropout only: with dropout, one SDPA call with plain autograd (its mask drawn once).
 """
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from ...validation import check_float, check_tensor
-from .layout import LocalLayout, group_inputs, local_block_size, qkv_buffer, query_blocks
+from . import blocked
+from .layout import LocalLayout, group_inputs, local_block_size, qkv_buffer
 
 torch.library.define("smdim::local_attention_fwd",
                      "(Tensor buf, SymInt length, int window, bool causal, int block) -> (Tensor, Tensor)")
@@ -72,82 +73,13 @@ def local_attention_of_buffer(buf, layout, batch, dropout_p=0.0):
     return out.reshape(layout.length, batch, heads * head_dim).transpose(0, 1)  # out: (L, batch*heads, head_dim)
 
 
-# --- the op's maths ----------------------------------------------------------------------------
-
-def _uses_cpu_flash(device):
-    """Whether the op calls PyTorch's CPU flash kernels (and keeps their log-sum-exp)."""
-    return device.type == "cpu"
-
-
-def _empty_lse(buf, n_blocks, block):
-    """The log-sum-exp of every query row, (n_blocks, batch*heads, block) in the CPU flash kernel's
-    accumulation dtype (fp64 for fp64, else fp32); (0,) where that kernel does not run."""
-    if not _uses_cpu_flash(buf.device):
-        return buf.new_empty((0,))
-    return buf.new_empty((n_blocks, buf.shape[2], block),
-                         dtype=torch.float64 if buf.dtype == torch.float64 else torch.float32)
-
-
-def _additive(mask, dtype):
-    """bool mask (True = attend) -> additive float mask, as SDPA converts it for its fused kernels."""
-    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
-
-
-def _attention_backward_math(q, k, v, mask, out, dout):
-    """Gradients (dq, dk, dv) of softmax(q k^T / sqrt(d) + mask) v, scores recomputed (one group)."""
-    scale = q.shape[-1] ** -0.5
-    p = torch.softmax((q @ k.transpose(-1, -2)) * scale + _additive(mask, q.dtype), dim=-1)
-    dv = p.transpose(-1, -2) @ dout
-    dscores = p * (dout @ v.transpose(-1, -2) - (dout * out).sum(-1, keepdim=True))
-    return (dscores @ k) * scale, (dscores.transpose(-1, -2) @ q) * scale, dv
-
-
-def _forward(buf, length, window, causal, block):
-    layout = LocalLayout(length, window, causal, block)
-    out = buf.new_empty((length, buf.shape[2], buf.shape[3]))
-    lse = _empty_lse(buf, layout.n_blocks, block)
-    for b0, b1 in layout.groups():
-        q, k, v, mask = group_inputs(buf[layout.rows(b0, b1)], layout, b0, b1)
-        if lse.numel():
-            result, group_lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-                q, k, v, 0.0, False, attn_mask=_additive(mask, q.dtype))
-            lse[b0:b1] = group_lse
-        else:
-            result = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        first = b0 * block
-        out[first:b1 * block] = result.transpose(1, 2).reshape(-1, *out.shape[1:])[:length - first]
-    return out, lse
-
-
-def _backward_of(dout, buf, out, lse, length, window, causal, block):
-    layout = LocalLayout(length, window, causal, block)
-    dbuf = torch.zeros_like(buf, memory_format=torch.contiguous_format)
-    for b0, b1 in layout.groups():
-        rows = layout.rows(b0, b1)
-        n = b1 - b0
-        q, k, v, mask = group_inputs(buf[rows], layout, b0, b1)
-        dout_group = query_blocks(dout, b0, b1, block).contiguous()
-        out_group = query_blocks(out, b0, b1, block)
-        if lse.numel():
-            dq, dk, dv = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
-                dout_group, q, k, v, out_group, lse[b0:b1], 0.0, False, attn_mask=_additive(mask, q.dtype))
-        else:
-            dq, dk, dv = _attention_backward_math(q, k, v, mask, out_group, dout_group)
-        drows = dbuf[rows]
-        drows[window:window + n * block, 0] += dq.transpose(1, 2).reshape(n * block, *drows.shape[2:])
-        for i, grad in ((1, dk), (2, dv)):  # fold the overlapping spans back onto the rows
-            drows[:, i] += torch.ops.aten.unfold_backward(grad.transpose(-1, -2), list(drows[:, i].shape), 0,
-                                                          layout.span, block)
-    return dbuf
-
-
-torch.library.impl("smdim::local_attention_fwd", "CompositeExplicitAutograd")(_forward)
-torch.library.impl("smdim::local_attention_bwd", "CompositeExplicitAutograd")(_backward_of)
+torch.library.impl("smdim::local_attention_fwd", "CompositeExplicitAutograd")(blocked.forward)
+torch.library.impl("smdim::local_attention_bwd", "CompositeExplicitAutograd")(blocked.backward)
 
 
 @torch.library.register_fake("smdim::local_attention_fwd")
 def _fwd_fake(buf, length, window, causal, block):
-    return buf.new_empty((length, buf.shape[2], buf.shape[3])), _empty_lse(buf, -(-length // block), block)
+    return buf.new_empty((length, buf.shape[2], buf.shape[3])), blocked.empty_lse(buf, -(-length // block), block)
 
 
 @torch.library.register_fake("smdim::local_attention_bwd")

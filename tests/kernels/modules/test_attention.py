@@ -243,7 +243,7 @@ def test_bad_input_is_named():
 
 # --- the grouped local path: several SDPA calls, a backward one group at a time ----------------
 
-import smdim_kernels.ops.local_attention.interface as local_attention_op  # noqa: E402
+import smdim_kernels.ops.local_attention.blocked as local_attention_op  # noqa: E402
 import smdim_kernels.ops.local_attention.layout as local_layout  # noqa: E402
 
 
@@ -267,7 +267,7 @@ def test_local_attention_in_several_groups(monkeypatch, group_queries, causal):
 def test_backward_without_the_cpu_flash_kernel(monkeypatch, causal):
     """Devices other than CPU: SDPA forward, scores recomputed in the backward (forced here on CPU)."""
     monkeypatch.setattr(local_layout, "GROUP_QUERIES", 32)
-    monkeypatch.setattr(local_attention_op, "_uses_cpu_flash", lambda device: False)
+    monkeypatch.setattr(local_attention_op, "uses_cpu_flash", lambda device: False)
     m, x = make(100, 7, causal, 2)
     with profile() as prof:
         out, grads = outputs_and_grads(m, m, x)

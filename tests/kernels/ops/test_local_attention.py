@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 import smdim_kernels  # noqa: F401  (registers the CPU SDPA flop formulas the FLOP test compares with)
-import smdim_kernels.ops.local_attention.interface as local_attention_op
+import smdim_kernels.ops.local_attention.blocked as local_attention_op
 import smdim_kernels.ops.local_attention.layout as local_layout
 from smdim_kernels.ops.local_attention import local_attention, local_attention_ref, local_block_size
 from smdim_kernels.ops.local_attention.layout import LocalLayout, projected_buffer, qkv_buffer
@@ -75,7 +75,7 @@ def test_groups_and_the_path_without_cpu_flash(monkeypatch, group_queries, flash
     """Groups of 1 and 2 blocks (2 does not divide the 10 blocks); CPU flash kernels or, as on other
     devices, SDPA forward with the backward's scores recomputed (forced here on CPU)."""
     monkeypatch.setattr(local_layout, "GROUP_QUERIES", group_queries)
-    monkeypatch.setattr(local_attention_op, "_uses_cpu_flash", lambda device: flash)
+    monkeypatch.setattr(local_attention_op, "uses_cpu_flash", lambda device: flash)
     qkv = make(L=150)
     assert_matches(out_and_grad(local_attention, qkv, 9, causal, block=16),
                    out_and_grad(local_attention_ref, qkv, 9, causal), 1e-12)
@@ -117,7 +117,7 @@ def test_dropout_drops_within_the_window():
 @pytest.mark.parametrize("causal", [False, True])
 def test_fp64_gradcheck(monkeypatch, flash, causal):
     monkeypatch.setattr(local_layout, "GROUP_QUERIES", 8)  # blocks of 4: two per group, three groups
-    monkeypatch.setattr(local_attention_op, "_uses_cpu_flash", lambda device: flash)
+    monkeypatch.setattr(local_attention_op, "uses_cpu_flash", lambda device: flash)
     qkv = make(batch=1, L=21, heads=2, head_dim=3)
     assert torch.autograd.gradcheck(lambda t: local_attention(t, 3, causal, block=4), (qkv,))
 
@@ -125,7 +125,7 @@ def test_fp64_gradcheck(monkeypatch, flash, causal):
 @pytest.mark.parametrize("flash", [True, False])
 @pytest.mark.parametrize("causal", [False, True])
 def test_opcheck(monkeypatch, flash, causal):
-    monkeypatch.setattr(local_attention_op, "_uses_cpu_flash", lambda device: flash)
+    monkeypatch.setattr(local_attention_op, "uses_cpu_flash", lambda device: flash)
     args = buffer_args(make(batch=2, L=19, heads=2, head_dim=4), 3, causal, 8)
     torch.library.opcheck(ops.local_attention_fwd.default, args)
     out, lse = ops.local_attention_fwd(*args)

@@ -4,6 +4,7 @@ import itertools
 import pytest
 import torch
 
+import composite_checks
 from smdim_kernels import mamba_inner_fn, mamba_inner_ref
 
 GRAD_NAMES = ("xz", "conv1d_weight", "conv1d_bias", "x_proj_weight", "delta_proj_weight", "out_proj_weight",
@@ -50,17 +51,11 @@ def make_mixer(batch=2, d_inner=6, length=37, dstate=4, dt_rank=3, d_model=5, wi
 
 
 def leaves(args):
-    return [(name, args[name]) for name in GRAD_NAMES if args[name] is not None]
+    return composite_checks.leaves(args, GRAD_NAMES)
 
 
 def assert_grads_match(args, out, ref, atol, rtol):
-    torch.testing.assert_close(out, ref, atol=atol, rtol=rtol)
-    names, wrt = zip(*leaves(args))
-    dout = torch.randn_like(out)
-    got = torch.autograd.grad(out, wrt, dout)
-    want = torch.autograd.grad(ref, wrt, dout)
-    for name, a, b in zip(names, got, want):
-        torch.testing.assert_close(a, b, atol=atol, rtol=rtol, msg=lambda m, name=name: f"gradient of {name}: {m}")
+    composite_checks.assert_grads_match(args, GRAD_NAMES, out, ref, atol, rtol)
 
 
 @pytest.mark.parametrize("length", [1, 7, 130])
@@ -87,17 +82,7 @@ def test_every_option_combination(conv_bias, out_bias, D, delta_bias, bc_bias, s
 def test_fp32_layer_sizes():
     """Realistic widths (d_inner 64, N 16, dt_rank 4), fp32 against the fp64 reference, 64-step checkpoints crossed."""
     args = make_mixer(batch=2, d_inner=64, dstate=16, dt_rank=4, d_model=32, length=150, dtype=torch.float32)
-    args64 = {k: None if v is None else v.detach().double().requires_grad_() for k, v in args.items()}
-    out = mamba_inner_fn(**args)
-    ref = mamba_inner_ref(**args64)
-    dout = torch.randn_like(ref)
-    names, wrt = zip(*leaves(args))
-    got = torch.autograd.grad(out, wrt, dout.float())
-    want = torch.autograd.grad(ref, [args64[n] for n in names], dout)
-    for name, a, b in zip(("out",) + names, (out,) + got, (ref,) + want):
-        scale = b.abs().max().item()
-        torch.testing.assert_close(a.double(), b, atol=2e-6 * scale, rtol=1e-4,
-                                   msg=lambda m, name=name: f"{name}: {m}")
+    composite_checks.assert_fp32_matches_fp64(mamba_inner_fn, mamba_inner_ref, args, GRAD_NAMES)
 
 
 def test_fp64_gradcheck():
@@ -181,21 +166,7 @@ def test_opcheck(out_proj, lvl, B, C):
 @pytest.mark.parametrize("B,C", [(None, None), ("constant", "variable")])
 def test_torch_compile_fullgraph(B, C):
     args = make_mixer(dtype=torch.float64, length=21, B=B, C=C)  # fp64: differences are the graph's, not rounding
-    names, wrt = zip(*leaves(args))
-
-    def loss(*tensors):
-        return mamba_inner_fn(**dict(args, **dict(zip(names, tensors)))).square().sum()
-
-    compiled = torch.compile(loss, fullgraph=True, backend="aot_eager")
-    got = torch.autograd.grad(compiled(*wrt), wrt)
-    want = torch.autograd.grad(loss(*wrt), wrt)
-    for name, a, b in zip(names, got, want):
-        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10, msg=lambda m, name=name: f"{name}: {m}")
-    args32 = {k: None if v is None else v.detach().float() for k, v in args.items()}
-    inductor = torch.compile(lambda *t: mamba_inner_fn(**dict(args32, **dict(zip(names, t)))), fullgraph=True)
-    with torch.no_grad():
-        torch.testing.assert_close(inductor(*(args32[n] for n in names)), mamba_inner_ref(**args32),
-                                   atol=1e-4, rtol=1e-4)
+    composite_checks.assert_compiles_fullgraph(mamba_inner_fn, mamba_inner_ref, args, GRAD_NAMES)
 
 
 @pytest.mark.parametrize("change,error,pattern", [

@@ -1,10 +1,12 @@
 """mamba_mixer_fn (the whole Mamba layer, chunked, optionally bidirectional) against its reference:
 values, every gradient, chunk-size invariance, what it saves, op checks, FLOPs, errors."""
+import functools
 import itertools
 
 import pytest
 import torch
 
+import composite_checks
 from smdim_kernels import mamba_mixer_fn, mamba_mixer_ref
 from smdim_kernels.flops import count_flops, mamba_mixer_bwd_flops, mamba_mixer_flops
 
@@ -38,17 +40,11 @@ def make_args(batch=2, d_model=5, d_inner=6, length=37, dstate=4, dt_rank=3, wid
 
 
 def leaves(args):
-    return [(name, args[name]) for name in NAMES if args.get(name) is not None]
+    return composite_checks.leaves(args, NAMES)
 
 
 def assert_grads_match(args, out, ref, atol, rtol):
-    torch.testing.assert_close(out, ref, atol=atol, rtol=rtol)
-    names, wrt = zip(*leaves(args))
-    dout = torch.randn_like(out)
-    got = torch.autograd.grad(out, wrt, dout)
-    want = torch.autograd.grad(ref, wrt, dout)
-    for name, a, b in zip(names, got, want):
-        torch.testing.assert_close(a, b, atol=atol, rtol=rtol, msg=lambda m, name=name: f"gradient of {name}: {m}")
+    composite_checks.assert_grads_match(args, NAMES, out, ref, atol, rtol)
 
 
 @pytest.mark.parametrize("bidirectional", [True, False])
@@ -86,17 +82,8 @@ def test_chunk_size_does_not_change_results():
 def test_fp32_layer_sizes():
     """Realistic widths, fp32 against the fp64 reference, several chunks."""
     args = make_args(batch=2, d_model=32, d_inner=64, dstate=16, dt_rank=4, length=150, dtype=torch.float32)
-    args64 = {k: None if v is None else v.detach().double().requires_grad_() for k, v in args.items()}
-    out = mamba_mixer_fn(**args, chunk_size=64)
-    ref = mamba_mixer_ref(**args64)
-    dout = torch.randn_like(ref)
-    names, wrt = zip(*leaves(args))
-    got = torch.autograd.grad(out, wrt, dout.float())
-    want = torch.autograd.grad(ref, [args64[n] for n in names], dout)
-    for name, a, b in zip(("out",) + names, (out,) + got, (ref,) + want):
-        scale = b.abs().max().item()
-        torch.testing.assert_close(a.double(), b, atol=2e-6 * scale, rtol=1e-4,
-                                   msg=lambda m, name=name: f"{name}: {m}")
+    composite_checks.assert_fp32_matches_fp64(functools.partial(mamba_mixer_fn, chunk_size=64), mamba_mixer_ref, args,
+                                              NAMES)
 
 
 def test_fp64_gradcheck():
@@ -173,21 +160,8 @@ def test_opcheck(bidirectional):
 
 def test_torch_compile_fullgraph():
     args = make_args(length=21)
-    names, wrt = zip(*leaves(args))
-
-    def loss(*tensors):
-        return mamba_mixer_fn(**dict(args, **dict(zip(names, tensors))), chunk_size=8).square().sum()
-
-    compiled = torch.compile(loss, fullgraph=True, backend="aot_eager")
-    got = torch.autograd.grad(compiled(*wrt), wrt)
-    want = torch.autograd.grad(loss(*wrt), wrt)
-    for name, a, b in zip(names, got, want):
-        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10, msg=lambda m, name=name: f"{name}: {m}")
-    args32 = {k: None if v is None else v.detach().float() for k, v in args.items()}
-    inductor = torch.compile(lambda *t: mamba_mixer_fn(**dict(args32, **dict(zip(names, t)))), fullgraph=True)
-    with torch.no_grad():
-        torch.testing.assert_close(inductor(*(args32[n] for n in names)), mamba_mixer_ref(**args32),
-                                   atol=1e-4, rtol=1e-4)
+    composite_checks.assert_compiles_fullgraph(functools.partial(mamba_mixer_fn, chunk_size=8), mamba_mixer_ref, args,
+                                               NAMES)
 
 
 @pytest.mark.parametrize("bidirectional", [True, False])
