@@ -46,7 +46,7 @@ def main(argv=None):
     from smdim.bundled import evaluation_summary, export_model, float16_check, load_bundled, update_record
     from smdim.evaluation import evaluate
     from smdim.studio.editing import Settings
-    from smdim.study import _jsonable
+    from smdim.study import jsonable
     from smdim.checkpoint import load_checkpoint
     from smdim.data import DataRecord
     from smdim.pipeline import corpus_of_record
@@ -93,7 +93,7 @@ def main(argv=None):
         at_defaults = evaluation_summary({"table": result.table, "notes": result.notes, "columns": result.columns},
                                          "SMDIM",
                                          f"scripts/bundle_models.py ({defaults.steps} steps, {defaults.order})")
-        update_record(record, evaluation_at_defaults=json.loads(json.dumps(at_defaults, default=_jsonable)))
+        update_record(record, evaluation_at_defaults=json.loads(json.dumps(at_defaults, default=jsonable)))
         print(f"wrote {record} and {record.with_suffix('.safetensors')}", flush=True)
 
 

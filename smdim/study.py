@@ -119,7 +119,7 @@ class StudyConfig:
 # files
 # --------------------------------------------------------------------------------------------
 def _write_json(path: Path, data) -> None:
-    text = json.dumps(data, indent=1, default=_jsonable).encode()
+    text = json.dumps(data, indent=1, default=jsonable).encode()
     atomic_write(path, lambda fh: fh.write(text))
 
 
@@ -127,7 +127,8 @@ def _read_json(path: Path):
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def _jsonable(v):
+def jsonable(v):
+    """json.dumps' `default` for the study's results: intervals, paths and tensor/numpy scalars."""
     if isinstance(v, metrics.CI):
         return {"value": v.value, "low": v.low, "high": v.high}
     if isinstance(v, Path):

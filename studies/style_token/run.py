@@ -47,7 +47,7 @@ def main(argv=None):
     from smdim.machine import cpu_name
     from smdim.model import StyleBound
     from smdim.pipeline import auto_batch_size, corpus_of_record, model_config
-    from smdim.study import _jsonable
+    from smdim.study import jsonable
     from smdim.tokenizer import tokenizer_from_dict, tokenizer_to_dict
     from smdim.train import TrainConfig, Trainer
 
@@ -104,7 +104,7 @@ def main(argv=None):
             cells = [_cell(table.table[row].get(column)) for row in ROWS]
             what = f"{state['seconds']:.0f} s, {state['step']} steps" if column == "per-style" else ""
             lines.append(f"| {name}@{seq_len} {column} | {what} | " + " | ".join(cells) + " |")
-    (out / "results.json").write_text(json.dumps(results, indent=1, default=_jsonable) + "\n")
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=jsonable) + "\n")
     (out / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
