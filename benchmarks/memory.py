@@ -15,7 +15,7 @@ In the subprocess (`python -m benchmarks.memory [--suite selective_scan] --impl 
      model suite (benchmarks/models.py) the parameters, the input tokens and (train) AdamW's state
      (created by the warm-up step) are, while activations, logits, gradients and the sampler's
      buffers are counted;
-  3. baseline = current RSS; reset the peak (Linux: `echo 5 > /proc/self/clear_refs` resets VmHWM);
+  3. reset the peak (Linux: `echo 5 > /proc/self/clear_refs` resets VmHWM to the current RSS), baseline = that mark
   4. run the case once (forward, or forward and backward) keeping its outputs;
   5. peak memory = VmHWM - baseline: everything the case allocated at its worst moment.
      A runner with a `check(result)` method (the model suite's) validates the measured run's result
@@ -147,6 +147,9 @@ def measure_here(impl: str, pass_name: str, length: int, threads: int, suite: st
     if _reset_peak_rss():
         method = "VmHWM - baseline RSS (fresh process, peak reset after inputs)"
         read_peak = lambda: _status_kib("VmHWM") * 1024  # noqa: E731
+        # The mark just reset is the RSS at that moment: the baseline from which the peak can only
+        # grow (RSS read a moment before may differ by a page or two, giving a negative 'peak').
+        baseline = read_peak()
     else:
         method = "ru_maxrss - baseline RSS (upper bound: peak not resettable)"
         read_peak = _max_rss_bytes
