@@ -6,16 +6,18 @@ dt_rank 48, vocabulary 50,280) with random weights, batch 1, fp32, threads pinne
 
 * ``forward``: MambaModel (embedding, layers, final norm) over L tokens, eval, no grad, no cache;
 * ``forward+backward``: the same in train mode (the fused mixer with recomputation when enabled),
-  backward of the mean square of the last hidden state. The unpatched path's backward runs the
+  backward of a fixed random projection of the last hidden state. The unpatched path's backward runs the
   loop's autograd graph, minutes per layer at L = 2048, so this pass uses ONE of the 24 layers
   (FWDBWD_LAYERS; the speed-up per layer is what the depth multiplies) and the unpatched side
   runs at SMDIM_BENCH_HF_FWDBWD_LENGTHS only (the layer suite's setting: default 2048, quick
   mode none), once;
 * ``decode``: MambaForCausalLM.generate, greedy, DECODE_TOKENS new tokens after a PROMPT-token
-  prompt, reported as tokens/s of the decode steps (the prompt's prefill timed apart and taken out).
+  prompt, reported as tokens/s of its DECODE_TOKENS - 1 one-token decode steps: the time of
+  generate(DECODE_TOKENS) minus that of generate(1) (the same prefill and first token).
 
-Each case checks the enabled model against the unpatched one once (outputs relative 1e-4; decode:
-the same greedy tokens).
+Each case checks the enabled model against the unpatched one once: forward outputs (relative 1e-4),
+the training pass's output and every parameter gradient at TRAIN_CHECK_LENGTH tokens (1e-4 / 1e-3),
+decode's greedy tokens.
 """
 from __future__ import annotations
 
@@ -83,6 +85,18 @@ def build(kind: str, layers: int):
     return (MambaForCausalLM if kind == "lm" else MambaModel)(config).float()
 
 
+@lru_cache(maxsize=8)
+def _loss_weights(shape: Tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    return torch.randn(shape, generator=torch.Generator().manual_seed(2), dtype=dtype)
+
+
+def _loss(hidden: torch.Tensor) -> torch.Tensor:
+    """A fixed random projection of the last hidden state (made once per shape, outside the timing
+    after the first call). Not its mean square: the final RMSNorm makes that nearly constant, so
+    every gradient but the norm's would be rounding noise."""
+    return (hidden * _loss_weights(tuple(hidden.shape), hidden.dtype)).sum()
+
+
 def _tokens(length: int) -> torch.Tensor:
     return torch.randint(1, CONFIG_130M["vocab_size"], (1, length), generator=torch.Generator().manual_seed(1))
 
@@ -101,17 +115,20 @@ def make_task(case: HFCase) -> Tuple[Callable[[], object], dict]:
         model = build("lm", case.layers).eval()
         prompt = _tokens(case.length)
 
+        def generate(new_tokens):
+            return model.generate(prompt, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
+
         def task():
+            # generate(1) is the prefill and its token; generate(N) adds N - 1 decode steps to it.
             with torch.no_grad(), _enabled(case.impl):
                 start = time.perf_counter()
-                model(prompt, use_cache=True)
+                generate(1)
                 prefill = time.perf_counter() - start
                 start = time.perf_counter()
-                out = model.generate(prompt, max_new_tokens=DECODE_TOKENS, do_sample=False,
-                                     min_new_tokens=DECODE_TOKENS)
+                out = generate(DECODE_TOKENS)
                 total = time.perf_counter() - start
             return out, max(total - prefill, 1e-9)
-        return task, {"prompt": case.length, "new_tokens": DECODE_TOKENS}
+        return task, {"prompt": case.length, "new_tokens": DECODE_TOKENS, "decode_steps": DECODE_TOKENS - 1}
     model = build("backbone", case.layers)
     ids = _tokens(case.length)
     if case.pass_name == FORWARD:
@@ -127,7 +144,7 @@ def make_task(case: HFCase) -> Tuple[Callable[[], object], dict]:
         with _enabled(case.impl):
             model.zero_grad(set_to_none=True)
             hidden = model(ids, use_cache=False).last_hidden_state
-            hidden.square().mean().backward()
+            _loss(hidden).backward()
         return hidden.detach()
     return task, {}
 
@@ -144,8 +161,11 @@ def check(case: HFCase) -> str:
         if not torch.equal(got, want):
             raise AssertionError("greedy tokens differ with smdim enabled")
         return "same greedy tokens (2 layers, 8 new tokens)"
-    model = build("backbone", min(case.layers, 2)).eval()
+    if case.pass_name == FWDBWD:
+        return _check_training()
+    model = build("backbone", min(case.layers, 2))
     ids = _tokens(case.length)
+    model.eval()
     with torch.no_grad():
         want = model(ids, use_cache=False).last_hidden_state
         with _enabled(PATCHED):
@@ -154,3 +174,30 @@ def check(case: HFCase) -> str:
     if error > 1e-4:
         raise AssertionError(f"enabled vs unpatched forward: relative error {error:.2e} > 1e-4")
     return f"forward relative error {error:.1e} (2 layers)"
+
+
+TRAIN_CHECK_LENGTH = 96  # crosses the scan's 64-step checkpoints; the unpatched backward is slow beyond
+
+
+@lru_cache(maxsize=None)
+def _check_training() -> str:
+    """Train mode, as the timed forward+backward runs (the fused mixer when enabled), once per run
+    at TRAIN_CHECK_LENGTH tokens: output and every parameter gradient against the unpatched path."""
+    model = build("backbone", 2).train()
+    ids = _tokens(TRAIN_CHECK_LENGTH)
+    outputs = []
+    for impl in (UNPATCHED, PATCHED):
+        with _enabled(impl):
+            model.zero_grad(set_to_none=True)
+            hidden = model(ids, use_cache=False).last_hidden_state
+            _loss(hidden).backward()
+        outputs.append([hidden.detach()] + [p.grad.clone() for p in model.parameters()])
+    model.zero_grad(set_to_none=True)
+    want, got = outputs
+    errors = [((g - w).norm() / w.norm().clamp_min(1e-30)).item() for g, w in zip(got, want)]
+    if errors[0] > 1e-4 or max(errors[1:]) > 1e-3:
+        raise AssertionError(f"enabled vs unpatched training pass: output relative error {errors[0]:.2e}, "
+                             f"largest gradient relative error {max(errors[1:]):.2e}")
+    return (f"training pass at L={TRAIN_CHECK_LENGTH}: output relative error {errors[0]:.1e}, gradients "
+            f"{max(errors[1:]):.1e} ({len(errors) - 1} parameters, 2 layers)")
+

@@ -143,7 +143,6 @@ def measure_here(impl: str, pass_name: str, length: int, threads: int, suite: st
     if ready is not None and not ready():
         return None
     gc.collect()
-    baseline = _current_rss_bytes()
     if _reset_peak_rss():
         method = "VmHWM - baseline RSS (fresh process, peak reset after inputs)"
         read_peak = lambda: _status_kib("VmHWM") * 1024  # noqa: E731
@@ -153,6 +152,7 @@ def measure_here(impl: str, pass_name: str, length: int, threads: int, suite: st
     else:
         method = "ru_maxrss - baseline RSS (upper bound: peak not resettable)"
         read_peak = _max_rss_bytes
+        baseline = _current_rss_bytes()
     start = time.perf_counter()
     result = runner()
     seconds = time.perf_counter() - start

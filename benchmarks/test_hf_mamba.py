@@ -30,4 +30,4 @@ def test_hf_mamba(benchmark, hf_case, bench_settings):
                                 isa=kernel_isa(), check=note, **info)
     if hf_case.pass_name == DECODE:
         _, decode_s = result
-        benchmark.extra_info["tokens_per_s"] = info["new_tokens"] / decode_s
+        benchmark.extra_info["tokens_per_s"] = info["decode_steps"] / decode_s

@@ -286,8 +286,18 @@ EXTRA_OF_MODULE = {
 
 
 def missing_extra(exc: ImportError):
-    """The extra whose absence made this import fail, else None."""
-    return EXTRA_OF_MODULE.get((getattr(exc, "name", None) or "").split(".")[0])
+    """The extra whose absence made this import fail, else None: only a top-level module that is
+    not installed at all (a module that is there but breaks, or lacks a name, is a real error)."""
+    import importlib.util
+
+    name = getattr(exc, "name", None) or ""
+    if not isinstance(exc, ModuleNotFoundError) or "." in name or name not in EXTRA_OF_MODULE:
+        return None
+    try:
+        installed = importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # a finder that cannot find it may say so by raising
+        installed = False
+    return None if installed else EXTRA_OF_MODULE[name]
 
 
 def main(argv=None):
@@ -298,8 +308,8 @@ def main(argv=None):
         if extra is None or os.environ.get("SMDIM_DEBUG"):
             raise
         what = "smdim serve needs" if extra == "studio" else "the smdim commands need"
-        print(f"smdim: error: {exc.name} is not installed; {what} the '{extra}' extra: pip install 'smdim[{extra}]'",
-              file=sys.stderr)
+        print(f"smdim: error: {exc.name} is not installed; {what} the '{extra}' extra: "
+              f"pip install -e '.[{extra}]' (in the smdim source folder)", file=sys.stderr)
         return 2
 
 

@@ -24,7 +24,7 @@ REBUILD_HINT = (
 )
 
 # Ops with their own kernels, and what their C++ CPU kernel is (the scan's alone picks an ISA at run time).
-KERNEL_OPS = {"selective_scan": "ISA-dispatched SIMD", "causal_conv1d": "compiler-vectorised",
+KERNEL_OPS = {"selective_scan": "ISA-dispatched SIMD", "causal_conv1d": "portable 16-byte SIMD, baseline ISA",
               "add_norm": "compiler-vectorised"}
 COMPOSITE_OPS = ("mamba_inner", "mamba_mixer")  # causal_conv1d + selective_scan + GEMMs
 # Ops whose maths runs on PyTorch's own kernels on every device (no kernel of ours, no fallback).
@@ -74,6 +74,8 @@ def load() -> bool:
 
             _error = _check_constants()
             _loaded = _error is None
+            if not _loaded:
+                _references_on_cpu()
         except ImportError as exc:
             _error = f"{type(exc).__name__}: {exc}"
     if not _loaded:
@@ -85,6 +87,16 @@ def load() -> bool:
             stacklevel=3,
         )
     return _loaded
+
+
+def _references_on_cpu() -> None:
+    """A build that loaded but is refused has already registered its CPU kernels with the
+    dispatcher: put the references in their place, so what the warning says is what runs."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch notes that a kernel is overridden: that is the point here
+        for op, references in _references.items():
+            for direction, reference in zip(("fwd", "bwd"), references):
+                torch.library.impl(f"smdim::{op}_{direction}", "CPU")(reference)
 
 
 def native_available() -> bool:
@@ -135,10 +147,14 @@ def _cuda_impl(op: str, package: str, direction: str, reference: Callable) -> Ca
     return cuda
 
 
+_references: Dict[str, tuple] = {}  # op -> (fwd, bwd) references of the ops with C++ kernels
+
+
 def register_implementations(op: str, package: str, fwd_reference: Callable, bwd_reference: Callable) -> None:
     """smdim::<op>_fwd / _bwd: the reference on every device without a kernel, Triton's
     <op>_fwd_triton / <op>_bwd_triton (in `package`.triton) on CUDA. The C++ library registers
     the CPU kernels itself (csrc/); references call warn_reference where they run."""
+    _references[op] = (fwd_reference, bwd_reference)
     for direction, reference in (("fwd", fwd_reference), ("bwd", bwd_reference)):
         torch.library.impl(f"smdim::{op}_{direction}", "CompositeExplicitAutograd")(reference)
         torch.library.impl(f"smdim::{op}_{direction}", "CUDA")(_cuda_impl(op, package, direction, reference))

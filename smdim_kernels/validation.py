@@ -5,6 +5,9 @@ from typing import Dict, Iterable, Optional, Sequence
 
 import torch
 
+# The floating dtypes every op takes (fp16/bf16 accumulate in fp32; fp64 for gradcheck).
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
 
 def check_tensor(name: str, t) -> None:
     if not isinstance(t, torch.Tensor):

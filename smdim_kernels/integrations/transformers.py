@@ -21,9 +21,16 @@ masks, the cache (`cache_params`: prefill, then one-token decode), dtype casts.
     mamba_selective_state_update  one-token decode: the scan state advanced in place
 
 transformers' CPU path runs the scan as a Python loop over time; with enable() it runs the C++
-kernels (CUDA: Triton). One difference in transformers itself is kept out: its fused training path
-skips the padding mask after the conv that its other path applies, so a padded training batch
-(attention_mask with zeros) takes the conv + scan route here, matching the unpatched model.
+kernels (CUDA: Triton). Two differences in transformers itself are kept out, so the patched model
+matches the unpatched one: its fused training path skips the padding mask after the conv that its
+other path applies, and it always applies SiLU after the conv (as mamba_ssm's kernel does) where
+the other path applies config.hidden_act. So a padded training batch (attention_mask with zeros)
+and a mixer whose activation is not SiLU take the conv + scan route here.
+
+Under torch.compile any attention_mask takes the conv + scan route (no data-dependent branch in a
+graph): still fused kernels, but not the one fused mixer op. Decoding goes as transformers drives
+it: one token per step through the conv and scan state updates; a cached call with several new
+tokens re-runs conv + scan over them from the cached conv state, as transformers' own path does.
 """
 from __future__ import annotations
 
@@ -55,7 +62,9 @@ _EXPECTED = {
 }
 
 _originals = {}  # name -> transformers' function while enabled (and "forward" -> MambaMixer.forward)
-_padded_batch = contextvars.ContextVar("smdim_padded_batch", default=False)
+# Whether the current MambaMixer.forward may take the fused mixer (not padded, SiLU after the conv).
+_fused_mixer_allowed = contextvars.ContextVar("smdim_fused_mixer_allowed", default=True)
+_SILU = ("silu", "swish")
 
 
 def _activation(activation, run):
@@ -97,15 +106,15 @@ def _state_update(state, hidden_states, dt, A, B, C, D=None, dt_bias=None, dt_so
 
 
 def _inner(xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight, out_proj_weight, out_proj_bias, A,
-           B=None, C=None, D=None, delta_bias=None, delta_softplus=True, b_rms_weight=None, c_rms_weight=None,
-           dt_rms_weight=None, **kwargs):
-    """The fused mixer; None (transformers then runs conv + scan, also on smdim's ops) for a padded batch."""
-    if b_rms_weight is not None or c_rms_weight is not None or dt_rms_weight is not None:
-        raise NotImplementedError("smdim's mamba_inner_fn has no RMS norms on B, C and dt (FalconMamba's form)")
-    if _padded_batch.get():
+           B=None, C=None, D=None, delta_bias=None, delta_softplus=True, **kwargs):
+    """The fused mixer; None (transformers then runs conv + scan, also on smdim's ops) for a padded
+    batch or a mixer whose activation is not SiLU. The RMS-norm arguments (FalconMamba's form) go to
+    mamba_inner_fn, which refuses given weights; transformers' other keyword arguments are not ours."""
+    if not _fused_mixer_allowed.get():
         return None
+    rms = {k: v for k, v in kwargs.items() if k in ("b_rms_weight", "c_rms_weight", "dt_rms_weight", "b_c_dt_rms_eps")}
     return mamba_inner_fn(xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight, out_proj_weight,
-                          out_proj_bias, A, B, C, D, delta_bias, delta_softplus=delta_softplus)
+                          out_proj_bias, A, B, C, D, delta_bias, delta_softplus=delta_softplus, **rms)
 
 
 _REPLACEMENTS = {"mamba_inner_fn": _inner, "causal_conv1d_fn": _conv, "causal_conv1d_update": _conv_update,
@@ -123,11 +132,12 @@ def _is_padded(attention_mask):
 def _forward_noting_padding(forward):
     @functools.wraps(forward)
     def wrapper(self, hidden_states, cache_params=None, attention_mask=None, **kwargs):
-        token = _padded_batch.set(_is_padded(attention_mask))
+        allowed = getattr(self, "activation", "silu") in _SILU and not _is_padded(attention_mask)
+        token = _fused_mixer_allowed.set(allowed)
         try:
             return forward(self, hidden_states, cache_params=cache_params, attention_mask=attention_mask, **kwargs)
         finally:
-            _padded_batch.reset(token)
+            _fused_mixer_allowed.reset(token)
     return wrapper
 
 

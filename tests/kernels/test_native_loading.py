@@ -38,6 +38,44 @@ def test_missing_extension_warns_once_and_falls_back_to_reference():
     assert info["selective_scan"]["cpu"].startswith("PyTorch reference")
 
 
+def test_a_refused_build_runs_the_reference_on_cpu():
+    """A build that loads but reports other scan constants has registered its CPU kernels already:
+    refusing it must put the references in their place (the warning and backend_info say so)."""
+    result = run_python("""
+        import json, warnings
+        import torch, smdim_kernels
+        from smdim_kernels import backends
+        from scan_inputs import make_problem, outputs_and_grads
+
+        class Stale:
+            @staticmethod
+            def scan_constants():
+                return [32, 256]
+
+        torch.ops.smdim_native = Stale()
+        backends._loaded, backends._error = False, None
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert not backends.load()
+            p = make_problem(batch=1, dim=4, length=9, dstate=3)
+            p.requires_grad_()
+            got = outputs_and_grads(smdim_kernels.selective_scan_fn, p)
+            x, w = torch.randn(1, 4, 9), torch.randn(4, 3)
+            conv = smdim_kernels.causal_conv1d_fn(x, w, activation="silu")
+        want = outputs_and_grads(smdim_kernels.selective_scan_ref, p)
+        torch.testing.assert_close(got, want)
+        torch.testing.assert_close(conv, smdim_kernels.causal_conv1d_ref(x, w, activation="silu"))
+        print(json.dumps([str(c.message) for c in caught]))
+        print(json.dumps(smdim_kernels.backend_info()))
+    """)
+    caught = json.loads(result.stdout.strip().splitlines()[-2])
+    assert any("built with (checkpoint chunk, max N) = (32, 256)" in m for m in caught)
+    for op in ("selective_scan", "causal_conv1d"):
+        assert any(f"no fused {op} kernel for device 'cpu'" in m for m in caught), caught
+    info = json.loads(result.stdout.strip().splitlines()[-1])
+    assert info["selective_scan"]["cpu"].startswith("PyTorch reference")
+
+
 @pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
 def test_every_isa_build_matches_reference(isa):
     if isa != "generic" and backends.cpu_isa() == "generic":

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ...validation import check_float, check_same_device, check_shape, check_tensor
+from ...validation import FLOAT_DTYPES, check_float, check_same_device, check_shape, check_tensor
 from .reference import ACTIVATIONS, activate, activation_linear_ref
 
 torch.library.define("smdim::activation_linear_fwd",
@@ -21,8 +21,6 @@ torch.library.define("smdim::activation_linear_fwd",
 torch.library.define("smdim::activation_linear_bwd",
                      "(Tensor dout, Tensor h, Tensor weight, bool has_bias, str activation) "
                      "-> (Tensor, Tensor, Tensor)")
-
-_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def activation_linear(h, weight, bias=None, activation="gelu", inplace=False):
@@ -38,7 +36,7 @@ def activation_linear(h, weight, bias=None, activation="gelu", inplace=False):
     for name, t in (("h", h), ("weight", weight), ("bias", bias)):
         if t is not None or name != "bias":  # bias alone is optional
             check_tensor(name, t)
-            check_float(name, t, _FLOAT_DTYPES)
+            check_float(name, t, FLOAT_DTYPES)
     if h.dim() < 1 or (activation == "swiglu" and h.shape[-1] % 2):
         raise ValueError(f"h must be (..., {'2 * ' if activation == 'swiglu' else ''}hidden) for {activation!r}; "
                          f"got shape {tuple(h.shape)}")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from ...backends import register_implementations, warn_reference
-from ...validation import check_float, check_same_device, check_shape, check_tensor
+from ...validation import FLOAT_DTYPES, check_float, check_same_device, check_shape, check_tensor
 from .reference import add_norm_ref, residual_out_dtype, stats_dtype
 
 torch.library.define(
@@ -24,8 +24,6 @@ torch.library.define(
     "smdim::add_norm_bwd",
     "(Tensor dout, Tensor? dresidual_out, Tensor residual_out, Tensor weight, Tensor? bias, Tensor mean, "
     "Tensor rstd, bool rms) -> (Tensor, Tensor, Tensor)")
-
-_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def add_norm_fn(x, weight, bias=None, residual=None, eps=1e-6, prenorm=False, residual_in_fp32=False,
@@ -44,7 +42,7 @@ def add_norm_fn(x, weight, bias=None, residual=None, eps=1e-6, prenorm=False, re
     for name, t in (("x", x), ("weight", weight), ("bias", bias), ("residual", residual)):
         if t is not None:
             check_tensor(name, t)
-            check_float(name, t, _FLOAT_DTYPES)
+            check_float(name, t, FLOAT_DTYPES)
     if bias is not None:
         check_shape("bias", bias, tuple(weight.shape), "(hidden,)")
     if residual is not None:

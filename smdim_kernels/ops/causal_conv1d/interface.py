@@ -12,14 +12,13 @@ from __future__ import annotations
 import torch
 
 from ...backends import register_implementations, warn_reference
-from ...validation import check_float, check_same_device, check_shape, check_tensor
+from ...validation import FLOAT_DTYPES, check_float, check_same_device, check_shape, check_tensor
 from .reference import causal_conv1d_ref
 
 torch.library.define("smdim::causal_conv1d_fwd", "(Tensor x, Tensor weight, Tensor? bias, bool silu) -> Tensor")
 torch.library.define("smdim::causal_conv1d_bwd",
                      "(Tensor dout, Tensor x, Tensor weight, Tensor? bias, bool silu) -> (Tensor, Tensor, Tensor)")
 
-_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 ACTIVATIONS = (None, "silu", "swish")
 
 
@@ -39,7 +38,7 @@ def causal_conv1d_fn(x, weight, bias=None, activation=None):
     for name, t in (("x", x), ("weight", weight), ("bias", bias)):
         if t is not None:
             check_tensor(name, t)
-            check_float(name, t, _FLOAT_DTYPES)
+            check_float(name, t, FLOAT_DTYPES)
     if bias is not None:
         check_shape("bias", bias, (x.shape[1],), "(dim,)")
     if activation not in ACTIVATIONS:

@@ -22,7 +22,7 @@ import numbers
 import torch
 import torch.nn.functional as F
 
-from ...validation import check_float, check_tensor
+from ...validation import FLOAT_DTYPES, check_float, check_tensor
 from . import blocked
 from .layout import LocalLayout, group_inputs, local_block_size, qkv_buffer
 
@@ -31,8 +31,6 @@ torch.library.define("smdim::local_attention_fwd",
 torch.library.define("smdim::local_attention_bwd",
                      "(Tensor dout, Tensor buf, Tensor out, Tensor lse, SymInt length, int window, bool causal, "
                      "int block) -> Tensor")
-
-_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def local_attention(qkv, window, causal=False, dropout_p=0.0, block=None):
@@ -49,7 +47,7 @@ def local_attention(qkv, window, causal=False, dropout_p=0.0, block=None):
     check_tensor("qkv", qkv)
     if qkv.dim() != 5 or qkv.shape[2] != 3:
         raise ValueError(f"qkv must be (batch, L, 3, heads, head_dim); got shape {tuple(qkv.shape)}")
-    check_float("qkv", qkv, _FLOAT_DTYPES)
+    check_float("qkv", qkv, FLOAT_DTYPES)
     if isinstance(window, bool) or not isinstance(window, numbers.Integral) or window < 0:
         raise ValueError(f"window must be an integer >= 0; got {window!r}")
     if block is not None and (isinstance(block, bool) or not isinstance(block, numbers.Integral) or block < 1):

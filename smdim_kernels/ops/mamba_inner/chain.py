@@ -110,7 +110,7 @@ def _x_dbl_grad(ddt, dB, dC, w: ChainWeights, rows: int):
     if w.B is None:
         dx_dbl[..., _slot_B(w)] = dB.transpose(1, 2)
     if w.C is None:
-        dx_dbl[..., _slot_C(w)] += dC.transpose(1, 2)  # += : with dt_rank + N rows B's and C's slots are one
+        dx_dbl[..., _slot_C(w)] = dC.transpose(1, 2)  # dt_rank + N rows: the slots coincide, one is written
     return dx_dbl
 
 

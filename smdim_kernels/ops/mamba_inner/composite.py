@@ -33,7 +33,7 @@ def forward(xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight, ou
         return y, chain.x_dbl, empty(xz), checkpoints, saved_conv, saved_delta
     out = batched_mm(y.transpose(1, 2), out_proj_weight.t())
     if out_proj_bias is not None:
-        out = out + out_proj_bias
+        out = out + out_proj_bias.to(out.dtype)  # transformers passes an fp32 bias with a bf16 model
     return out, chain.x_dbl, y if save_for_backward else empty(xz), checkpoints, saved_conv, saved_delta
 
 

@@ -6,7 +6,7 @@
 The op composes the fused ops (causal_conv1d, selective_scan) with GEMMs, so it runs on every
 device those ops run on: one implementation (composite.py, over the chain in chain.py that
 mamba_mixer shares), no per-backend copy. What the backward keeps:
-xz, the weights, x_dbl (batch, L, dt_rank + 2N), the scan checkpoints (one state per 64 steps)
+xz, the weights, x_dbl (batch, L, x_proj rows), the scan checkpoints (one state per 64 steps)
 and, when out_proj is fused, the gated scan output y (for out_proj's weight gradient). The conv
 output and delta (each (batch, d_inner, L)) are recomputed in the backward at checkpoint_lvl=1
 (mamba_ssm's default) and saved at checkpoint_lvl=0.
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from ...validation import check_float, check_same_device, check_shape, check_tensor
+from ...validation import FLOAT_DTYPES, check_float, check_same_device, check_shape, check_tensor
 from ..selective_scan.constants import CHECKPOINT_CHUNK, MAX_DSTATE
 from ..selective_scan.interface import check_bc
 from . import composite
@@ -36,8 +36,6 @@ _BWD_SCHEMA = (
 )
 torch.library.define("smdim::mamba_inner_fwd", _FWD_SCHEMA)
 torch.library.define("smdim::mamba_inner_bwd", _BWD_SCHEMA)
-
-_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def _check_inputs(xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight, out_proj_weight,
@@ -100,7 +98,7 @@ def _check_inputs(xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weig
             named[name] = t
     for name, t in named.items():
         if t is not None:
-            check_float(name, t, _FLOAT_DTYPES)
+            check_float(name, t, FLOAT_DTYPES)
     if checkpoint_lvl not in (0, 1):
         raise ValueError(f"checkpoint_lvl must be 0 (save conv output and delta) or 1 (recompute them); "
                          f"got {checkpoint_lvl!r}")
@@ -109,7 +107,8 @@ def _check_inputs(xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weig
 
 def mamba_inner_fn(xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight, out_proj_weight,
                    out_proj_bias, A, B=None, C=None, D=None, delta_bias=None, B_proj_bias=None,
-                   C_proj_bias=None, delta_softplus=True, checkpoint_lvl=1):
+                   C_proj_bias=None, delta_softplus=True, checkpoint_lvl=1, b_rms_weight=None, c_rms_weight=None,
+                   dt_rms_weight=None, b_c_dt_rms_eps=1e-6):
     """The Mamba mixer after in_proj, fused into one differentiable op (mamba_ssm's signature).
 
         x, z     = xz[:, :d_inner], xz[:, d_inner:]
@@ -132,9 +131,14 @@ def mamba_inner_fn(xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_wei
         (batch, N, L) / (batch, G, N, L) input-dependent (G divides d_inner); differentiable.
         B_proj_bias, C_proj_bias: (N,), added to the B / C that x_proj makes (not with B / C given).
         checkpoint_lvl: 1 recomputes the conv output and delta in backward (less memory), 0 saves them.
+        b_rms_weight, c_rms_weight, dt_rms_weight, b_c_dt_rms_eps: mamba_ssm's RMS norms on B, C and
+        dt (FalconMamba's form): not supported; given weights raise NotImplementedError.
     Returns:
         (batch, L, d_model); without out_proj_weight the gated scan output y (batch, d_inner, L).
     """
+    if b_rms_weight is not None or c_rms_weight is not None or dt_rms_weight is not None:
+        raise NotImplementedError("mamba_inner_fn: b_rms_weight / c_rms_weight / dt_rms_weight (RMS norms on B, C "
+                                  "and dt, FalconMamba's form) are not supported by smdim_kernels")
     _check_inputs(xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight, out_proj_weight,
                   out_proj_bias, A, B, C, D, delta_bias, B_proj_bias, C_proj_bias, checkpoint_lvl)
     conv1d_weight = conv1d_weight.reshape(conv1d_weight.shape[0], conv1d_weight.shape[-1])

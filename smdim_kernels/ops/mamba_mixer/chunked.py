@@ -124,8 +124,8 @@ def _scan_outputs(x, walk, chunk_size, delta_softplus, save, sink):
 
 
 def forward(hidden_states, in_proj_weight, in_proj_bias, conv1d_weight, conv1d_bias, x_proj_weight, dt_proj_weight,
-         dt_proj_bias, A, D, out_proj_weight, out_proj_bias, conv1d_weight_b, conv1d_bias_b, x_proj_weight_b,
-         dt_proj_weight_b, dt_proj_bias_b, A_b, D_b, delta_softplus, chunk_size, save_for_backward):
+            dt_proj_bias, A, D, out_proj_weight, out_proj_bias, conv1d_weight_b, conv1d_bias_b, x_proj_weight_b,
+            dt_proj_weight_b, dt_proj_bias_b, A_b, D_b, delta_softplus, chunk_size, save_for_backward):
     tensors = (hidden_states, in_proj_weight, in_proj_bias, conv1d_weight, conv1d_bias, x_proj_weight,
                dt_proj_weight, dt_proj_bias, A, D, out_proj_weight, out_proj_bias, conv1d_weight_b, conv1d_bias_b,
                x_proj_weight_b, dt_proj_weight_b, dt_proj_bias_b, A_b, D_b)
@@ -220,9 +220,9 @@ def _branch_backward(x, walk, grads, dx, chunk_size, delta_softplus, chunk_ds):
 
 
 def backward_of(dout, hidden_states, in_proj_weight, in_proj_bias, conv1d_weight, conv1d_bias, x_proj_weight,
-         dt_proj_weight, dt_proj_bias, A, D, out_proj_weight, out_proj_bias, conv1d_weight_b, conv1d_bias_b,
-         x_proj_weight_b, dt_proj_weight_b, dt_proj_bias_b, A_b, D_b, delta_softplus, chunk_size, x_dbl, x_dbl_b,
-         chunk_states, chunk_states_b):
+                dt_proj_weight, dt_proj_bias, A, D, out_proj_weight, out_proj_bias, conv1d_weight_b, conv1d_bias_b,
+                x_proj_weight_b, dt_proj_weight_b, dt_proj_bias_b, A_b, D_b, delta_softplus, chunk_size, x_dbl,
+                x_dbl_b, chunk_states, chunk_states_b):
     tensors = (hidden_states, in_proj_weight, in_proj_bias, conv1d_weight, conv1d_bias, x_proj_weight,
                dt_proj_weight, dt_proj_bias, A, D, out_proj_weight, out_proj_bias, conv1d_weight_b, conv1d_bias_b,
                x_proj_weight_b, dt_proj_weight_b, dt_proj_bias_b, A_b, D_b)

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import torch
 
-from ...validation import check_float, check_same_device, check_shape, check_tensor
+from ...validation import FLOAT_DTYPES, check_float, check_same_device, check_shape, check_tensor
 from ..selective_scan.constants import MAX_DSTATE
 from . import chunked
 from .chunked import saved_shapes, state_dtype
@@ -49,7 +49,6 @@ torch.library.define("smdim::mamba_mixer_bwd",
                      + ")")
 
 _N_TENSOR_INPUTS = 19
-_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _BRANCH_NAMES = ("conv1d_weight", "conv1d_bias", "x_proj_weight", "dt_proj_weight", "dt_proj_bias", "A", "D")
 
 
@@ -110,7 +109,7 @@ def _check_inputs(hidden_states, in_proj_weight, in_proj_bias, forward_branch, o
             check_shape(name, t, shape, text)
             named[name] = t
     for name, t in named.items():
-        check_float(name, t, _FLOAT_DTYPES)
+        check_float(name, t, FLOAT_DTYPES)
     check_same_device(named)
     if isinstance(chunk_size, bool) or int(chunk_size) != chunk_size or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer (steps per chunk); got {chunk_size!r}")

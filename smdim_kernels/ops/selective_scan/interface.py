@@ -15,7 +15,7 @@ import torch
 
 from ...backends import register_implementations, warn_reference
 from .constants import CHECKPOINT_CHUNK, MAX_DSTATE
-from ...validation import check_float, check_same_device, check_shape, check_tensor
+from ...validation import FLOAT_DTYPES, check_float, check_same_device, check_shape, check_tensor
 from .reference import compute_dtype, selective_scan_ref
 
 
@@ -32,8 +32,6 @@ _BWD_SCHEMA = (
 )
 torch.library.define("smdim::selective_scan_fwd", _FWD_SCHEMA)
 torch.library.define("smdim::selective_scan_bwd", _BWD_SCHEMA)
-
-_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def _n_chunks(length):
@@ -63,7 +61,7 @@ def check_scan_inputs(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_id
     """Validate the scan's arguments; raise ValueError/TypeError naming the argument."""
     for name, t in (("u", u), ("delta", delta), ("A", A), ("B", B), ("C", C)):
         check_tensor(name, t)
-    check_float("u", u, _FLOAT_DTYPES)
+    check_float("u", u, FLOAT_DTYPES)
     if u.dim() != 3:
         raise ValueError(f"u must be (batch, dim, L); got shape {tuple(u.shape)}")
     batch, dim, length = u.shape
@@ -90,7 +88,7 @@ def check_scan_inputs(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_id
              "initial_state": initial_state}
     for name, t in named.items():
         if t is not None:
-            check_float(name, t, _FLOAT_DTYPES)
+            check_float(name, t, FLOAT_DTYPES)
     if seq_idx is not None:
         check_tensor("seq_idx", seq_idx)
         check_shape("seq_idx", seq_idx, (batch, length), "(batch, L)")

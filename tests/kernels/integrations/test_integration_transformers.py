@@ -162,6 +162,23 @@ def test_cached_prefill_then_one_token_decode_equals_one_pass():
     assert "smdim::selective_scan_fwd" in ran  # the one-token step runs the fused state update
 
 
+def test_one_token_decode_runs_the_state_update_functions(monkeypatch):
+    """Decoding calls smdim's conv-state and scan-state updates (plain Python around the ops, so a
+    spy, not the profiler, shows they ran), and the greedy tokens are the unpatched model's."""
+    calls = []
+    for name in ("causal_conv1d_update", "selective_state_update"):
+        original = getattr(smdim_tf, name)
+        monkeypatch.setattr(smdim_tf, name, lambda *a, _f=original, _n=name, **k: calls.append(_n) or _f(*a, **k))
+    model = make().eval()
+    prompt = ids(batch=2, length=7)
+    want = model.generate(prompt, max_new_tokens=5, do_sample=False)
+    with smdim_tf.enabled():
+        got = model.generate(prompt, max_new_tokens=5, do_sample=False)
+    assert torch.equal(got, want)
+    layers, steps = model.config.num_hidden_layers, 4  # the first new token comes from the prefill
+    assert calls.count("causal_conv1d_update") == calls.count("selective_state_update") == layers * steps
+
+
 def test_greedy_generation_gives_the_unpatched_tokens():
     model = make().eval()
     prompt = ids(batch=2, length=9)
@@ -171,6 +188,23 @@ def test_greedy_generation_gives_the_unpatched_tokens():
         got = model.generate(prompt, **kw)
     assert torch.equal(got.sequences, want.sequences)
     assert len(set(want.sequences[:, 9:].flatten().tolist())) > 4  # the tokens depend on the model
+    for a, b in zip(got.scores, want.scores):
+        close(a, b, RTOL_OUT, "scores")
+
+
+def test_left_padded_batched_generation_gives_the_unpatched_tokens():
+    """Two prompts of different lengths in one batch, left-padded with an attention mask: the prefill
+    takes the padded conv + scan route, decoding the state updates; tokens and scores as unpatched."""
+    model = make().eval()
+    prompt = ids(batch=2, length=11)
+    mask = torch.ones_like(prompt)
+    prompt[0, :4], mask[0, :4] = model.config.pad_token_id, 0
+    kw = dict(attention_mask=mask, max_new_tokens=10, do_sample=False, return_dict_in_generate=True,
+              output_scores=True)
+    want = model.generate(prompt, **kw)
+    with smdim_tf.enabled():
+        got = model.generate(prompt, **kw)
+    assert torch.equal(got.sequences, want.sequences)
     for a, b in zip(got.scores, want.scores):
         close(a, b, RTOL_OUT, "scores")
 
@@ -208,7 +242,9 @@ def test_a_bfloat16_model_with_its_cache_matches_the_unpatched_bfloat16_model():
     assert error(got) <= error(want) * 1.1 + 1e-3
 
 
-def test_a_module_reusing_the_mixer_gets_the_fused_path():
+def test_a_bare_mixer_runs_on_smdims_ops_in_inference_and_training():
+    """A model that builds transformers' MambaMixer itself (no MambaModel around it) is patched too:
+    inference runs the fused scan, training the fused mixer op, both matching the unpatched mixer."""
     mixer = modeling_mamba.MambaMixer(config(), layer_idx=0).eval()
     h = torch.randn(2, 17, 32)
     with torch.no_grad():
@@ -218,6 +254,59 @@ def test_a_module_reusing_the_mixer_gets_the_fused_path():
             ran = smdim_ops_run(lambda: mixer(h))
     close(got, want, RTOL_OUT, "mixer output")
     assert "smdim::selective_scan_fwd" in ran
+    mixer.train()
+    h.requires_grad_()
+    want = mixer(h)
+    (want_dh,) = torch.autograd.grad(want.square().sum(), h)
+    with smdim_tf.enabled():
+        got = mixer(h)
+        (got_dh,) = torch.autograd.grad(got.square().sum(), h)
+        ran = smdim_ops_run(lambda: mixer(h).sum().backward())
+    close(got, want, RTOL_OUT, "training mixer output")
+    close(got_dh, want_dh, RTOL_GRAD, "input gradient")
+    assert {"smdim::mamba_inner_fwd", "smdim::mamba_inner_bwd"} <= ran
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_training_with_biases_keeps_the_models_dtype(dtype):
+    """use_bias=True, no conv bias: transformers hands the fused path an fp32 out_proj bias; the
+    output stays in the model's dtype, as unpatched."""
+    model = make(use_bias=True, use_conv_bias=False).train().to(dtype)
+    x = ids(length=30)
+    want_logits, want = loss_and_grads(model, x)
+    with smdim_tf.enabled():
+        got_logits, got = loss_and_grads(model, x)
+        ran = smdim_ops_run(lambda: loss_and_grads(model, x))
+    assert got_logits.dtype == want_logits.dtype  # transformers' head returns float32 logits
+    mixer = model.backbone.layers[0].mixer
+    h = torch.randn(2, 9, 32, dtype=dtype)
+    want_h = mixer(h)
+    with smdim_tf.enabled():
+        got_h = mixer(h)
+    assert got_h.dtype == want_h.dtype == dtype  # the fused mixer's own output
+    assert "smdim::mamba_inner_fwd" in ran
+    if dtype == torch.float32:
+        close(got_logits, want_logits, RTOL_OUT, "logits")
+        for name in want:
+            close(got[name], want[name], RTOL_GRAD, f"gradient of {name}")
+    else:  # bf16: transformers' loop rounds every step; compare against the fp32 model's result
+        reference, _ = loss_and_grads(model.float(), x)
+        assert (got_logits.float() - reference).norm() <= 1.1 * (want_logits.float() - reference).norm() + 1e-3
+
+
+def test_a_mixer_whose_activation_is_not_silu_trains_on_the_conv_and_scan_route():
+    """The fused mixer (transformers' and mamba_ssm's) applies SiLU after the conv; transformers' own
+    path applies config.hidden_act: a GELU model takes conv (+ GELU) + scan, matching it."""
+    model = make(hidden_act="gelu").train()
+    x = ids()
+    want_logits, want = loss_and_grads(model, x)
+    with smdim_tf.enabled():
+        got_logits, got = loss_and_grads(model, x)
+        ran = smdim_ops_run(lambda: loss_and_grads(model, x))
+    close(got_logits, want_logits, RTOL_OUT, "logits")
+    for name in want:
+        close(got[name], want[name], RTOL_GRAD, f"gradient of {name}")
+    assert "smdim::selective_scan_bwd" in ran and "smdim::mamba_inner_fwd" not in ran
 
 
 def test_an_unknown_transformers_layout_is_refused_in_one_line(monkeypatch):

@@ -246,3 +246,17 @@ def test_given_B_C_are_what_the_scan_uses():
     y = selective_scan_ref(u, delta, args["A"], args["B"], args["C"], args["D"], z, args["delta_bias"], True)
     want = y.transpose(1, 2) @ args["out_proj_weight"].t() + args["out_proj_bias"]
     torch.testing.assert_close(mamba_inner_fn(**args), want, atol=1e-10, rtol=1e-10)
+
+
+@pytest.mark.parametrize("B,C", [("constant", "constant"), ("variable", None), ("grouped", "grouped")])
+def test_fp32_with_given_B_C_against_fp64(B, C):
+    args = make_mixer(batch=2, d_inner=64, dstate=16, dt_rank=4, d_model=32, length=150, dtype=torch.float32,
+                      B=B, C=C)
+    composite_checks.assert_fp32_matches_fp64(mamba_inner_fn, mamba_inner_ref, args, GRAD_NAMES)
+
+
+@pytest.mark.parametrize("name", ["b_rms_weight", "c_rms_weight", "dt_rms_weight"])
+def test_rms_norms_on_B_C_dt_are_refused_in_one_line(name):
+    args = make_mixer()
+    with pytest.raises(NotImplementedError, match=r"b_rms_weight / c_rms_weight / dt_rms_weight"):
+        mamba_inner_fn(**args, **{name: torch.ones(4)})
