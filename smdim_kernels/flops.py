@@ -27,10 +27,11 @@ formulas count the recomputed scores).
     mamba_inner_bwd      conv_bwd(silu) 6·B·D·L·W + 2 × each GEMM + scan_bwd
                          + recompute (conv 2·B·D·L·W + dt_proj 2·B·L·R·D) when checkpoint_lvl=1
     mamba_mixer_fwd      in_proj 2·B·L·M·2D + per branch (conv + x_proj + dt_proj + scan(D)) + out_proj 2·B·L·D·M
-    mamba_mixer_bwd      in_proj recompute 2·B·L·M·2D + in_proj grads 2 × 2·B·L·M·2D + out_proj grads
-                         2 × 2·B·L·D·M + per branch (conv recompute + dt_proj recompute + scan fwd recompute
-                         + scan_bwd + conv_bwd(silu) + 2 × (x_proj + dt_proj)) + for two branches one more
-                         forward branch pass (conv + dt_proj + scan fwd: its outputs meet the reverse's)
+    mamba_mixer_bwd      [L > chunk_size: in_proj recompute 2·B·L·M·2D] + in_proj grads 2 × 2·B·L·M·2D + out_proj grads
+                         2 × 2·B·L·D·M + per branch (conv recompute + dt_proj recompute + [scan fwd recompute]
+                         + scan_bwd + conv_bwd(silu) + 2 × (x_proj + dt_proj)) + [for two branches one more
+                         forward branch pass (conv + dt_proj + scan fwd: its outputs meet the reverse's)];
+                         [...] only when chunked (L > chunk_size; one chunk saves instead, mamba_mixer/whole.py)
     local_attention_fwd  torch's sdpa_flop_count over the query blocks and their whole key spans (masked keys
                          included, as the kernel runs them): 4·n_blocks·B·H·block·span·d
     local_attention_bwd  torch's sdpa_backward_flop_count of the same blocks (2.5 × fwd)
@@ -68,7 +69,7 @@ import torch.utils.flop_counter as _fc
 from .ops.add_norm import interface as _add_norm_interface  # noqa: F401
 from .ops.causal_conv1d import interface as _conv_interface  # noqa: F401
 from .ops.mamba_inner import interface as _mamba_inner_interface  # noqa: F401
-from .ops.mamba_mixer import interface as _mamba_mixer_interface  # noqa: F401
+from .ops.mamba_mixer import interface as _mamba_mixer_interface
 from .ops.selective_scan import interface as _scan_interface  # noqa: F401
 
 __all__ = [
@@ -183,16 +184,21 @@ def mamba_mixer_flops(batch: int, length: int, d_model: int, d_inner: int, dstat
 
 
 def mamba_mixer_bwd_flops(batch: int, length: int, d_model: int, d_inner: int, dstate: int, dt_rank: int,
-                          d_conv: int, n_branches: int = 1, with_D: bool = True) -> int:
-    """in_proj recomputed + 2 × in_proj + 2 × out_proj + per branch (conv, dt_proj and scan re-run,
-    scan_bwd, conv_bwd, 2 × x_proj, 2 × dt_proj) + one more forward-branch re-run with two branches."""
+                          d_conv: int, n_branches: int = 1, with_D: bool = True, one_chunk: bool = False) -> int:
+    """Chunked (L > chunk_size): in_proj recomputed + 2 × in_proj + 2 × out_proj + per branch (conv,
+    dt_proj and scan re-run, scan_bwd, conv_bwd, 2 × x_proj, 2 × dt_proj) + one more forward-branch
+    re-run with two branches. one_chunk (the whole sequence at once, mamba_mixer/whole.py): nothing
+    of in_proj or the scan forward re-runs, only each branch's conv and dt_proj. The gate is not
+    counted in either (elementwise), as in the forward."""
     branch = _mamba_mixer_branch_parts(batch, length, d_inner, dstate, dt_rank, d_conv, with_D)
     in_proj = 2 * batch * length * d_model * 2 * d_inner
     out_proj = 2 * batch * length * d_inner * d_model
-    rerun = branch["conv"] + branch["dt_proj"] + branch["scan"]
+    rerun = branch["conv"] + branch["dt_proj"] + (0 if one_chunk else branch["scan"])
     per_branch = (rerun + selective_scan_bwd_flops(batch, d_inner, length, dstate, with_D, False)
                   + causal_conv1d_bwd_flops(batch, d_inner, length, d_conv, silu=True)
                   + 2 * (branch["x_proj"] + branch["dt_proj"]))
+    if one_chunk:
+        return 2 * in_proj + 2 * out_proj + n_branches * per_branch
     return 3 * in_proj + 2 * out_proj + n_branches * per_branch + (rerun if n_branches == 2 else 0)
 
 
@@ -316,9 +322,10 @@ def _mamba_mixer_fwd(hidden_states, in_proj_weight, in_proj_bias, conv1d_weight,
 def _mamba_mixer_bwd(dout, hidden_states, in_proj_weight, in_proj_bias, conv1d_weight, conv1d_bias, x_proj_weight,
                      dt_proj_weight, dt_proj_bias, A, D, out_proj_weight, out_proj_bias, conv1d_weight_b=None,
                      conv1d_bias_b=None, x_proj_weight_b=None, dt_proj_weight_b=None, dt_proj_bias_b=None, A_b=None,
-                     *args, **kwargs):
+                     D_b=None, delta_softplus=True, chunk_size=None, *args, **kwargs):
     dims = _mamba_mixer_dims(hidden_states, in_proj_weight, conv1d_weight, dt_proj_weight, A, A_b)
-    return mamba_mixer_bwd_flops(**dims, with_D=_present(D))
+    one_chunk = _mamba_mixer_interface.fits_one_chunk(dims["length"], chunk_size)
+    return mamba_mixer_bwd_flops(**dims, with_D=_present(D), one_chunk=one_chunk)
 
 
 def _local_attention_fwd(buf, length, window, causal, block, *args, **kwargs):

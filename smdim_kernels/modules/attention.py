@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..ops.local_attention.interface import local_attention, local_attention_of_buffer
-from ..ops.local_attention.layout import LocalLayout, local_block_size, projected_buffer
+from ..ops.local_attention.layout import LocalLayout, dense_is_cheaper, local_block_size, projected_buffer
 from ..validation import check_tensor
 
 __all__ = ["SelfAttention", "local_attention", "local_block_size"]
@@ -63,7 +63,8 @@ class SelfAttention(nn.Module):
         batch, length, _ = x.shape
         dropout_p = self.dropout if self.training else 0.0
         local = self.window is not None and self.window < length - 1
-        if local and batch == 1 and not self._projection_needs_grad(x):
+        if local and batch == 1 and not self._projection_needs_grad(x) \
+                and not dense_is_cheaper(length, self.window, self.causal):
             layout = LocalLayout(length, self.window, self.causal, local_block_size(self.window))
             buf = projected_buffer(x, self.in_proj.weight, self.in_proj.bias, self.num_heads, layout)
             return self.out_proj(local_attention_of_buffer(buf, layout, 1, dropout_p))

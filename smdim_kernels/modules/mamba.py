@@ -58,10 +58,11 @@ class Mamba(nn.Module):
     shared, and the two branches' gated outputs are AVERAGED before out_proj. Decoding (step) is
     only defined for the causal (unidirectional) layer.
 
-    use_fast_path=True runs the whole layer as one op, `mamba_mixer_fn`, over the sequence in chunks
-    of `chunk_size` steps (memory grows with chunk_size, not L; its backward recomputes in_proj and
-    the scan instead of keeping (batch, d_inner, L) activations); False runs the same maths as
-    separate ops (in_proj, conv1d, GEMMs, selective scan).
+    use_fast_path=True runs the whole layer as one op, `mamba_mixer_fn`: a sequence of up to
+    `chunk_size` steps at once, keeping its activations for the backward; a longer one in chunks of
+    `chunk_size` steps (memory grows with chunk_size, not L; its backward recomputes in_proj and the
+    scan instead of keeping (batch, d_inner, L) activations). False runs the same maths as separate
+    ops (in_proj, conv1d, GEMMs, selective scan).
     """
 
     def __init__(self, d_model, d_state=16, d_conv=4, expand=2, dt_rank="auto", dt_min=0.001, dt_max=0.1,

@@ -24,7 +24,8 @@ import torch.nn.functional as F
 
 from ...validation import FLOAT_DTYPES, check_float, check_tensor
 from . import blocked
-from .layout import LocalLayout, group_inputs, local_block_size, qkv_buffer
+from .layout import LocalLayout, dense_is_cheaper, group_inputs, local_block_size, qkv_buffer
+from .reference import local_attention_ref
 
 torch.library.define("smdim::local_attention_fwd",
                      "(Tensor buf, SymInt length, int window, bool causal, int block) -> (Tensor, Tensor)")
@@ -37,10 +38,13 @@ def local_attention(qkv, window, causal=False, dropout_p=0.0, block=None):
     """Local-window attention of packed qkv (batch, L, 3, heads, head_dim) -> (batch, L, heads*head_dim).
 
     Non-causal: query i sees keys j with |i - j| <= window; causal: 0 <= i - j <= window. Scores are
-    scaled by 1/sqrt(head_dim). The sequence is padded to n_blocks * block (block defaults to
-    local_block_size(window)); query block b attends to the `span` keys starting `window` before it
-    (span = block + 2*window, or block + window causal), taken as an overlapping strided view of the
-    padded keys (no copy), with a per-block mask. Batch and heads share the mask, so they are folded
+    scaled by 1/sqrt(head_dim). With block=None a short sequence (layout.dense_is_cheaper: L up to
+    two key spans) runs as one SDPA call with an L x L window mask (the reference's maths), which is
+    faster there; otherwise, or with a block size given, the blocked path runs: the sequence is
+    padded to n_blocks * block (block defaults to local_block_size(window)); query block b attends
+    to the `span` keys starting `window` before it (span = block + 2*window, or block + window
+    causal), taken as an overlapping strided view of the padded keys (no copy), with a per-block
+    mask. Batch and heads share the mask, so they are folded
     together into SDPA's head dimension. Memory stays O(L * d_model), not O(L * span * heads).
     Differentiable in qkv.
     """
@@ -54,6 +58,8 @@ def local_attention(qkv, window, causal=False, dropout_p=0.0, block=None):
         raise ValueError(f"block must be a positive integer or None; got {block!r}")
     if not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"dropout_p must be in [0, 1); got {dropout_p!r}")
+    if block is None and dense_is_cheaper(qkv.shape[1], window, causal):
+        return local_attention_ref(qkv, window, causal, dropout_p)
     layout = LocalLayout(qkv.shape[1], window, causal, local_block_size(window) if block is None else block)
     return local_attention_of_buffer(qkv_buffer(qkv, layout), layout, qkv.shape[0], dropout_p)
 

@@ -1,7 +1,9 @@
 """The Mamba chain conv -> x_proj -> dt_proj -> selective scan and its backward, written once.
 
-`mamba_inner` runs it over the whole sequence (composite.py); `mamba_mixer` runs it chunk by
-chunk, carrying the scan state and the conv's input history (mamba_mixer/chunked.py).
+`mamba_inner` runs it over the whole sequence (composite.py); `mamba_mixer` runs it over the
+whole sequence in both directions (mamba_mixer/whole.py: reverse=True runs the conv on the flipped
+input and the scan right to left) or chunk by chunk, carrying the scan state and the conv's input
+history (mamba_mixer/chunked.py).
 
     u      = silu(causal_conv1d(x_in, conv_weight, conv_bias))[..., history:]   (batch, d_inner, n)
     x_dbl  = u^T @ x_proj_weight^T                  (batch, n, dt_rank + k*N): [dt | B? | C?]
@@ -79,11 +81,18 @@ def _read_slot(x_dbl, slot, bias):
     return M.contiguous()
 
 
-def prepare(x_in, w: ChainWeights, history: int = 0, x_dbl=None, u=None, delta=None) -> Chain:
+def prepare(x_in, w: ChainWeights, history: int = 0, x_dbl=None, u=None, delta=None, reverse=False) -> Chain:
     """Conv (its first `history` outputs dropped), x_proj and dt_proj; any of x_dbl, u and delta
-    that a forward saved is reused instead of recomputed."""
+    that a forward saved is reused instead of recomputed. reverse: the chain reads x_in right to
+    left (the conv runs on the flipped sequence; u, delta, B and C stay in x_in's order, for a scan
+    with reverse=True)."""
     if u is None:
-        u = torch.ops.smdim.causal_conv1d_fwd(x_in, w.conv_weight, w.conv_bias, True)
+        if reverse:
+            if history:
+                raise ValueError("prepare: a reverse chain has no history")
+            u = torch.ops.smdim.causal_conv1d_fwd(x_in.flip(-1), w.conv_weight, w.conv_bias, True).flip(-1)
+        else:
+            u = torch.ops.smdim.causal_conv1d_fwd(x_in, w.conv_weight, w.conv_bias, True)
         if history:
             u = u[..., history:].contiguous()
     if x_dbl is None:
@@ -95,10 +104,11 @@ def prepare(x_in, w: ChainWeights, history: int = 0, x_dbl=None, u=None, delta=N
     return Chain(u, delta, B, C, x_in, x_dbl)
 
 
-def scan(chain: Chain, w: ChainWeights, delta_softplus: bool, z=None, initial_state=None, save=False):
+def scan(chain: Chain, w: ChainWeights, delta_softplus: bool, z=None, initial_state=None, save=False,
+         reverse=False):
     """selective_scan_fwd of the chain: (out, last_state, checkpoints)."""
     return torch.ops.smdim.selective_scan_fwd(chain.u, chain.delta, w.A, chain.B, chain.C, w.D, z, w.dt_proj_bias,
-                                              delta_softplus, initial_state, None, False, save)
+                                              delta_softplus, initial_state, None, reverse, save)
 
 
 def _x_dbl_grad(ddt, dB, dC, w: ChainWeights, rows: int):
@@ -115,12 +125,13 @@ def _x_dbl_grad(ddt, dB, dC, w: ChainWeights, rows: int):
 
 
 def backward(chain: Chain, w: ChainWeights, dout, dlast_state, delta_softplus, checkpoints, z=None,
-             initial_state=None, history: int = 0) -> ChainGrads:
+             initial_state=None, history: int = 0, reverse=False) -> ChainGrads:
     """Back through the scan, dt_proj, x_proj and conv, given dout (the scan output's gradient) and
-    dlast_state (the last state's, or None); checkpoints are the scan forward's."""
+    dlast_state (the last state's, or None); checkpoints are the scan forward's; reverse as the
+    chain was prepared."""
     du, ddelta, dA, dB, dC, dD, dz, ddt_bias, dinitial = torch.ops.smdim.selective_scan_bwd(
         dout, dlast_state, chain.u, chain.delta, w.A, chain.B, chain.C, w.D, z, w.dt_proj_bias, delta_softplus,
-        initial_state, None, False, checkpoints)
+        initial_state, None, reverse, checkpoints)
     dt_rank = w.dt_proj_weight.shape[1]
     ddt = batched_mm(ddelta.transpose(1, 2), w.dt_proj_weight)  # (batch, n, dt_rank)
     ddt_proj_weight = batched_weight_grad(ddelta, chain.x_dbl[..., :dt_rank])
@@ -129,8 +140,13 @@ def backward(chain: Chain, w: ChainWeights, dout, dlast_state, delta_softplus, c
     du += batched_mm(w.x_proj_weight.t(), dx_dbl.transpose(1, 2))
     dx_proj_weight = batched_weight_grad(dx_dbl.transpose(1, 2), chain.u.transpose(1, 2))
     # With history, the conv's first outputs were discarded: their gradient is zero.
-    dx_in, dconv_weight, dconv_bias = torch.ops.smdim.causal_conv1d_bwd(
-        F.pad(du, (history, 0)) if history else du, chain.x_in, w.conv_weight, w.conv_bias, True)
+    if reverse:
+        dx_in, dconv_weight, dconv_bias = torch.ops.smdim.causal_conv1d_bwd(
+            du.flip(-1), chain.x_in.flip(-1), w.conv_weight, w.conv_bias, True)
+        dx_in = dx_in.flip(-1)
+    else:
+        dx_in, dconv_weight, dconv_bias = torch.ops.smdim.causal_conv1d_bwd(
+            F.pad(du, (history, 0)) if history else du, chain.x_in, w.conv_weight, w.conv_bias, True)
 
     def given(t, g):
         return None if t is None else g

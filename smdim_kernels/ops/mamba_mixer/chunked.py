@@ -6,25 +6,14 @@ interface.py for what is kept and why.
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
 from .._gemm import batched_mm, batched_weight_grad
 from ..mamba_inner.chain import Chain, ChainWeights, backward, empty, prepare, scan
-
-def _branches(tensors):
-    """(forward branch, reverse branch or None) as ChainWeights, from the op's 19 tensor inputs."""
-    def branch(values):
-        values = list(values)
-        values[0] = values[0].reshape(values[0].shape[0], values[0].shape[-1])
-        return ChainWeights(*values)
-
-    forward_branch = branch(tensors[3:10])
-    reverse_values = tensors[12:19]
-    return forward_branch, (branch(reverse_values) if reverse_values[0] is not None else None)
-
+from .layer import project as _project, state_dtype
 
 def _chunks(length, chunk_size):
     """[(index, lo, hi)] in scan order."""
@@ -52,26 +41,6 @@ def _accumulate(dst, src, lo, hi, reverse):
     dst[..., start:end] += src.flip(-1) if reverse else src
 
 
-def _project(weight, bias, hidden_states):
-    """weight @ hidden_states^T (+ bias): (batch, rows, n), channel-major as the kernels want it."""
-    out = batched_mm(weight, hidden_states.transpose(1, 2))
-    return out if bias is None else out + bias.to(out.dtype)[:, None]
-
-
-class _InProj(NamedTuple):
-    """in_proj split into its x rows and z rows (each (d_inner, d_model)) and their biases."""
-    x_weight: torch.Tensor
-    x_bias: Optional[torch.Tensor]
-    z_weight: torch.Tensor
-    z_bias: Optional[torch.Tensor]
-
-    @staticmethod
-    def of(weight, bias):
-        d_inner = weight.shape[0] // 2
-        return _InProj(weight[:d_inner], None if bias is None else bias[:d_inner], weight[d_inner:],
-                       None if bias is None else bias[d_inner:])
-
-
 def _prepare_chunk(x, branch, lo, hi, reverse, x_dbl=None) -> Chain:
     """The chain's activations of scan positions [lo, hi): the conv reads d_conv - 1 steps of
     history before lo (zeros before the start); x_proj is skipped when x_dbl is given."""
@@ -79,16 +48,11 @@ def _prepare_chunk(x, branch, lo, hi, reverse, x_dbl=None) -> Chain:
     return prepare(_read(x, lo - history, hi, reverse), branch, history, x_dbl=x_dbl)
 
 
-def state_dtype(*tensors):
-    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
-
-
-def saved_shapes(hidden_states, x_proj_weight, A, chunk_size, save):
-    """Shapes of x_dbl (batch, L, dt_rank + 2N) and chunk_states (batch, d_inner, n_chunks, N)."""
+def saved_shapes(hidden_states, x_proj_weight, A, chunk_size):
+    """Shapes of one branch's saved x_dbl (batch, L, dt_rank + 2N) and chunk_states (batch, d_inner,
+    n_chunks, N)."""
     batch, length, _ = hidden_states.shape
     d_inner, d_state = A.shape
-    if not save:
-        return (0,), (0,)
     return (batch, length, x_proj_weight.shape[0]), (batch, d_inner, -(-length // chunk_size), d_state)
 
 
@@ -123,14 +87,9 @@ def _scan_outputs(x, walk, chunk_size, delta_softplus, save, sink):
         sink(start, end, s.flip(-1) if walk.reverse else s)
 
 
-def forward(hidden_states, in_proj_weight, in_proj_bias, conv1d_weight, conv1d_bias, x_proj_weight, dt_proj_weight,
-            dt_proj_bias, A, D, out_proj_weight, out_proj_bias, conv1d_weight_b, conv1d_bias_b, x_proj_weight_b,
-            dt_proj_weight_b, dt_proj_bias_b, A_b, D_b, delta_softplus, chunk_size, save_for_backward):
-    tensors = (hidden_states, in_proj_weight, in_proj_bias, conv1d_weight, conv1d_bias, x_proj_weight,
-               dt_proj_weight, dt_proj_bias, A, D, out_proj_weight, out_proj_bias, conv1d_weight_b, conv1d_bias_b,
-               x_proj_weight_b, dt_proj_weight_b, dt_proj_bias_b, A_b, D_b)
-    forward_branch, reverse_branch = _branches(tensors)
-    in_proj = _InProj.of(in_proj_weight, in_proj_bias)
+def forward(hidden_states, in_proj, forward_branch, reverse_branch, out_proj_weight, out_proj_bias, delta_softplus,
+            chunk_size, save_for_backward):
+    """-> (out (batch, L, d_model), saved: [x_dbl, chunk_states] per branch, or [] without save)."""
     batch, length, d_model = hidden_states.shape
     x = _project(in_proj.x_weight, in_proj.x_bias, hidden_states)  # (batch, d_inner, L); z is made per chunk
     out = x.new_empty((batch, length, d_model))
@@ -139,8 +98,8 @@ def forward(hidden_states, in_proj_weight, in_proj_bias, conv1d_weight, conv1d_b
         if branch is None:
             walks.append(_Walk(None, reverse, empty(x), empty(x)))
             continue
-        x_dbl_shape, states_shape = saved_shapes(hidden_states, branch.x_proj_weight, branch.A, chunk_size,
-                                                 save_for_backward)
+        x_dbl_shape, states_shape = saved_shapes(hidden_states, branch.x_proj_weight, branch.A, chunk_size) \
+            if save_for_backward else ((0,), (0,))
         walks.append(_Walk(branch, reverse, x.new_empty(x_dbl_shape),
                            x.new_empty(states_shape, dtype=state_dtype(x, branch.A, branch.x_proj_weight))))
     partner = None
@@ -160,7 +119,9 @@ def forward(hidden_states, in_proj_weight, in_proj_bias, conv1d_weight, conv1d_b
     _scan_outputs(x, walks[0], chunk_size, delta_softplus, save_for_backward, gate_and_project)
     if out_proj_bias is not None:
         out += out_proj_bias.to(out.dtype)
-    return out, walks[0].x_dbl, walks[1].x_dbl, walks[0].chunk_states, walks[1].chunk_states
+    if not save_for_backward:
+        return out, []
+    return out, [t for walk in walks if walk.branch is not None for t in (walk.x_dbl, walk.chunk_states)]
 
 
 class _BranchGrads:
@@ -181,13 +142,6 @@ class _BranchGrads:
             total = getattr(self, name)
             if total is not None:
                 total += getattr(g, name)
-
-    def as_tuple(self, like, conv_weight_shape):
-        def grad_or_empty(g):
-            return empty(like) if g is None else g
-
-        return (self.conv_weight.reshape(conv_weight_shape), grad_or_empty(self.conv_bias), self.x_proj_weight,
-                self.dt_proj_weight, grad_or_empty(self.dt_proj_bias), self.A, grad_or_empty(self.D))
 
 
 def _chunk_backward(chunk, walk, lo, hi, ds, dstate, initial_state, checkpoints, grads, dx, delta_softplus):
@@ -219,17 +173,12 @@ def _branch_backward(x, walk, grads, dx, chunk_size, delta_softplus, chunk_ds):
                                  checkpoints, grads, dx, delta_softplus)
 
 
-def backward_of(dout, hidden_states, in_proj_weight, in_proj_bias, conv1d_weight, conv1d_bias, x_proj_weight,
-                dt_proj_weight, dt_proj_bias, A, D, out_proj_weight, out_proj_bias, conv1d_weight_b, conv1d_bias_b,
-                x_proj_weight_b, dt_proj_weight_b, dt_proj_bias_b, A_b, D_b, delta_softplus, chunk_size, x_dbl,
-                x_dbl_b, chunk_states, chunk_states_b):
-    tensors = (hidden_states, in_proj_weight, in_proj_bias, conv1d_weight, conv1d_bias, x_proj_weight,
-               dt_proj_weight, dt_proj_bias, A, D, out_proj_weight, out_proj_bias, conv1d_weight_b, conv1d_bias_b,
-               x_proj_weight_b, dt_proj_weight_b, dt_proj_bias_b, A_b, D_b)
-    forward_branch, reverse_branch = _branches(tensors)
-    in_proj = _InProj.of(in_proj_weight, in_proj_bias)
-    forward_walk = _Walk(forward_branch, False, x_dbl, chunk_states)
-    reverse_walk = None if reverse_branch is None else _Walk(reverse_branch, True, x_dbl_b, chunk_states_b)
+def backward_of(dout, hidden_states, in_proj, forward_branch, reverse_branch, out_proj_weight, out_proj_bias,
+                delta_softplus, chunk_size, saved):
+    """Gradients (dhidden, din_proj_weight, din_proj_bias or None, forward branch's _BranchGrads,
+    dout_proj_weight, dout_proj_bias or None, reverse branch's _BranchGrads or None)."""
+    forward_walk = _Walk(forward_branch, False, saved[0], saved[1])
+    reverse_walk = None if reverse_branch is None else _Walk(reverse_branch, True, saved[2], saved[3])
     scale = 1.0 if reverse_walk is None else 0.5
     dout = dout.contiguous()
     x = _project(in_proj.x_weight, in_proj.x_bias, hidden_states)
@@ -282,8 +231,6 @@ def backward_of(dout, hidden_states, in_proj_weight, in_proj_bias, conv1d_weight
     x = partner = None  # free them before the in_proj gradient GEMMs
     dhidden += batched_mm(dx.transpose(1, 2), in_proj.x_weight)
     din_proj_weight = torch.cat([batched_weight_grad(dx, hidden_states), dz_weight])
-    din_proj_bias = empty(dx) if in_proj.x_bias is None else torch.cat([dx.sum((0, 2)), dz_bias])
-    dout_proj_bias = empty(dout) if out_proj_bias is None else dout.sum((0, 1))
-    reverse_tuple = (empty(dx),) * 7 if reverse_grads is None else reverse_grads.as_tuple(dx, conv1d_weight_b.shape)
-    return (dhidden, din_proj_weight, din_proj_bias, *forward_grads.as_tuple(dx, conv1d_weight.shape),
-            dout_proj_weight, dout_proj_bias, *reverse_tuple)
+    din_proj_bias = None if in_proj.x_bias is None else torch.cat([dx.sum((0, 2)), dz_bias])
+    dout_proj_bias = None if out_proj_bias is None else dout.sum((0, 1))
+    return dhidden, din_proj_weight, din_proj_bias, forward_grads, dout_proj_weight, dout_proj_bias, reverse_grads

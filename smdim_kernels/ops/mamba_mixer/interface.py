@@ -1,38 +1,43 @@
-"""The whole Mamba layer (in_proj -> one or two scan branches -> out_proj) as one op, run over the
-sequence in chunks so that no (batch, d_inner, L) intermediate is kept or materialised per step.
+"""The whole Mamba layer (in_proj -> one or two scan branches -> out_proj) as one op.
 
-    smdim::mamba_mixer_fwd -> (out, x_dbl, x_dbl_b, chunk_states, chunk_states_b)
+    smdim::mamba_mixer_fwd -> (out, saved: Tensor[])   what the backward needs ([] without save)
     smdim::mamba_mixer_bwd -> gradients of every tensor input (empty (0,) tensors for absent ones)
 
-Why: `mamba_inner_fn` (mamba_ssm's form) keeps xz (batch, 2*d_inner, L) for its backward and builds
-its gradients at full length; a bidirectional layer built from two of them also keeps a flipped
-copy of xz and the averaged scan output. This op keeps only x_dbl (batch, L, dt_rank + 2N) and
-the scan state entering each chunk of each branch, plus hidden_states, which the caller holds
-anyway. Its backward recomputes xz with one in_proj GEMM.
+Two implementations, one for every device, chosen by the sequence length (fits_one_chunk):
 
-Chunking: each branch walks the sequence in its scan order in chunks of `chunk_size` steps,
-carrying the scan state (initial_state / last_state) and the conv's d_conv - 1 input history from
-chunk to chunk; the backward walks the chunks the other way carrying the state gradient,
-re-running each chunk's scan forward from its entry state (that run gives the chunk's y, for
-out_proj's weight gradient, and the scan's 64-step checkpoints, for its backward). The reverse
-branch reads each chunk flipped, so both branches run the same causal kernels. Per-chunk
-intermediates are (batch, d_inner, chunk). With two branches the reverse one runs first into a
-(batch, d_inner, L) buffer; each forward chunk averages it in, applies the shared gate silu(z) (z
-made per chunk) and runs out_proj once for both branches.
-Results equal the unchunked computation up to float rounding (the chunks chain exactly).
-
-One implementation for all devices (chunked.py, over the conv -> x_proj -> dt_proj -> scan chain
-that mamba_inner shares, mamba_inner/chain.py): it composes the fused ops (causal_conv1d,
-selective_scan) and GEMMs, so CPU runs the C++ kernels and CUDA the Triton ones.
+- L <= chunk_size (whole.py): the layer at once. The reverse branch runs the scan kernel right to
+  left (its conv on the flipped x); both scans apply the gate silu(z); out_proj reads their mean.
+  It saves x, z, the gated mean y (batch, d_inner, L) and per branch x_dbl and the scan's
+  checkpoints, so its backward runs each branch's scan backward once and nothing of the forward
+  again: the regime of training on batches of crops, where re-running costs more than keeping.
+- L > chunk_size (chunked.py): the sequence in chunks, so that no (batch, d_inner, L)
+  intermediate is kept: `mamba_inner_fn` (mamba_ssm's form) keeps xz (batch, 2*d_inner, L) for
+  its backward and builds its gradients at full length; a bidirectional layer built from two of
+  them also keeps a flipped copy of xz and the averaged scan output. This keeps only x_dbl
+  (batch, L, dt_rank + 2N) and the scan state entering each chunk of each branch, plus
+  hidden_states, which the caller holds anyway; its backward recomputes x and z with in_proj GEMMs.
+  Each branch walks the sequence in its scan order in chunks of `chunk_size` steps, carrying the
+  scan state (initial_state / last_state) and the conv's d_conv - 1 input history from chunk to
+  chunk; the backward walks the chunks the other way carrying the state gradient, re-running each
+  chunk's scan forward from its entry state (that run gives the chunk's y, for out_proj's weight
+  gradient, and the scan's 64-step checkpoints, for its backward). The reverse branch reads each
+  chunk flipped, so both branches run the same causal kernels. Per-chunk intermediates are
+  (batch, d_inner, chunk). With two branches the reverse one runs first into a (batch, d_inner, L)
+  buffer; each forward chunk averages it in, applies the shared gate silu(z) (z made per chunk)
+  and runs out_proj once for both branches.
+Both equal the unchunked computation up to float rounding (the chunks chain exactly). Both compose
+the fused ops (causal_conv1d, selective_scan) and GEMMs over the chain that mamba_inner shares
+(mamba_inner/chain.py), so CPU runs the C++ kernels and CUDA the Triton ones.
 """
 from __future__ import annotations
 
 import torch
 
 from ...validation import FLOAT_DTYPES, check_float, check_same_device, check_shape, check_tensor
-from ..selective_scan.constants import MAX_DSTATE
-from . import chunked
-from .chunked import saved_shapes, state_dtype
+from ..mamba_inner.chain import empty
+from ..selective_scan.constants import CHECKPOINT_CHUNK, MAX_DSTATE
+from . import chunked, whole
+from .layer import InProj, branches, state_dtype
 
 DEFAULT_CHUNK_SIZE = 512
 
@@ -42,11 +47,10 @@ _TENSORS = ("Tensor hidden_states, Tensor in_proj_weight, Tensor? in_proj_bias, 
             + ", Tensor out_proj_weight, Tensor? out_proj_bias, " + _BRANCH.format(o="?", s="_b"))
 torch.library.define("smdim::mamba_mixer_fwd",
                      f"({_TENSORS}, bool delta_softplus, int chunk_size, bool save_for_backward) "
-                     "-> (Tensor, Tensor, Tensor, Tensor, Tensor)")
+                     "-> (Tensor, Tensor[])")
 torch.library.define("smdim::mamba_mixer_bwd",
-                     f"(Tensor dout, {_TENSORS}, bool delta_softplus, int chunk_size, Tensor x_dbl, "
-                     "Tensor x_dbl_b, Tensor chunk_states, Tensor chunk_states_b) -> (" + ", ".join(["Tensor"] * 19)
-                     + ")")
+                     f"(Tensor dout, {_TENSORS}, bool delta_softplus, int chunk_size, Tensor[] saved) -> ("
+                     + ", ".join(["Tensor"] * 19) + ")")
 
 _N_TENSOR_INPUTS = 19
 _BRANCH_NAMES = ("conv1d_weight", "conv1d_bias", "x_proj_weight", "dt_proj_weight", "dt_proj_bias", "A", "D")
@@ -134,7 +138,8 @@ def mamba_mixer_fn(hidden_states, in_proj_weight, in_proj_bias, conv1d_weight, c
         out_proj_bias: (d_model,). The *_b tensors: the reverse branch, same shapes (all of
         conv1d_weight_b, x_proj_weight_b, dt_proj_weight_b, A_b, or none).
         chunk_size: steps per chunk (temporaries grow with chunk_size, not L; small chunks run
-        more, smaller kernels).
+        more, smaller kernels). L <= chunk_size runs the sequence at once and keeps its
+        activations for the backward (see the module docstring).
     Returns:
         (batch, L, d_model) in hidden_states' dtype.
     """
@@ -148,10 +153,55 @@ def mamba_mixer_fn(hidden_states, in_proj_weight, in_proj_bias, conv1d_weight, c
     return torch.ops.smdim.mamba_mixer_fwd(*tensors, bool(delta_softplus), int(chunk_size), save)[0]
 
 
-# --- the implementation (chunked.py), one for every device ----------------------------------
+# --- the implementation (whole.py or chunked.py), one for every device -----------------------
 
-torch.library.impl("smdim::mamba_mixer_fwd", "CompositeExplicitAutograd")(chunked.forward)
-torch.library.impl("smdim::mamba_mixer_bwd", "CompositeExplicitAutograd")(chunked.backward_of)
+def fits_one_chunk(length, chunk_size):
+    """Whether the op runs whole.py (the sequence fits one chunk) rather than chunked.py."""
+    return length <= chunk_size
+
+
+def _parts(tensors):
+    forward_branch, reverse_branch = branches(tensors)
+    return InProj.of(tensors[1], tensors[2]), forward_branch, reverse_branch, tensors[10], tensors[11]
+
+
+def _forward(*args):
+    tensors, (delta_softplus, chunk_size, save) = args[:_N_TENSOR_INPUTS], args[_N_TENSOR_INPUTS:]
+    hidden_states = tensors[0]
+    if fits_one_chunk(hidden_states.shape[1], chunk_size):
+        return whole.forward(hidden_states, *_parts(tensors), delta_softplus, save)
+    return chunked.forward(hidden_states, *_parts(tensors), delta_softplus, chunk_size, save)
+
+
+def _branch_grads(grads, like, conv_weight, present):
+    """One branch's 7 gradients (conv1d_weight in its given shape; (0,) for absent tensors)."""
+    if not present:
+        return (empty(like),) * 7
+    values = []
+    for name in ("conv_weight", "conv_bias", "x_proj_weight", "dt_proj_weight", "dt_proj_bias", "A", "D"):
+        g = getattr(grads, name)
+        values.append(empty(like) if g is None else g)
+    values[0] = values[0].reshape(conv_weight.shape)
+    return tuple(values)
+
+
+def _backward_impl(dout, *args):
+    tensors = args[:_N_TENSOR_INPUTS]
+    delta_softplus, chunk_size, saved = args[_N_TENSOR_INPUTS:]
+    hidden_states = tensors[0]
+    dout = dout.contiguous()
+    if fits_one_chunk(hidden_states.shape[1], chunk_size):
+        result = whole.backward_of(dout, hidden_states, *_parts(tensors), delta_softplus, saved)
+    else:
+        result = chunked.backward_of(dout, hidden_states, *_parts(tensors), delta_softplus, chunk_size, saved)
+    dhidden, din_w, din_b, forward_grads, dout_w, dout_b, reverse_grads = result
+    return (dhidden, din_w, empty(dout) if din_b is None else din_b,
+            *_branch_grads(forward_grads, dout, tensors[3], True), dout_w, empty(dout) if dout_b is None else dout_b,
+            *_branch_grads(reverse_grads, dout, tensors[12], reverse_grads is not None))
+
+
+torch.library.impl("smdim::mamba_mixer_fwd", "CompositeExplicitAutograd")(_forward)
+torch.library.impl("smdim::mamba_mixer_bwd", "CompositeExplicitAutograd")(_backward_impl)
 
 
 # --- fake (meta) kernels --------------------------------------------------------------------
@@ -163,15 +213,24 @@ def _fwd_fake(hidden_states, in_proj_weight, in_proj_bias, conv1d_weight, conv1d
               save_for_backward):
     batch, length, d_model = hidden_states.shape
     out = hidden_states.new_empty((batch, length, d_model))
+    if not save_for_backward:
+        return out, []
+    one_chunk = fits_one_chunk(length, chunk_size)
     saved = []
-    for x_proj_w, A_, present in ((x_proj_weight, A, True), (x_proj_weight_b, A_b, A_b is not None)):
-        if not present:
-            saved += [hidden_states.new_empty((0,)), hidden_states.new_empty((0,))]
+    if one_chunk:
+        activations, _ = whole.saved_shapes(hidden_states, x_proj_weight, A, 0)
+        saved += [hidden_states.new_empty(shape) for shape in activations]
+    for x_proj_w, A_ in ((x_proj_weight, A), (x_proj_weight_b, A_b)):
+        if A_ is None:
             continue
-        x_dbl_shape, states_shape = saved_shapes(hidden_states, x_proj_w, A_, chunk_size, save_for_backward)
-        saved += [hidden_states.new_empty(x_dbl_shape),
-                  hidden_states.new_empty(states_shape, dtype=state_dtype(hidden_states, A_, x_proj_w))]
-    return out, saved[0], saved[2], saved[1], saved[3]
+        states = state_dtype(hidden_states, A_, x_proj_w)
+        if one_chunk:
+            _, (x_dbl_shape, states_shape) = whole.saved_shapes(hidden_states, x_proj_w, A_,
+                                                                -(-length // CHECKPOINT_CHUNK))
+        else:
+            x_dbl_shape, states_shape = chunked.saved_shapes(hidden_states, x_proj_w, A_, chunk_size)
+        saved += [hidden_states.new_empty(x_dbl_shape), hidden_states.new_empty(states_shape, dtype=states)]
+    return out, saved
 
 
 @torch.library.register_fake("smdim::mamba_mixer_bwd")
@@ -188,15 +247,16 @@ def _bwd_fake(dout, *args):
 
 def _setup_context(ctx, inputs, output):
     ctx.delta_softplus, ctx.chunk_size = inputs[_N_TENSOR_INPUTS], inputs[_N_TENSOR_INPUTS + 1]
-    _, x_dbl, x_dbl_b, chunk_states, chunk_states_b = output
-    ctx.save_for_backward(*inputs[:_N_TENSOR_INPUTS], x_dbl, x_dbl_b, chunk_states, chunk_states_b)
-    ctx.mark_non_differentiable(x_dbl, x_dbl_b, chunk_states, chunk_states_b)
+    saved = output[1]
+    ctx.n_saved = len(saved)
+    ctx.save_for_backward(*inputs[:_N_TENSOR_INPUTS], *saved)
+    ctx.mark_non_differentiable(*saved)
 
 
 def _backward(ctx, dout, *_unused):
     saved = ctx.saved_tensors
-    tensors, extra = saved[:_N_TENSOR_INPUTS], saved[_N_TENSOR_INPUTS:]
-    grads = torch.ops.smdim.mamba_mixer_bwd(dout, *tensors, ctx.delta_softplus, ctx.chunk_size, *extra)
+    tensors, extra = saved[:_N_TENSOR_INPUTS], list(saved[_N_TENSOR_INPUTS:])
+    grads = torch.ops.smdim.mamba_mixer_bwd(dout, *tensors, ctx.delta_softplus, ctx.chunk_size, extra)
     return tuple(None if t is None else g for t, g in zip(tensors, grads)) + (None, None, None)
 
 

@@ -178,6 +178,28 @@ def test_layout_buffer_ends_with_the_last_span(L, window, block, causal):
     torch.testing.assert_close(projected_buffer(x, weight, bias, 2, layout), expected, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("L, window", [(64, 32), (40, 3), (150, 32)])
+def test_short_sequences_take_one_dense_call_with_the_blocked_results(L, window, causal):
+    """block=None picks one masked SDPA call while L <= DENSE_SPANS key spans; its values and
+    gradients equal the blocked path's (block given) and the blocked op does not run."""
+    span = local_block_size(window) + (window if causal else 2 * window)
+    assert local_layout.dense_is_cheaper(L, window, causal) == (L <= local_layout.DENSE_SPANS * span)
+    qkv = make(batch=2, L=L, heads=2, head_dim=4)
+    with torch.profiler.profile() as prof:
+        chosen = out_and_grad(local_attention, qkv, window, causal)
+    blocked_ran = any(e.name == "smdim::local_attention_fwd" for e in prof.events())
+    assert blocked_ran == (not local_layout.dense_is_cheaper(L, window, causal))
+    assert_matches(chosen, out_and_grad(local_attention, qkv, window, causal, block=local_block_size(window)), 1e-10)
+
+
+def test_dense_choice_crosses_over_at_two_spans():
+    for window, causal in ((32, False), (64, False), (32, True)):
+        span = local_block_size(window) + (window if causal else 2 * window)
+        assert local_layout.dense_is_cheaper(2 * span, window, causal)
+        assert not local_layout.dense_is_cheaper(2 * span + 1, window, causal)
+
+
 def test_block_size():
     assert [local_block_size(w) for w in (1, 128, 256, 512, 1000, 4096)] == [32, 32, 32, 64, 125, 128]
 

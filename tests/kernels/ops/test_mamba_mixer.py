@@ -1,5 +1,6 @@
-"""mamba_mixer_fn (the whole Mamba layer, chunked, optionally bidirectional) against its reference:
-values, every gradient, chunk-size invariance, what it saves, op checks, FLOPs, errors."""
+"""mamba_mixer_fn (the whole Mamba layer, optionally bidirectional) against its reference, in both of
+its implementations (the sequence in one chunk: whole.py; in several: chunked.py): values, every
+gradient, chunk-size invariance, what each saves, op checks, FLOPs, errors."""
 import functools
 import itertools
 
@@ -39,6 +40,10 @@ def make_args(batch=2, d_model=5, d_inner=6, length=37, dstate=4, dt_rank=3, wid
     return args
 
 
+# chunk_size for a length-37-ish test sequence: one chunk (whole.py) or several (chunked.py)
+MODES = {"whole": 4096, "chunked": 8}
+
+
 def leaves(args):
     return composite_checks.leaves(args, NAMES)
 
@@ -58,10 +63,11 @@ def test_matches_reference_fp64(bidirectional, length, chunk_size):
 
 @pytest.mark.parametrize("in_bias,conv_bias,dt_bias,D,out_bias,softplus",
                          list(itertools.product([True, False], repeat=6)))
-def test_every_option_combination(in_bias, conv_bias, dt_bias, D, out_bias, softplus):
+@pytest.mark.parametrize("mode", MODES)
+def test_every_option_combination(in_bias, conv_bias, dt_bias, D, out_bias, softplus, mode):
     args = make_args(batch=1, length=23, in_bias=in_bias, conv_bias=conv_bias, dt_bias=dt_bias, D=D,
                      out_bias=out_bias)
-    out = mamba_mixer_fn(**args, delta_softplus=softplus, chunk_size=8)
+    out = mamba_mixer_fn(**args, delta_softplus=softplus, chunk_size=MODES[mode])
     assert_grads_match(args, out, mamba_mixer_ref(**args, delta_softplus=softplus), atol=1e-10, rtol=1e-10)
 
 
@@ -86,33 +92,37 @@ def test_fp32_layer_sizes():
                                               NAMES)
 
 
-def test_fp64_gradcheck():
-    args = make_args(batch=1, d_model=3, d_inner=3, dstate=2, dt_rank=2, length=9)
+@pytest.mark.parametrize("bidirectional", [True, False])
+@pytest.mark.parametrize("chunk_size", [4, 9], ids=["chunked", "whole"])
+def test_fp64_gradcheck(chunk_size, bidirectional):
+    args = make_args(batch=2, d_model=3, d_inner=3, dstate=2, dt_rank=2, length=9, bidirectional=bidirectional)
     names = [n for n, _ in leaves(args)]
 
     def fn(*tensors):
-        return mamba_mixer_fn(**dict(args, **dict(zip(names, tensors))), chunk_size=4)
+        return mamba_mixer_fn(**dict(args, **dict(zip(names, tensors))), chunk_size=chunk_size)
 
     assert torch.autograd.gradcheck(fn, tuple(args[n] for n in names), atol=1e-7)
 
 
-def test_conv_weight_in_nn_conv1d_layout_and_non_contiguous_input():
+@pytest.mark.parametrize("mode", MODES)
+def test_conv_weight_in_nn_conv1d_layout_and_non_contiguous_input(mode):
     args = make_args(length=20)
     hidden = args["hidden_states"].detach().transpose(0, 1).contiguous().transpose(0, 1)
     assert not hidden.is_contiguous()
     changed = dict(args, hidden_states=hidden, conv1d_weight=args["conv1d_weight"].unsqueeze(1),
                    conv1d_weight_b=args["conv1d_weight_b"].unsqueeze(1))
-    out = mamba_mixer_fn(**changed, chunk_size=8)
+    out = mamba_mixer_fn(**changed, chunk_size=MODES[mode])
     torch.testing.assert_close(out, mamba_mixer_ref(**args), atol=1e-12, rtol=0)
     assert torch.autograd.grad(out.sum(), changed["conv1d_weight"])[0].shape == (6, 1, 4)
 
 
-def test_bf16_close_to_fp32():
+@pytest.mark.parametrize("mode", MODES)
+def test_bf16_close_to_fp32(mode):
     args = make_args(dtype=torch.float32, length=40, d_model=8, d_inner=16, dstate=8, dt_rank=2)
     half = {k: None if v is None else v.detach().bfloat16() for k, v in args.items()}
     for name in ("A", "A_b", "D", "D_b", "dt_proj_bias", "dt_proj_bias_b"):  # fp32 in the Mamba layer
         half[name] = args[name].detach()
-    out = mamba_mixer_fn(**half, chunk_size=16)
+    out = mamba_mixer_fn(**half, chunk_size=MODES[mode])
     assert out.dtype == torch.bfloat16
     ref = mamba_mixer_ref(**{k: None if v is None else v.detach() for k, v in args.items()})
     assert ((out.float() - ref).norm() / ref.norm()).item() < 2e-2
@@ -138,10 +148,39 @@ def test_saves_nothing_of_size_d_inner_times_length():
                                    + [(batch, d_inner, n_chunks, dstate)] * 2)
 
 
-def test_inference_matches_and_saves_nothing():
+def test_one_chunk_saves_its_activations_instead_of_re_running():
+    """L <= chunk_size: the backward keeps x, z, the gated mean y (batch, d_inner, L) and per branch
+    x_dbl and the scan's 64-step checkpoints, so nothing of the forward's scans runs again."""
+    batch, d_inner, length, dstate, dt_rank = 2, 6, 130, 4, 3
+    args = make_args(batch=batch, d_inner=d_inner, length=length, dstate=dstate, dt_rank=dt_rank)
+    inputs = {id(t) for t in args.values() if t is not None}
+    extra = []
+
+    def pack(t):
+        if id(t) not in inputs:
+            extra.append(tuple(t.shape))
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = mamba_mixer_fn(**args, chunk_size=length)
+    assert sorted(extra) == sorted([(batch, d_inner, length)] * 3 + [(batch, length, dt_rank + 2 * dstate)] * 2
+                                   + [(batch, d_inner, 3, dstate)] * 2)
+    assert _scan_ops_in_backward(out) == {"smdim::selective_scan_bwd"}
+    chunked = mamba_mixer_fn(**args, chunk_size=64)
+    assert _scan_ops_in_backward(chunked) == {"smdim::selective_scan_bwd", "smdim::selective_scan_fwd"}
+
+
+def _scan_ops_in_backward(out):
+    with torch.profiler.profile() as prof:
+        out.sum().backward()
+    return {e.name for e in prof.events() if e.name.startswith("smdim::selective_scan")}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_inference_matches_and_saves_nothing(mode):
     args = make_args()
     with torch.no_grad():
-        out = mamba_mixer_fn(**args, chunk_size=16)
+        out = mamba_mixer_fn(**args, chunk_size=MODES[mode])
     assert not out.requires_grad
     torch.testing.assert_close(out, mamba_mixer_ref(**args).detach(), atol=1e-12, rtol=0)
 
@@ -150,22 +189,26 @@ def _op_args(args, save=True, chunk_size=16):
     return tuple(args.get(name) for name in NAMES) + (True, chunk_size, save)
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("bidirectional", [True, False])
-def test_opcheck(bidirectional):
+def test_opcheck(bidirectional, mode):
     args = make_args(batch=2, length=21, bidirectional=bidirectional, dtype=torch.float32)
-    torch.library.opcheck(torch.ops.smdim.mamba_mixer_fwd.default, _op_args(args))
+    torch.library.opcheck(torch.ops.smdim.mamba_mixer_fwd.default, _op_args(args, chunk_size=MODES[mode]))
     detached = {k: None if v is None else v.detach() for k, v in args.items()}
-    torch.library.opcheck(torch.ops.smdim.mamba_mixer_fwd.default, _op_args(detached, save=False))
+    torch.library.opcheck(torch.ops.smdim.mamba_mixer_fwd.default,
+                          _op_args(detached, save=False, chunk_size=MODES[mode]))
 
 
-def test_torch_compile_fullgraph():
+@pytest.mark.parametrize("mode", MODES)
+def test_torch_compile_fullgraph(mode):
     args = make_args(length=21)
-    composite_checks.assert_compiles_fullgraph(functools.partial(mamba_mixer_fn, chunk_size=8), mamba_mixer_ref, args,
-                                               NAMES)
+    composite_checks.assert_compiles_fullgraph(functools.partial(mamba_mixer_fn, chunk_size=MODES[mode]),
+                                               mamba_mixer_ref, args, NAMES)
 
 
+@pytest.mark.parametrize("mode", ["whole", "chunked"])
 @pytest.mark.parametrize("bidirectional", [True, False])
-def test_flop_formulas(bidirectional):
+def test_flop_formulas(bidirectional, mode):
     """Counted FLOPs equal the documented formula; hand count of the forward's pieces."""
     batch, d_model, d_inner, length, dstate, dt_rank, width = 2, 8, 12, 40, 4, 3, 4
     args = make_args(batch=batch, d_model=d_model, d_inner=d_inner, length=length, dstate=dstate, dt_rank=dt_rank,
@@ -179,14 +222,21 @@ def test_flop_formulas(bidirectional):
                 d_conv=width, n_branches=n)
     assert mamba_mixer_flops(**dims) == hand
     names, wrt = zip(*leaves(args))
+    chunk_size = length if mode == "whole" else 16
 
     def fn(*tensors):
-        return mamba_mixer_fn(**dict(args, **dict(zip(names, tensors))), chunk_size=16)
+        return mamba_mixer_fn(**dict(args, **dict(zip(names, tensors))), chunk_size=chunk_size)
 
     with torch.no_grad():
         assert count_flops(fn, *wrt).total == hand
     report = count_flops(fn, *wrt, backward=True)
-    assert report.total == hand + mamba_mixer_bwd_flops(**dims)
+    backward = mamba_mixer_bwd_flops(**dims, one_chunk=mode == "whole")
+    assert report.total == hand + backward
+    # one chunk re-runs neither in_proj nor the scan forward: the chunked backward does both
+    scan = 9 * batch * length * d_inner * dstate + batch * d_inner * length
+    rerun = 2 * batch * length * d_model * 2 * d_inner + (n + (n == 2)) * scan
+    assert mamba_mixer_bwd_flops(**dims, one_chunk=False) - mamba_mixer_bwd_flops(**dims, one_chunk=True) \
+        == rerun + (n == 2) * (2 * batch * d_inner * length * width + 2 * batch * length * dt_rank * d_inner)
 
 
 def _bad(change):

@@ -196,6 +196,30 @@ def test_nan_and_inf_propagate_without_crash():
     torch.testing.assert_close(out, ref, equal_nan=True)
 
 
+def test_decay_factor_is_exp_over_the_whole_float_range():
+    """One step from initial_state 1 with B = 0, C = 1, N = 1 gives y = exp(delta * A): the kernel's
+    exp (its own polynomial and 2^n scaling per ISA) against float64, from underflow through
+    subnormals to overflow. Every channel block of 16/8/4 lanes and the scalar tail are covered."""
+    x = torch.cat([torch.linspace(-110.0, 89.0, 997, dtype=torch.float64),
+                   torch.tensor([-1e4, -104.0, -87.5, 0.0, -0.0, 1e-30, 88.7, 88.8, 1e4], dtype=torch.float64)])
+    dim = x.numel()
+    one = torch.ones(1, dim, 1)
+    A = torch.ones(dim, 1)
+    out, last = selective_scan_fn(torch.zeros(1, dim, 1), x.float().view(1, dim, 1), A, torch.zeros(1, 1, 1),
+                                  torch.ones(1, 1, 1), return_last_state=True, initial_state=one)
+    expected = torch.exp(x.float().double())  # the input as the kernel sees it (rounded to fp32)
+    got = out.view(-1).double()
+    fp32 = torch.finfo(torch.float32)
+    normal = (expected >= fp32.tiny) & (expected <= fp32.max)
+    # exp(x) = 2^(x log2 e) with x log2 e rounded to fp32: the result's relative error grows with |x|
+    relative = ((got - expected) / expected)[normal].abs()
+    assert (relative <= 1e-6 + 2.0 ** -23 * x.abs()[normal]).all(), float(relative.max())
+    tiny = expected < fp32.tiny
+    assert (got[tiny] >= 0).all() and (got[tiny] <= 2 * fp32.tiny).all()
+    assert torch.isinf(got[expected > fp32.max]).all()
+    torch.testing.assert_close(last.view(-1), out.view(-1))
+
+
 def test_long_sequence_matches_chained_halves():
     """L = 65536: a single call equals two calls chained through last_state -> initial_state."""
     length = 65536
