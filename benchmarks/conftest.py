@@ -66,7 +66,8 @@ def pytest_report_header(config):
             f"mamba.py layer L<={settings.layer_pscan_max_len}; "
             f"full-attention blocks L<={settings.full_attention_max_len}",
             f"model: presets {','.join(settings.model_configs) or '(none)'} on {settings.model_device}, "
-            f"full sample L<={settings.sample_max_len}"]
+            f"full sample L<={settings.sample_max_len}; batched presets {','.join(settings.batched_configs)} at "
+            f"{','.join(f'{b}x{n}' for b, n in settings.model_batches) or '(none)'}"]
 
 
 def _lengths(lengths):
@@ -139,9 +140,13 @@ def pytest_benchmark_update_machine_info(config, machine_info):
 
 
 def _group_order(group):
-    """'selective_scan fwd+bwd L=1024' sorts by (name, pass, L as a number), not as text."""
-    match = re.fullmatch(r"(.*) L=(\d+)", group or "")
-    return (match.group(1), int(match.group(2))) if match else (group or "", 0)
+    """'selective_scan fwd+bwd L=1024' sorts by (name, pass, L as a number), not as text; a batched
+    model group, 'model tiny train B=16 L=256', after the same pass's batch-1 groups, by L then B."""
+    match = re.fullmatch(r"(.*?)(?: B=(\d+))? L=(\d+)", group or "")
+    if match is None:
+        return (group or "", False, 0, 0)
+    name, batch, length = match.groups()
+    return (name, batch is not None, int(length), int(batch or 0))
 
 
 @pytest.hookimpl(wrapper=True, optionalhook=True)

@@ -6,7 +6,7 @@ which allocator-level accounting (the torch profiler) would miss. Why a subproce
 of a process is a high-water mark, so each case gets a fresh interpreter of its own.
 
 In the subprocess (`python -m benchmarks.memory [--suite selective_scan] --impl ours --pass fwd
---length 512`; the model suite adds `--config tiny|base`):
+--length 512`; the model suite adds `--config tiny|small|base` and, for a batched case, `--batch 16`):
   1. pin the threads, import everything, and run the case once at a tiny L (pays one-time
      costs: thread pools, lazy initialisation; not counted);
   2. allocate the case's inputs (and, for mamba.py, transpose them to its layout) — not counted;
@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from .layers import LAYER_IMPLEMENTATIONS, LAYER_SUITES, MFA_SUITE
-from .models import MODEL_CONFIGS, MODEL_IMPLEMENTATIONS, MODEL_PASSES, MODEL_SUITE
+from .models import MODEL_IMPLEMENTATIONS, MODEL_PASSES, MODEL_PRESETS, MODEL_SUITE, shape_label
 from .passes import FORWARD_BACKWARD, PASSES
 from .scan_cases import SCAN_IMPLEMENTATIONS, SCAN_SUITE
 
@@ -97,12 +97,13 @@ def _current_rss_bytes() -> int:
         return _max_rss_bytes()
 
 
-def _runner(suite: str, impl: str, pass_name: str, length: int, config: Optional[str] = None):
+def _runner(suite: str, impl: str, pass_name: str, length: int, config: Optional[str] = None, batch: int = 1):
     if suite == MODEL_SUITE:
         from .models import MEMORY_SAMPLE_STEPS, SAMPLE, make_model_runner
 
         steps = {"steps": MEMORY_SAMPLE_STEPS} if pass_name == SAMPLE else {}
-        return make_model_runner(config, impl, pass_name, length, **steps)  # the model is built once per process
+        # the model is built once per process
+        return make_model_runner(config, impl, pass_name, length, batch=batch, **steps)
     if suite == SCAN_SUITE:
         from .scan_cases import make_scan_problem, make_scan_runner
 
@@ -116,30 +117,31 @@ def _runner(suite: str, impl: str, pass_name: str, length: int, config: Optional
                      f"{LAYER_SUITES}")
 
 
-def _warmup_runner(suite: str, impl: str, pass_name: str, config: Optional[str] = None):
-    """The case at a short length (same module, same pass): pays one-time costs before the baseline."""
+def _warmup_runner(suite: str, impl: str, pass_name: str, config: Optional[str] = None, batch: int = 1):
+    """The case at a short length (same module, same pass, same batch): pays one-time costs before the
+    baseline."""
     if suite == MODEL_SUITE:
         from .models import make_warmup_runner
 
-        return make_warmup_runner(config, impl, pass_name)
+        return make_warmup_runner(config, impl, pass_name, batch=batch)
     return _runner(suite, impl, pass_name, MFA_WARMUP_LENGTH if suite == MFA_SUITE else WARMUP_LENGTH)
 
 
 def measure_here(impl: str, pass_name: str, length: int, threads: int, suite: str = SCAN_SUITE,
-                 ready: Optional[Callable[[], bool]] = None, config: Optional[str] = None
+                 ready: Optional[Callable[[], bool]] = None, config: Optional[str] = None, batch: int = 1
                  ) -> Optional[MemoryMeasurement]:
     """Run the case once in this process and measure its peak RSS growth (see module docstring).
 
     `ready`, if given, is called once everything is prepared (imports, warm-up, inputs), just before
-    the baseline; the measurement goes ahead only if it returns True (None otherwise). `config`:
-    the model suite's preset."""
+    the baseline; the measurement goes ahead only if it returns True (None otherwise). `config` and
+    `batch`: the model suite's preset and sequences per batch."""
     import torch
 
     import smdim_kernels  # noqa: F401  (loads the C++ kernels before the baseline)
 
     torch.set_num_threads(threads)
-    _warmup_runner(suite, impl, pass_name, config)()
-    runner = _runner(suite, impl, pass_name, length, config)
+    _warmup_runner(suite, impl, pass_name, config, batch)()
+    runner = _runner(suite, impl, pass_name, length, config, batch)
     if ready is not None and not ready():
         return None
     gc.collect()
@@ -162,11 +164,14 @@ def measure_here(impl: str, pass_name: str, length: int, threads: int, suite: st
     return MemoryMeasurement((peak - baseline) / MIB, baseline / MIB, seconds, method, info)
 
 
-def _command(impl: str, pass_name: str, length: int, threads: int, suite: str, config: Optional[str] = None):
+def _command(impl: str, pass_name: str, length: int, threads: int, suite: str, config: Optional[str] = None,
+             batch: int = 1):
     command = [sys.executable, "-m", "benchmarks.memory", "--suite", suite, "--impl", impl, "--pass", pass_name,
                "--length", str(length), "--threads", str(threads)]
     if config is not None:
         command += ["--config", config]
+    if batch != 1:
+        command += ["--batch", str(batch)]
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(MMAP_THRESHOLD_BYTES), OMP_NUM_THREADS=str(threads))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     return command, env
@@ -180,17 +185,18 @@ def _parse(command, returncode: int, stdout: str, stderr: str, what: str) -> Mem
     return MemoryMeasurement(**json.loads(results[-1]))
 
 
-def _what(suite: str, impl: str, pass_name: str, length: int, config: Optional[str]) -> str:
-    return f"{suite}{'' if config is None else ' ' + config} {impl} {pass_name} L={length}"
+def _what(suite: str, impl: str, pass_name: str, length: int, config: Optional[str], batch: int = 1) -> str:
+    return f"{suite}{'' if config is None else ' ' + config} {impl} {pass_name} {shape_label(length, batch)}"
 
 
 def measure_peak_memory(impl: str, pass_name: str, length: int, threads: int,
-                        timeout_s: float = 1800.0, suite: str = SCAN_SUITE, config: Optional[str] = None
-                        ) -> MemoryMeasurement:
+                        timeout_s: float = 1800.0, suite: str = SCAN_SUITE, config: Optional[str] = None,
+                        batch: int = 1) -> MemoryMeasurement:
     """Measure one case in a fresh subprocess (this module's command line)."""
-    command, env = _command(impl, pass_name, length, threads, suite, config)
+    command, env = _command(impl, pass_name, length, threads, suite, config, batch)
     proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=timeout_s)
-    return _parse(command, proc.returncode, proc.stdout, proc.stderr, _what(suite, impl, pass_name, length, config))
+    return _parse(command, proc.returncode, proc.stdout, proc.stderr,
+                  _what(suite, impl, pass_name, length, config, batch))
 
 
 class PendingMeasurement:
@@ -198,10 +204,10 @@ class PendingMeasurement:
     work, and measures only when `result()` says go, so nothing else runs during its measured run."""
 
     def __init__(self, impl: str, pass_name: str, length: int, threads: int, timeout_s: float, suite: str,
-                 config: Optional[str] = None):
-        self.command, env = _command(impl, pass_name, length, threads, suite, config)
+                 config: Optional[str] = None, batch: int = 1):
+        self.command, env = _command(impl, pass_name, length, threads, suite, config, batch)
         self.command.append("--wait")
-        self.what = _what(suite, impl, pass_name, length, config)
+        self.what = _what(suite, impl, pass_name, length, config, batch)
         self.timeout_s = timeout_s
         # Files, not pipes: nothing the child prints while it waits can fill a pipe and block it.
         self._stdout, self._stderr = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
@@ -235,10 +241,10 @@ class PendingMeasurement:
 
 
 def start_peak_memory(impl: str, pass_name: str, length: int, threads: int, timeout_s: float = 1800.0,
-                      suite: str = SCAN_SUITE, config: Optional[str] = None) -> PendingMeasurement:
+                      suite: str = SCAN_SUITE, config: Optional[str] = None, batch: int = 1) -> PendingMeasurement:
     """Start measuring one case in a fresh subprocess; `.result()` lets it measure and returns the
     MemoryMeasurement, `.cancel()` stops it. Meanwhile the caller may run anything but timings."""
-    return PendingMeasurement(impl, pass_name, length, threads, timeout_s, suite, config)
+    return PendingMeasurement(impl, pass_name, length, threads, timeout_s, suite, config, batch)
 
 
 def main(argv=None) -> int:
@@ -248,16 +254,21 @@ def main(argv=None) -> int:
     parser.add_argument("--impl", choices=tuple(dict.fromkeys(SCAN_IMPLEMENTATIONS + LAYER_IMPLEMENTATIONS
                                                               + MODEL_IMPLEMENTATIONS)), required=True)
     parser.add_argument("--pass", dest="pass_name", choices=tuple(dict.fromkeys(PASSES + MODEL_PASSES)), required=True)
-    parser.add_argument("--config", choices=MODEL_CONFIGS, help=f"the {MODEL_SUITE} suite's preset")
+    parser.add_argument("--config", choices=MODEL_PRESETS, help=f"the {MODEL_SUITE} suite's preset")
     parser.add_argument("--length", type=int, required=True)
+    parser.add_argument("--batch", type=int, default=1,
+                        help=f"sequences per batch (the {MODEL_SUITE} suite's batched cases; default 1)")
     parser.add_argument("--threads", type=int, required=True)
     parser.add_argument("--wait", action="store_true",
                         help=f"prepare, then wait for a line '{GO}' on stdin before measuring (exit 3 without it)")
     args = parser.parse_args(argv)
     if (args.suite == MODEL_SUITE) != (args.config is not None):
         parser.error(f"--config goes with --suite {MODEL_SUITE} (and only with it)")
+    if args.batch < 1 or (args.batch != 1 and args.suite != MODEL_SUITE):
+        parser.error(f"--batch must be a positive integer, and above 1 only with --suite {MODEL_SUITE}")
     ready = (lambda: sys.stdin.readline().strip() == GO) if args.wait else None
-    measurement = measure_here(args.impl, args.pass_name, args.length, args.threads, args.suite, ready, args.config)
+    measurement = measure_here(args.impl, args.pass_name, args.length, args.threads, args.suite, ready, args.config,
+                               args.batch)
     if measurement is None:
         return 3
     print(RESULT_PREFIX + json.dumps(asdict(measurement)), flush=True)

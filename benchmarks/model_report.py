@@ -1,23 +1,32 @@
 """The model suite's section of the benchmark report (models.py's suite; report.py assembles it).
 
-Per preset (tiny, base): one table of latency, peak memory and GFLOP per (pass, L) for SMDIM and the
-baseline with their ratios SMDIM/baseline (< 1: SMDIM is cheaper); the denoiser calls of the full
-samples; the growth of time, memory and FLOPs from L = 2048 to 8192 (fitted log-log slope: 1 is
-linear, 2 quadratic); the issue's targets at L = 8192 (PASS / FAIL / N/A); and one PNG with a row of
+Per preset of the batch-1 table (tiny, base): one table of latency, peak memory and GFLOP per (pass, L)
+for SMDIM and the baseline with their ratios SMDIM/baseline (< 1: SMDIM is cheaper); the denoiser calls
+of the full samples; the growth of time, memory and FLOPs from L = 2048 to 8192 (fitted log-log slope: 1
+is linear, 2 quadratic); the issue's targets at L = 8192 (PASS / FAIL / N/A); and one PNG with a row of
 log-log panels (time, memory, GFLOP vs L) per preset, with ∝L and ∝L² guides.
+
+Per preset of the batched table (tiny, small, base; extra_info "batched"): one row per shape B × L with
+the training step's and the forward's time and peak memory and the full sample's seconds per generated
+piece (its time / B), each for both models with SMDIM/baseline; the targets on the default shapes
+(BATCHED_TARGETS, presets tiny and small; base is reported without a target). Not plotted (its shapes
+hold the tokens per batch fixed; a plot against L would mix L and B).
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from .models import (BASELINE_IMPL, MODEL_CONFIGS, MODEL_IMPLEMENTATIONS, MODEL_PASSES, MODEL_SUITE, SAMPLE,
-                     SAMPLE_STEPS, SMDIM_IMPL, TRAIN)
+from .models import (BASELINE_IMPL, BATCHED_SAMPLE_MAX_BATCH, BATCHED_SAMPLE_MAX_L, MODEL_CONFIGS,
+                     MODEL_IMPLEMENTATIONS, MODEL_PASSES, MODEL_PRESETS, MODEL_SUITE, SAMPLE, SAMPLE_STEPS, SMDIM_IMPL,
+                     TRAIN, shape_label)
 from .passes import FORWARD
 from .report_kit import (METRIC_NAMES, METRIC_UNITS, RELATIONS, Row, Section, TargetCheck, collect_rows,
-                         format_millions, impl_infos, loglog_slope, machine_line, metric_table, not_measured,
-                         plot_panels, ratio_detail, rows_by_key, target_check, targets_summary)
-from .settings import LENGTHS_ENV, MODEL_CONFIGS_ENV, SAMPLE_MAX_ENV
+                         format_millions, format_number, format_ratio, impl_infos, loglog_slope, machine_line,
+                         markdown_table, metric_table, not_measured, plot_panels, ratio_detail, rows_by_key,
+                         target_check, targets_summary)
+from .settings import (BATCHED_CONFIGS_ENV, FULL_MODEL_BATCHES, LENGTHS_ENV, MODEL_BATCHES_ENV, MODEL_CONFIGS_ENV,
+                       SAMPLE_MAX_ENV, shape_order)
 
 TARGET_LENGTH = 8192
 # (pass, metric, target, relation): SMDIM / baseline at TARGET_LENGTH (issue 5; the paper: ~30 % fewer
@@ -25,6 +34,14 @@ TARGET_LENGTH = 8192
 MODEL_TARGETS = ((FORWARD, "gflop", 0.7, "≤"), (FORWARD, "mib", 0.6, "≤"), (TRAIN, "mib", 0.6, "≤"),
                  (FORWARD, "ms", 1.0, "<"))
 GROWTH_LENGTHS = (2048, 8192)  # slopes fitted over the lengths measured in this range
+# (pass, target, lengths): SMDIM / baseline latency ≤ target on the default batched shapes at these lengths
+# (settings.FULL_MODEL_BATCHES: B = 4096 / L), for BATCHED_TARGET_CONFIGS; base is reported without a target
+BATCHED_TARGETS = ((TRAIN, 1.15, (256, 512)), (TRAIN, 1.0, (1024, 2048)), (FORWARD, 1.0, (1024, 2048, 4096)))
+BATCHED_TARGET_CONFIGS = ("tiny", "small")
+BATCHED_TITLE = "Training steps and denoiser forwards on batches (tokens per batch = batch × length)"
+PER_PIECE = "s_per_piece"  # the batched table's sample column: seconds per generated piece = time / B
+# (pass, metric) column groups of the batched table, each: SMDIM, baseline, SMDIM/baseline
+BATCHED_COLUMNS = ((TRAIN, "ms"), (TRAIN, "mib"), (FORWARD, "ms"), (FORWARD, "mib"), (SAMPLE, PER_PIECE))
 LABELS = {SMDIM_IMPL: "SMDIM", BASELINE_IMPL: "transformer baseline"}
 PLOT_TITLE = "SMDIM vs transformer-diffusion baseline"
 PASS_TEXT = {
@@ -49,23 +66,37 @@ def pass_texts(data: dict) -> Dict[str, str]:
             for name, text in PASS_TEXT.items()}
 
 
-def model_rows(benchmarks: Sequence[dict], config: str) -> List[Row]:
-    """Rows of one preset, by pass (fwd, train, sample), then L; row.config is set."""
-    entries = [b for b in benchmarks if b.get("extra_info", {}).get("suite") == MODEL_SUITE
-               and b["extra_info"].get("config") == config]
+def in_table(info: dict, batched: bool = False, config: Optional[str] = None) -> bool:
+    """Whether a benchmark's extra_info is the model suite's, in the batch-1 or the batched table (JSON
+    from before the batched table has no "batched": batch-1), of preset `config` if given."""
+    return (info.get("suite") == MODEL_SUITE and bool(info.get("batched")) == batched
+            and (config is None or info.get("config") == config))
+
+
+def table_infos(data: dict, batched: bool = False, config: Optional[str] = None) -> List[dict]:
+    """extra_info of the model benchmarks of one table, of one preset with `config`."""
+    return [b["extra_info"] for b in data.get("benchmarks", []) if in_table(b.get("extra_info", {}), batched, config)]
+
+
+def model_rows(benchmarks: Sequence[dict], config: str, batched: bool = False) -> List[Row]:
+    """Rows of one preset in one table, by pass (fwd, train, sample), then L (then batch); row.config is set."""
+    entries = [b for b in benchmarks if in_table(b.get("extra_info", {}), batched, config)]
     rows = collect_rows(entries, MODEL_SUITE, MODEL_PASSES)
     for row in rows:
         row.config = config
     return rows
 
 
-def rows_by_config(data: dict) -> Dict[str, List[Row]]:
-    """{preset: rows} for every preset with benchmarks in `data`, in MODEL_CONFIGS order."""
-    benchmarks = data.get("benchmarks", [])
-    found = {b.get("extra_info", {}).get("config") for b in benchmarks
-             if b.get("extra_info", {}).get("suite") == MODEL_SUITE}
-    configs = [c for c in MODEL_CONFIGS if c in found] + sorted(c for c in found - set(MODEL_CONFIGS) if c)
-    return {config: model_rows(benchmarks, config) for config in configs}
+def preset_order(configs) -> List[str]:
+    """The presets named, smallest first (MODEL_PRESETS order), unknown ones after them by name."""
+    known = [c for c in MODEL_PRESETS if c in configs]
+    return known + sorted(c for c in set(configs) - set(MODEL_PRESETS) if c)
+
+
+def rows_by_config(data: dict, batched: bool = False) -> Dict[str, List[Row]]:
+    """{preset: rows} of one table for every preset with benchmarks there, in preset_order."""
+    configs = preset_order({info.get("config") for info in table_infos(data, batched)})
+    return {config: model_rows(data.get("benchmarks", []), config, batched) for config in configs}
 
 
 RATIO = f"{SMDIM_IMPL}/{BASELINE_IMPL}"
@@ -133,6 +164,66 @@ def model_checks(rows_of: Dict[str, List[Row]], configs: Sequence[str] = MODEL_C
     return checks
 
 
+# --- the batched table -----------------------------------------------------------------------------------
+
+
+def _batched_value(row: Row, metric: str, impl: str) -> Optional[float]:
+    """One cell's number: ms or MiB as measured, or (PER_PIECE) the sample's seconds / B."""
+    if metric == PER_PIECE:
+        ms = row.ms.get(impl)
+        return None if ms is None else ms / 1e3 / row.batch
+    return getattr(row, metric).get(impl)
+
+
+def batched_table(rows: Sequence[Row]) -> str:
+    """One line per shape (by L, then B): BATCHED_COLUMNS for both models with SMDIM/baseline (— where the
+    case did not run; the sample runs only at the studio's shapes)."""
+    header = ["batch × L", "tokens"]
+    for pass_name, metric in BATCHED_COLUMNS:
+        unit = "s/piece" if metric == PER_PIECE else f"{pass_name} {METRIC_UNITS[metric]}"
+        header += [f"{impl} {unit}" for impl in MODEL_IMPLEMENTATIONS] + [f"{RATIO} {unit}"]
+    by_shape = {(row.pass_name, row.batch, row.length): row for row in rows}
+    body = []
+    for batch, length in sorted({(row.batch, row.length) for row in rows}, key=shape_order):
+        cells = [f"{batch} × {length}", str(batch * length)]
+        for pass_name, metric in BATCHED_COLUMNS:
+            row = by_shape.get((pass_name, batch, length), Row(pass_name, length, MODEL_SUITE, batch=batch))
+            cells += [format_number(_batched_value(row, metric, impl)) for impl in MODEL_IMPLEMENTATIONS]
+            cells.append(format_ratio(row.ratio("mib" if metric == "mib" else "ms", SMDIM_IMPL, BASELINE_IMPL)))
+        body.append(cells)
+    return markdown_table(header, body)
+
+
+def _batched_not_measured(config: str, rows: Sequence[Row], row: Row, metric: str) -> str:
+    if not rows:
+        return f"{config} not measured on batches (plan: {BATCHED_CONFIGS_ENV})"
+    return not_measured(row, metric, MODEL_IMPLEMENTATIONS, lambda impl, pass_name: MODEL_BATCHES_ENV,
+                        where=f"{row.pass_name} {shape_label(row.length, row.batch, batched=True)}",
+                        plan=MODEL_BATCHES_ENV)
+
+
+def batched_checks(rows_of: Dict[str, List[Row]], configs: Sequence[str] = BATCHED_TARGET_CONFIGS
+                   ) -> List[TargetCheck]:
+    """SMDIM/baseline latency on the default batched shapes, per preset: train ≤ 1.15 at L = 256, 512 and
+    ≤ 1 at 1024, 2048; fwd ≤ 1 at L ≥ 1024."""
+    batch_at = {length: batch for batch, length in FULL_MODEL_BATCHES}
+    checks = []
+    for config in configs:
+        rows = rows_of.get(config, [])
+        by_shape = {(row.pass_name, row.batch, row.length): row for row in rows}
+        for pass_name, target, lengths in BATCHED_TARGETS:
+            for length in lengths:
+                batch = batch_at[length]
+                row = by_shape.get((pass_name, batch, length),
+                                   Row(pass_name, length, MODEL_SUITE, config=config, batch=batch))
+                checks.append(target_check(
+                    f"{config} {pass_name} SMDIM/baseline latency ≤ {target:g} at {shape_label(length, batch, True)}",
+                    row.ratio("ms", SMDIM_IMPL, BASELINE_IMPL), lambda x, t=target: x <= t,
+                    lambda x, r=row: ratio_detail(r, "ms", SMDIM_IMPL, BASELINE_IMPL, x),
+                    _batched_not_measured(config, rows, row, "ms")))
+    return checks
+
+
 # --- text ----------------------------------------------------------------------------------------------
 
 
@@ -154,18 +245,20 @@ def config_line(data: dict, config: str) -> str:
     return text
 
 
-def calls_line(data: dict, config: str) -> Optional[str]:
-    """The denoiser calls of the full samples, or None where no sample ran."""
-    calls = sorted({(b["extra_info"]["L"], b["extra_info"]["impl"], b["extra_info"]["denoiser_calls"])
-                    for b in data.get("benchmarks", []) if b.get("extra_info", {}).get("suite") == MODEL_SUITE
-                    and b["extra_info"].get("config") == config and b["extra_info"].get("denoiser_calls") is not None})
+def calls_line(data: dict, config: str, batched: bool = False) -> Optional[str]:
+    """The denoiser calls of one table's full samples (a batched sample's calls serve its whole batch),
+    or None where no sample ran."""
+    calls = sorted({(info["L"], info.get("batch", 1), info["impl"], info["denoiser_calls"])
+                    for info in table_infos(data, batched, config) if info.get("denoiser_calls") is not None})
     if not calls:
         return None
     steps, _ = sample_settings(data)
-    if all(n == steps for _, _, n in calls):
-        return f"Every {config} sample made {steps} denoiser calls (one per step: every step revealed tokens)."
-    return f"Denoiser calls per {config} sample (K = {steps}): " + ", ".join(
-        f"{impl} L={length} {n}" for length, impl, n in calls) + "."
+    what = f"{config} batched" if batched else config
+    if all(n == steps for *_, n in calls):
+        return f"Every {what} sample made {steps} denoiser calls (one per step: every step revealed tokens)."
+    return f"Denoiser calls per {what} sample (K = {steps}): " + ", ".join(
+        f"{impl} {shape_label(length, batch, batched)} {n}"
+        for length, batch, impl, n in calls) + "."
 
 
 def _device_text(data: dict) -> Tuple[str, str]:
@@ -184,21 +277,54 @@ def _device_text(data: dict) -> Tuple[str, str]:
             "creates the optimizer state); activations, logits, gradients and the sampler's buffers are included.")
 
 
-def render_model_report(data: dict, rows_of: Dict[str, List[Row]], checks: Sequence[TargetCheck]) -> str:
+def _problem_shape(data: dict, batched_of: Dict[str, List[Row]]) -> str:
+    """'batch 1' (the per-preset tables), with the batched table's shapes B × L where it ran."""
+    per_length = table_infos(data)
+    parts = [f"batch {per_length[0].get('batch', '?')}"] if per_length else []
+    shapes = sorted({(row.batch, row.length) for rows in batched_of.values() for row in rows}, key=shape_order)
+    if shapes:
+        parts.append("batches B × L of " + ", ".join(f"{batch} × {length}" for batch, length in shapes))
+    return "; ".join(parts)
+
+
+def _batched_lines(data: dict, batched_of: Dict[str, List[Row]]) -> List[str]:
+    """The batched table's part of the report: its title, what it holds, and a table per preset."""
+    if not batched_of:
+        return []
+    lines = ["", f"## {BATCHED_TITLE}", "",
+             f"Shapes B × L from {MODEL_BATCHES_ENV}: B sequences of L tokens per call, the passes as above on the "
+             f"whole batch. s/piece = seconds per generated piece: the full sample's time (one run, B pieces at "
+             f"once) / B; sampled only at B ≤ {BATCHED_SAMPLE_MAX_BATCH} and L ≤ {BATCHED_SAMPLE_MAX_L} (the "
+             f"studio's shapes). Targets (below) on the default shapes for {', '.join(BATCHED_TARGET_CONFIGS)}; "
+             "other presets are reported without one."]
+    for config, rows in batched_of.items():
+        lines += ["", f"### {config}", "", batched_table(rows)]
+        calls = calls_line(data, config, batched=True)
+        if calls:
+            lines += ["", calls]
+    return lines
+
+
+def render_model_report(data: dict, rows_of: Dict[str, List[Row]], checks: Sequence[TargetCheck],
+                        batched_of: Optional[Dict[str, List[Row]]] = None) -> str:
+    """The section's markdown: the batch-1 table per preset (rows_of), the batched table per preset
+    (batched_of), then every target."""
+    batched_of = batched_of or {}
     device, memory_text = _device_text(data)
     any_info = next((b["extra_info"] for b in data.get("benchmarks", [])
                      if b.get("extra_info", {}).get("suite") == MODEL_SUITE), {})
     first_regular = any_info.get("first_regular_id", "?")
+    configs = preset_order(set(rows_of) | set(batched_of))
     lines = [
         "# Model benchmark: SMDIM vs transformer-diffusion baseline", "",
         f"Machine: {machine_line(data)}; device {device}", "",
-        f"Problem: batch {any_info.get('batch', '?')}, {any_info.get('dtype', '?')}, L random token ids in "
+        f"Problem: {_problem_shape(data, batched_of)}, {any_info.get('dtype', '?')}, L random token ids in "
         f"[{first_regular}, {any_info.get('vocab_size', '?')}) (the default REMI vocabulary without its special "
         f"tokens; PAD {any_info.get('pad_id', '?')}, MASK {any_info.get('mask_id', '?')}). Both models share the "
         "skeleton (embedding → Conv1d stride 4 → blocks on L/4 steps → ConvTranspose1d → tied head); the "
         "baseline gets the depth that matches SMDIM's parameter count (within 10 %, checked before timing). "
         "Passes: " + "; ".join(f"{name} = {text}" for name, text in pass_texts(data).items()) + ".", "",
-        *(f"- {config_line(data, config)}" for config in rows_of), "",
+        *(f"- {config_line(data, config)}" for config in configs), "",
         "Times: median ms per call (a sample: its one run). " + memory_text + " GFLOP: 10⁹ FLOPs per call counted "
         "by torch.utils.flop_counter (smdim_kernels.flops.count_flops; 2 per multiply-add; GEMMs, convolutions, "
         "attention and smdim's fused ops; elementwise work counts 0); train = loss forward + backward; sample = "
@@ -213,20 +339,23 @@ def render_model_report(data: dict, rows_of: Dict[str, List[Row]], checks: Seque
     if growth:
         lines += ["", f"Growth from L={GROWTH_LENGTHS[0]} to {GROWTH_LENGTHS[1]} (fitted log-log slope over the "
                   "lengths measured there; 1 = linear, 2 = quadratic; — = fewer than two lengths):", "", *growth]
+    lines += _batched_lines(data, batched_of)
     lines += ["", "## Targets", "", *(check.line() for check in checks), "", targets_summary(checks), ""]
     return "\n".join(lines)
 
 
 def model_section(data: dict) -> Optional[Section]:
-    """The model suite's section (rows of every preset), or None where the JSON has none of its benchmarks."""
-    rows_of = rows_by_config(data)
-    rows = [row for config_rows in rows_of.values() for row in config_rows]
-    if not rows:
+    """The model suite's section (rows of every preset, batch-1 then batched; the plot: batch-1 rows), or
+    None where the JSON has none of its benchmarks."""
+    rows_of, batched_of = rows_by_config(data), rows_by_config(data, batched=True)
+    per_length = [row for config_rows in rows_of.values() for row in config_rows]
+    batched = [row for config_rows in batched_of.values() for row in config_rows]
+    if not per_length and not batched:
         return None
-    checks = model_checks(rows_of)
+    checks = model_checks(rows_of) + batched_checks(batched_of)
     title = f"{PLOT_TITLE} — {machine_line(data)}"
-    return Section(MODEL_SUITE, rows, checks, render_model_report(data, rows_of, checks),
-                   plot=lambda path: plot_models(rows, title, path))
+    return Section(MODEL_SUITE, per_length + batched, checks, render_model_report(data, rows_of, checks, batched_of),
+                   plot=(lambda path: plot_models(per_length, title, path)) if per_length else None)
 
 
 # --- plot ----------------------------------------------------------------------------------------------

@@ -1,20 +1,31 @@
 """The model-level benchmarks: the SMDIM denoiser against its transformer-diffusion baseline.
 
-Suite "model". Two size presets of smdim.model (`MODEL_CONFIGS`: "tiny" and the paper-scale
-"base"), each against `matched_baseline_config` of it: the same skeleton and width (embedding ->
-Conv1d stride 4 -> blocks on the compressed sequence -> ConvTranspose1d -> tied head), attention +
-4*d_model FFN blocks with full attention and sinusoidal positions, and the depth whose parameter
-count is closest to SMDIM's (required within 10 %; the guard asserts it again). Nothing in either
-config limits the length (no position table: sinusoidal positions are computed per call).
+Suite "model". Size presets of smdim.model (`MODEL_PRESETS`: "tiny", "small" and the paper-scale
+"base"; the batch-1 table runs `MODEL_CONFIGS` = tiny and base by default), each against
+`matched_baseline_config` of it: the same skeleton and width (embedding -> Conv1d stride 4 -> blocks on
+the compressed sequence -> ConvTranspose1d -> tied head), attention + 4*d_model FFN blocks with full
+attention and sinusoidal positions, and the depth whose parameter count is closest to SMDIM's
+(required within 10 %; the guard asserts it again). Nothing in either config limits the length (no
+position table: sinusoidal positions are computed per call).
 
     smdim     SMDIM(preset_config(config, ...)): MFA blocks (bidirectional Mamba -> FFN -> local attention)
     baseline  SMDIM(matched_baseline_config(...)): transformer blocks, full attention
 
-Inputs: batch 1, fp32, L tokens drawn uniformly from the non-special ids of the default REMI
+Inputs: B sequences of L tokens, fp32, drawn uniformly from the non-special ids of the default REMI
 tokenizer (smdim.tokenizer.make_tokenizer(): vocabulary 286, PAD 0, MASK 3): the cost of a
-denoiser does not depend on which tokens it reads, so no corpus is needed. Passes:
+denoiser does not depend on which tokens it reads, so no corpus is needed. Two tables:
 
-    fwd     one denoiser forward, eval mode under no_grad: logits (1, L, vocab). The cost of one
+    batch 1    B = 1 at every L of the plan (ids "tiny-fwd-L512-smdim", groups "model tiny fwd L=512");
+    batched    the batches users train and sample with: short crops, B x L = 4096 tokens by default
+               (`smdim train`'s batches: smdim.pipeline.TOKENS_PER_BATCH), ids "tiny-train-B16xL256-smdim",
+               groups "model tiny train B=16 L=256". A batched shape with B = 1 (1x4096) is a case of its
+               own ("tiny-fwd-B1xL4096-smdim"), so the batched table is complete whatever the batch-1 plan;
+               it samples only shapes with B <= BATCHED_SAMPLE_MAX_BATCH and L <= BATCHED_SAMPLE_MAX_L
+               (the studio's), and the report gives their time per generated piece (time / B).
+
+Passes:
+
+    fwd     one denoiser forward, eval mode under no_grad: logits (B, L, vocab). The cost of one
             sampling step.
     train   one training step as smdim.train.Trainer takes it: the MDLM loss (smdim.diffusion.
             diffusion_loss: mask, forward, SUBS cross-entropy) forward + backward, gradient clipping
@@ -39,6 +50,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import torch
 
+from smdim.model import PRESETS
 from smdim.sampling import DEFAULT_ORDER, DEFAULT_STEPS
 
 from .passes import FORWARD
@@ -48,9 +60,11 @@ SMDIM_IMPL, BASELINE_IMPL = "smdim", "baseline"
 MODEL_IMPLEMENTATIONS = (SMDIM_IMPL, BASELINE_IMPL)
 TRAIN, SAMPLE = "train", "sample"
 MODEL_PASSES = (FORWARD, TRAIN, SAMPLE)
-MODEL_CONFIGS = ("tiny", "base")
+MODEL_PRESETS = tuple(PRESETS)  # every size preset, smallest first: tiny, small, base
+MODEL_CONFIGS = ("tiny", "base")  # the batch-1 table's default presets
 SAMPLE_STEPS, SAMPLE_ORDER = DEFAULT_STEPS, DEFAULT_ORDER  # `smdim generate`'s defaults (tests check the CLI)
-BATCH, DTYPE = 1, torch.float32
+BATCHED_SAMPLE_MAX_BATCH, BATCHED_SAMPLE_MAX_L = 8, 2048  # the studio's shapes: batched samples only up to these
+DTYPE = torch.float32
 PARAMETER_TOLERANCE = 0.10  # the baseline's parameter count within 10 % of SMDIM's
 WARMUP_LENGTH = 512  # longer than 2 x any preset's attention window (in tokens): the local path warms up
 WARMUP_SAMPLE_STEPS = 2
@@ -58,23 +72,43 @@ MEMORY_SAMPLE_STEPS = 4  # the sample's peak memory does not depend on K (see th
 SEED = 0
 
 
+def shape_label(length: int, batch: int = 1, batched: bool = False) -> str:
+    """Where a case ran, as groups and reports write it: 'L=512' (batch-1 table) or 'B=16 L=256' (batched)."""
+    return f"B={batch} L={length}" if batched or batch != 1 else f"L={length}"
+
+
 @dataclass(frozen=True)
 class ModelCase:
-    """One benchmark of the model suite: a config's implementation running one pass at one length."""
+    """One benchmark of the model suite: a config's implementation running one pass on `batch`
+    sequences of `length` tokens. `batched`: a case of the batched table (set for any batch > 1);
+    its id and group name the batch, so a batched 1x4096 is not the batch-1 table's L=4096."""
 
     config: str
     impl: str
     pass_name: str
     length: int
+    batch: int = 1
+    batched: bool = False
+
+    def __post_init__(self):
+        if self.batch < 1:
+            raise ValueError(f"batch must be >= 1; got {self.batch}")
+        if self.batch > 1 and not self.batched:
+            object.__setattr__(self, "batched", True)  # only the batched table has batches
+
+    @property
+    def shape(self) -> str:
+        """'L512' (batch-1 table) or 'B16xL256' (batched table)."""
+        return f"B{self.batch}xL{self.length}" if self.batched else f"L{self.length}"
 
     @property
     def group(self) -> str:
-        return f"{MODEL_SUITE} {self.config} {self.pass_name} L={self.length}"
+        return f"{MODEL_SUITE} {self.config} {self.pass_name} {shape_label(self.length, self.batch, self.batched)}"
 
     @property
     def id(self) -> str:
-        """Test id, usable in `-k` expressions."""
-        return f"{self.config}-{self.pass_name}-L{self.length}-{self.impl}"
+        """Test id, usable in `-k` expressions ("B16xL256" selects one batched shape)."""
+        return f"{self.config}-{self.pass_name}-{self.shape}-{self.impl}"
 
     @property
     def single_shot(self) -> bool:
@@ -157,11 +191,11 @@ def describe_config(config: str, impl: str) -> Dict[str, Any]:
             "parameters": parameter_count(config, impl), "vocab_size": c.vocab_size}
 
 
-def make_tokens(length: int, device: str = "cpu", seed: int = SEED) -> torch.Tensor:
-    """(BATCH, length) int64 token ids, uniform over the regular (non-special) ids."""
+def make_tokens(length: int, device: str = "cpu", seed: int = SEED, batch: int = 1) -> torch.Tensor:
+    """(batch, length) int64 token ids, uniform over the regular (non-special) ids."""
     space = token_space()
     gen = torch.Generator().manual_seed(seed + 1)
-    tokens = torch.randint(space.first_regular_id, space.vocab_size, (BATCH, length), generator=gen)
+    tokens = torch.randint(space.first_regular_id, space.vocab_size, (batch, length), generator=gen)
     return tokens.to(device)
 
 
@@ -192,15 +226,15 @@ def training_state(config: str, impl: str, device: str = "cpu"):
 
 @dataclass
 class ModelRunner:
-    """A no-argument callable running one (config, implementation, pass, L).
+    """A no-argument callable running one (config, implementation, pass, batch, L).
 
-    Returns logits (1, L, vocab) for fwd, the detached loss (scalar) for train, and (tokens (1, L),
+    Returns logits (B, L, vocab) for fwd, the detached loss (scalar) for train, and (tokens (B, L),
     denoiser calls) for sample. `check(result)` validates a result (AssertionError) and returns
     what to report about it."""
 
     pass_name: str
     model: torch.nn.Module
-    tokens: torch.Tensor  # (1, L): the input (fwd, train) or the all-MASK start (sample)
+    tokens: torch.Tensor  # (B, L): the input (fwd, train) or the all-MASK start (sample)
     mask_id: int
     vocab_size: int
     steps: int = SAMPLE_STEPS
@@ -236,26 +270,26 @@ class ModelRunner:
 
     def check(self, result) -> Dict[str, Any]:
         """AssertionError unless `result` is right for this pass; {"denoiser_calls": n} for sample."""
-        length = self.tokens.shape[1]
+        batch, length = self.tokens.shape
         if self.pass_name == FORWARD:
-            assert tuple(result.shape) == (BATCH, length, self.vocab_size), (
-                f"logits of shape {tuple(result.shape)}; expected {(BATCH, length, self.vocab_size)}")
+            assert tuple(result.shape) == (batch, length, self.vocab_size), (
+                f"logits of shape {tuple(result.shape)}; expected {(batch, length, self.vocab_size)}")
             assert bool(torch.isfinite(result).all()), "non-finite logits"
             return {}
         if self.pass_name == TRAIN:
             assert math.isfinite(float(result)), f"training loss {float(result)} is not finite"
             return {}
         tokens, calls = result
-        assert tuple(tokens.shape) == (BATCH, length), (
-            f"sample of shape {tuple(tokens.shape)}; expected {(BATCH, length)}")
+        assert tuple(tokens.shape) == (batch, length), (
+            f"sample of shape {tuple(tokens.shape)}; expected {(batch, length)}")
         assert not bool((tokens == self.mask_id).any()), "the sample still holds MASK tokens"
         assert int(tokens.min()) >= 0 and int(tokens.max()) < self.vocab_size, "sampled ids outside the vocabulary"
         assert 1 <= calls <= self.steps + 16, f"{calls} denoiser calls for {self.steps} steps"
         return {"denoiser_calls": int(calls)}
 
     def count_gflop(self) -> Tuple[Optional[float], str]:
-        """(GFLOP, note) — fwd: one forward; train: loss forward + backward (AdamW's elementwise
-        update counts 0); sample: one denoiser forward (the caller multiplies by the calls made).
+        """(GFLOP, note) of the whole batch — fwd: one forward; train: loss forward + backward (AdamW's
+        elementwise update counts 0); sample: one denoiser forward (the caller multiplies by the calls made).
         None and the reason where smdim_kernels.flops is missing."""
         from .layers import FLOP_CONVENTION, flops_unavailable_reason
 
@@ -277,22 +311,28 @@ class ModelRunner:
 
 
 def make_model_runner(config: str, impl: str, pass_name: str, length: int, device: str = "cpu",
-                      steps: int = SAMPLE_STEPS) -> ModelRunner:
-    """The runner of one case; inputs are seeded, so both implementations get the same tokens."""
+                      steps: int = SAMPLE_STEPS, batch: int = 1) -> ModelRunner:
+    """The runner of one case on (batch, length) tokens; inputs are seeded, so both implementations
+    get the same tokens."""
     if pass_name not in MODEL_PASSES:
         raise ValueError(f"unknown model pass {pass_name!r}; expected one of {MODEL_PASSES}")
     space = token_space()
     if pass_name == TRAIN:
         model, optimizer, grad_clip = training_state(config, impl, device)
-        return ModelRunner(pass_name, model, make_tokens(length, device), space.mask_id, space.vocab_size,
-                           optimizer=optimizer, grad_clip=grad_clip)
+        return ModelRunner(pass_name, model, make_tokens(length, device, batch=batch), space.mask_id,
+                           space.vocab_size, optimizer=optimizer, grad_clip=grad_clip)
     model = inference_model(config, impl, device)
-    tokens = (make_tokens(length, device) if pass_name == FORWARD
-              else torch.full((BATCH, length), space.mask_id, dtype=torch.long, device=device))
+    tokens = (make_tokens(length, device, batch=batch) if pass_name == FORWARD
+              else torch.full((batch, length), space.mask_id, dtype=torch.long, device=device))
     return ModelRunner(pass_name, model, tokens, space.mask_id, space.vocab_size, steps=steps)
 
 
-def make_warmup_runner(config: str, impl: str, pass_name: str, device: str = "cpu") -> ModelRunner:
-    """The same pass on the same model at WARMUP_LENGTH (a sample: WARMUP_SAMPLE_STEPS steps): pays the
-    one-time costs and, for train, creates AdamW's state, before a measurement."""
-    return make_model_runner(config, impl, pass_name, WARMUP_LENGTH, device, steps=WARMUP_SAMPLE_STEPS)
+def make_warmup_runner(config: str, impl: str, pass_name: str, device: str = "cpu", batch: int = 1) -> ModelRunner:
+    """The same pass on the same model at (batch, WARMUP_LENGTH) (a sample: WARMUP_SAMPLE_STEPS steps):
+    pays the one-time costs and, for train, creates AdamW's state, before a measurement.
+
+    At the case's batch, not 1: the kernels split their work over batch x channels (the C++ kernels'
+    thread partitioning, cuBLAS' per-shape algorithm choice), so a batch-1 warm-up could leave a
+    batch-dependent first-call cost in the measured run. WARMUP_LENGTH tokens per sequence as in the
+    batch-1 table (the local-attention path warms up); at most 2x a default batched case's tokens."""
+    return make_model_runner(config, impl, pass_name, WARMUP_LENGTH, device, steps=WARMUP_SAMPLE_STEPS, batch=batch)

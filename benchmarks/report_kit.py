@@ -54,7 +54,7 @@ def targets_summary(checks: Iterable[TargetCheck], label: str = "Targets") -> st
 
 @dataclass
 class Row:
-    """One (pass, L) of a suite: per implementation that ran, median ms, peak MiB and GFLOP."""
+    """One (pass, L, batch) of a suite: per implementation that ran, median ms, peak MiB and GFLOP."""
 
     pass_name: str
     length: int
@@ -64,6 +64,7 @@ class Row:
     gflop: Dict[str, float] = field(default_factory=dict)  # GFLOP per call (layer and model suites)
     flops_na: Dict[str, str] = field(default_factory=dict)  # impl -> why its GFLOP were not counted
     config: Optional[str] = None  # model suite: the preset ("tiny", "base")
+    batch: int = 1  # sequences per call (extra_info "batch"; the model suite's batched table)
 
     def ratio(self, metric: str, numerator: str, denominator: str) -> Optional[float]:
         """numerator / denominator of one metric ("ms", "mib" or "gflop"); None if either is missing."""
@@ -75,18 +76,19 @@ class Row:
 
 
 def collect_rows(benchmarks: Iterable[dict], suite: str, passes: Sequence[str] = PASSES) -> List[Row]:
-    """Rows from pytest-benchmark entries of `suite`, ordered by pass (in `passes` order), then L.
+    """Rows from pytest-benchmark entries of `suite`, one per (pass, L, batch), ordered by pass (in
+    `passes` order), then L, then batch.
 
     A case's time is its median round, or extra_info["time_s"] where the case was timed once in a
     subprocess (single-shot cases). GFLOP come from extra_info["gflop"]; a case that ran with
     "gflop": None was not counted (flops_na holds why)."""
-    rows: Dict[Tuple[str, int], Row] = {}
+    rows: Dict[Tuple[str, int, int], Row] = {}
     for bench in benchmarks:
         info = bench.get("extra_info", {})
         if info.get("suite") != suite:
             continue
-        key = (info["pass"], int(info["L"]))
-        row = rows.setdefault(key, Row(*key, suite=suite))
+        key = (info["pass"], int(info["L"]), int(info.get("batch", 1)))
+        row = rows.setdefault(key, Row(key[0], key[1], suite=suite, batch=key[2]))
         impl = info["impl"]
         seconds = info["time_s"] if info.get("time_s") is not None else bench["stats"]["median"]
         row.ms[impl] = float(seconds) * 1e3
@@ -97,7 +99,7 @@ def collect_rows(benchmarks: Iterable[dict], suite: str, passes: Sequence[str] =
         elif "gflop" in info:
             row.flops_na[impl] = str(info.get("flops_note") or "not counted")
     order = {name: index for index, name in enumerate(passes)}
-    return sorted(rows.values(), key=lambda row: (order.get(row.pass_name, len(order)), row.length))
+    return sorted(rows.values(), key=lambda row: (order.get(row.pass_name, len(order)), row.length, row.batch))
 
 
 def rows_by_key(rows: Iterable[Row]) -> Dict[Tuple[str, int], Row]:
@@ -105,14 +107,17 @@ def rows_by_key(rows: Iterable[Row]) -> Dict[Tuple[str, int], Row]:
 
 
 def not_measured(row: Row, metric: str, impls: Sequence[str],
-                 plan_variable: Callable[[str, str], str] = lambda impl, pass_name: LENGTHS_ENV) -> str:
+                 plan_variable: Callable[[str, str], str] = lambda impl, pass_name: LENGTHS_ENV,
+                 where: Optional[str] = None, plan: str = LENGTHS_ENV) -> str:
     """Why a target on `impls` has no value at this row: nothing ran there, FLOPs not counted, memory
-    not measured, or which plan variable (plan_variable(impl, pass)) would put the absent cases in."""
+    not measured, or which plan variable (plan_variable(impl, pass), and `plan`, the one that places the
+    row: SMDIM_BENCH_LENGTHS by default) would put the absent cases in. `where` names the row (default
+    "fwd L=512")."""
     values = getattr(row, metric)
     absent = [impl for impl in impls if impl not in values]
-    where = f"{row.pass_name} L={row.length}"
+    where = where or f"{row.pass_name} L={row.length}"
     if not row.ms:
-        return f"nothing measured at {where} (plan: {LENGTHS_ENV})"
+        return f"nothing measured at {where} (plan: {plan})"
     if not absent:
         return f"not measured at {where}"
     if metric == "gflop" and all(impl in row.ms for impl in absent):
@@ -120,7 +125,7 @@ def not_measured(row: Row, metric: str, impls: Sequence[str],
             f" ({row.flops_na[impl]})" for impl in absent if impl in row.flops_na)[:300]
     if all(impl in row.ms for impl in absent):  # ran, but no memory (e.g. --benchmark-disable)
         return f"{METRIC_NAMES[metric]} of {', '.join(absent)} not measured at {where}"
-    variables = sorted({plan_variable(impl, row.pass_name) for impl in absent} | {LENGTHS_ENV})
+    variables = sorted({plan_variable(impl, row.pass_name) for impl in absent} | {plan})
     return f"{', '.join(absent)} not measured at {where} (plan: {', '.join(variables)})"
 
 

@@ -2,7 +2,7 @@
 
     SMDIM_BENCH_QUICK=1                quick mode (also `pytest benchmarks/ --quick`): L=512 only, few
                                        rounds, no naive forward+backward, no MambaMixer forward+backward,
-                                       model suite on the tiny preset only
+                                       model suite on the tiny preset only (batched: 16x256 only)
     SMDIM_BENCH_THREADS=N              torch threads (default: the core count)
     SMDIM_BENCH_LENGTHS=512,1024       sequence lengths of every suite (default 512..8192; quick: 512)
 
@@ -32,9 +32,18 @@ smdim enabled, at SMDIM_BENCH_LENGTHS up to 4096; the unpatched forward+backward
 SMDIM_BENCH_HF_FWDBWD_LENGTHS (as above).
 
 Model suite (test_models.py; SMDIM vs the transformer-diffusion baseline, models.py):
-    SMDIM_BENCH_MODEL_CONFIGS=tiny,base presets to run (default tiny,base; quick: tiny)
-    SMDIM_BENCH_SAMPLE_MAX_L=L         longest L of the full K=64-step sample (default 8192: every L; at
+    SMDIM_BENCH_MODEL_CONFIGS=tiny,base presets of the batch-1 table, at SMDIM_BENCH_LENGTHS (default
+                                       tiny,base; quick: tiny; any of tiny, small, base)
+    SMDIM_BENCH_SAMPLE_MAX_L=L         longest L of the full K-step sample (default 8192: every L; at
                                        base/8192 one sample is about 2 minutes per model)
+    SMDIM_BENCH_MODEL_BATCHES=16x256   the batched table's shapes, comma-separated BATCHxLENGTH (tokens per
+                                       sequence): default 16x256,8x512,4x1024,2x2048,1x4096 (4096 tokens
+                                       each, as `smdim train` batches); quick: 16x256; "0" or "none": no
+                                       batched cases. fwd and train at every shape, the full sample only
+                                       at B <= 8 and L <= 2048 (and L <= SMDIM_BENCH_SAMPLE_MAX_L). 1x4096
+                                       is a batched case of its own (id ...-B1xL4096-...), apart from
+                                       the batch-1 table's L=4096
+    SMDIM_BENCH_BATCHED_CONFIGS=tiny   presets of the batched table (default tiny,small,base; quick: tiny)
     SMDIM_BENCH_DEVICE=auto|cpu|cuda   the model suite's device (default auto; see cuda.py)
 
 An explicit variable wins over the quick-mode default.
@@ -42,6 +51,7 @@ An explicit variable wins over the quick-mode default.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
@@ -49,7 +59,8 @@ from .cuda import bench_device
 from .layers import FULL_ATTENTION_IMPLEMENTATIONS, HF, SUITE_IMPLEMENTATIONS, LayerCase
 from .layers import PSCAN as LAYER_PSCAN  # mamba.py's Mamba layer, planned apart from its scan
 from .machine import bench_threads
-from .models import MODEL_CONFIGS, MODEL_IMPLEMENTATIONS, MODEL_PASSES, SAMPLE, ModelCase
+from .models import (BATCHED_SAMPLE_MAX_BATCH, BATCHED_SAMPLE_MAX_L, MODEL_CONFIGS, MODEL_IMPLEMENTATIONS,
+                     MODEL_PASSES, MODEL_PRESETS, SAMPLE, ModelCase)
 from .passes import FORWARD, PASSES
 from .scan_cases import BOUND, NAIVE, PSCAN, SCAN_IMPLEMENTATIONS, ScanCase
 
@@ -64,11 +75,26 @@ LAYER_PSCAN_MAX_ENV = "SMDIM_BENCH_LAYER_PSCAN_MAX_L"
 FULL_ATTN_MAX_ENV = "SMDIM_BENCH_FULL_ATTN_MAX_L"
 MODEL_CONFIGS_ENV = "SMDIM_BENCH_MODEL_CONFIGS"
 SAMPLE_MAX_ENV = "SMDIM_BENCH_SAMPLE_MAX_L"
+MODEL_BATCHES_ENV = "SMDIM_BENCH_MODEL_BATCHES"
+BATCHED_CONFIGS_ENV = "SMDIM_BENCH_BATCHED_CONFIGS"
 
 FULL_LENGTHS = (512, 1024, 2048, 4096, 8192)
 QUICK_LENGTHS = (512,)
 HF_FULL_LENGTHS = (2048,)  # DESIGN.md §6: MambaMixer forward 1.06 s, forward+backward ~491 s at L=2048
 QUICK_MODEL_CONFIGS = ("tiny",)
+Shape = Tuple[int, int]  # (batch, length): sequences per batch, tokens per sequence
+# 4096 tokens per batch, as `smdim train` batches a run without --batch-size (smdim.pipeline.TOKENS_PER_BATCH)
+FULL_MODEL_BATCHES: Tuple[Shape, ...] = ((16, 256), (8, 512), (4, 1024), (2, 2048), (1, 4096))
+QUICK_MODEL_BATCHES: Tuple[Shape, ...] = ((16, 256),)
+BATCHED_CONFIGS = MODEL_PRESETS
+QUICK_BATCHED_CONFIGS = ("tiny",)
+SHAPE_PATTERN = re.compile(r"(\d+)\s*[xX]\s*(\d+)")
+
+
+def shape_order(shape: Shape) -> Tuple[int, int]:
+    """Sort key of (batch, length) shapes: by length, then batch."""
+    batch, length = shape
+    return length, batch
 
 
 def _env_flag(name: str) -> bool:
@@ -103,15 +129,30 @@ def _env_lengths(default: Tuple[int, ...], name: str = LENGTHS_ENV, allow_none: 
 
 
 def _env_configs(default: Tuple[str, ...], name: str = MODEL_CONFIGS_ENV) -> Tuple[str, ...]:
-    """Comma-separated model presets from $name, in MODEL_CONFIGS order."""
+    """Comma-separated model presets from $name, in MODEL_PRESETS order (smallest first)."""
     value = os.environ.get(name, "").strip()
     if not value:
         return default
     names = {part.strip() for part in value.split(",") if part.strip()}
-    unknown = sorted(names - set(MODEL_CONFIGS))
+    unknown = sorted(names - set(MODEL_PRESETS))
     if unknown or not names:
-        raise ValueError(f"{name} must name presets among {','.join(MODEL_CONFIGS)}; got {value!r}")
-    return tuple(config for config in MODEL_CONFIGS if config in names)
+        raise ValueError(f"{name} must name presets among {','.join(MODEL_PRESETS)}; got {value!r}")
+    return tuple(config for config in MODEL_PRESETS if config in names)
+
+
+def _env_shapes(default: Tuple[Shape, ...], name: str = MODEL_BATCHES_ENV) -> Tuple[Shape, ...]:
+    """Comma-separated BATCHxLENGTH shapes from $name, by length then batch; "0" or "none": no shape."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    if value.lower() in ("0", "none"):
+        return ()
+    matches = [SHAPE_PATTERN.fullmatch(part.strip()) for part in value.split(",") if part.strip()]
+    shapes = {(int(m.group(1)), int(m.group(2))) for m in matches if m is not None}
+    if not matches or None in matches or min(min(shape) for shape in shapes) < 1:
+        raise ValueError(f"{name} must be comma-separated BATCHxLENGTH shapes of positive integers, like "
+                         f"16x256,8x512 (or 0 / none); got {value!r}")
+    return tuple(sorted(shapes, key=shape_order))
 
 
 @dataclass(frozen=True)
@@ -135,6 +176,8 @@ class BenchSettings:
     model_configs: Tuple[str, ...] = MODEL_CONFIGS
     sample_max_len: int = 8192
     model_device: str = "cpu"
+    model_batches: Tuple[Shape, ...] = FULL_MODEL_BATCHES  # the batched table's (batch, length) shapes
+    batched_configs: Tuple[str, ...] = BATCHED_CONFIGS
 
     @classmethod
     def from_env(cls, quick: Optional[bool] = None) -> "BenchSettings":
@@ -157,6 +200,8 @@ class BenchSettings:
             model_configs=_env_configs(QUICK_MODEL_CONFIGS if quick else MODEL_CONFIGS),
             sample_max_len=_env_int(SAMPLE_MAX_ENV, 8192),
             model_device=bench_device(),
+            model_batches=_env_shapes(QUICK_MODEL_BATCHES if quick else FULL_MODEL_BATCHES),
+            batched_configs=_env_configs(QUICK_BATCHED_CONFIGS if quick else BATCHED_CONFIGS, BATCHED_CONFIGS_ENV),
         )
 
     def runs_scan(self, impl: str, pass_name: str, length: int) -> bool:
@@ -192,11 +237,22 @@ class BenchSettings:
                 for pass_name in PASSES for length in self.lengths for impl in SUITE_IMPLEMENTATIONS[suite]
                 if self.runs_layer(impl, pass_name, length)]
 
+    def runs_batched_sample(self, batch: int, length: int) -> bool:
+        """Whether the batched table samples (batch, length): the studio's shapes only (B <=
+        BATCHED_SAMPLE_MAX_BATCH, L <= BATCHED_SAMPLE_MAX_L), and L <= SMDIM_BENCH_SAMPLE_MAX_L."""
+        return batch <= BATCHED_SAMPLE_MAX_BATCH and length <= min(BATCHED_SAMPLE_MAX_L, self.sample_max_len)
+
     def model_cases(self) -> List[ModelCase]:
-        """Every planned case of the model suite: config by config, pass by pass, then by L, then model."""
-        return [ModelCase(config, impl, pass_name, length)
-                for config in self.model_configs for pass_name in MODEL_PASSES for length in self.lengths
-                for impl in MODEL_IMPLEMENTATIONS if pass_name != SAMPLE or length <= self.sample_max_len]
+        """Every planned case of the model suite: the batch-1 table's, config by config, pass by pass, then by
+        L, then model; then the batched table's, config by config, pass by pass, then by shape, then model."""
+        per_length = [ModelCase(config, impl, pass_name, length)
+                      for config in self.model_configs for pass_name in MODEL_PASSES for length in self.lengths
+                      for impl in MODEL_IMPLEMENTATIONS if pass_name != SAMPLE or length <= self.sample_max_len]
+        batched = [ModelCase(config, impl, pass_name, length, batch, batched=True)
+                   for config in self.batched_configs for pass_name in MODEL_PASSES
+                   for batch, length in self.model_batches for impl in MODEL_IMPLEMENTATIONS
+                   if pass_name != SAMPLE or self.runs_batched_sample(batch, length)]
+        return per_length + batched
 
     def rounds_for(self, seconds_once: float) -> Tuple[int, int]:
         """(rounds, warm-up rounds) for a case that took `seconds_once` once."""

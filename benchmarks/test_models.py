@@ -3,13 +3,17 @@
     pytest benchmarks/ --benchmark-only [--quick] [-k model] --benchmark-json=bench.json
     python -m benchmarks.report bench.json --out bench_out
 
-Cases (models.py has the problem): presets tiny and base (quick mode: tiny), passes fwd (one
-denoiser forward), train (one training step) and sample (a full 64-step sample), L in
-SMDIM_BENCH_LENGTHS (512 ... 8192; quick: 512), batch 1, fp32, torch pinned to $SMDIM_BENCH_THREADS
-threads. Each (config, pass, L) is one pytest-benchmark group holding both models.
+Cases (models.py has the problem): passes fwd (one denoiser forward), train (one training step) and
+sample (a full K-step sample), fp32, torch pinned to $SMDIM_BENCH_THREADS threads, in two tables:
+  batch 1  presets tiny and base (quick mode: tiny), L in SMDIM_BENCH_LENGTHS (512 ... 8192; quick: 512);
+  batched  presets tiny, small and base (quick: tiny), B x L in SMDIM_BENCH_MODEL_BATCHES (16x256 ... 1x4096,
+           4096 tokens each; quick: 16x256), the sample only at B <= 8 and L <= 2048; -k B16xL256 selects
+           one shape, -k xL the batched table, -k "model and not xL" the batch-1 table (settings.py has
+           the plan variables).
+Each (config, pass, L) or (config, pass, B, L) is one pytest-benchmark group holding both models.
 
 Each case, on CPU:
-  1. the correctness guard (model_guard.ModelGuard) checks the (config, pass) once;
+  1. the correctness guard (model_guard.ModelGuard) checks the (config, pass) once, at batch 1;
   2. its FLOPs are counted (smdim_kernels.flops.count_flops, 2 per multiply-add);
   3. its peak memory is measured in a fresh subprocess (memory.py, suite "model"), which also times
      one run to pick the number of rounds; the subprocess starts before 1 and prepares while 1 and
@@ -18,7 +22,7 @@ Each case, on CPU:
      last round's result is checked (finite logits of the right shape; a finite loss).
 A sample (single shot) is timed over exactly one run of the full K-step sample in this process
 (its memory: a MEMORY_SAMPLE_STEPS-step sample in step 3's fresh process, the same peak), checked
-(L tokens, no MASK left); its GFLOP are its denoiser calls x one forward's. (Not timed inside the
+(B x L tokens, no MASK left); its GFLOP are its denoiser calls x one forward's. (Not timed inside the
 memory process: the allocator settings there, which return freed memory to the OS at once, slow
 allocation-heavy code by up to 2-3x.)
 On CUDA (cuda.py), 3 runs in process (torch.cuda.max_memory_allocated) and 4 times with CUDA events.
@@ -34,8 +38,8 @@ from smdim_kernels import backends
 from .cuda import CUDA_TIMING, CudaEventTimer, measure_cuda
 from .machine import kernel_isa
 from .memory import MemoryMeasurement, start_peak_memory
-from .models import (BATCH, DTYPE, MEMORY_SAMPLE_STEPS, MODEL_SUITE, SAMPLE_ORDER, SAMPLE_STEPS, ModelCase,
-                     describe_config, make_model_runner, make_warmup_runner, token_space)
+from .models import (DTYPE, MEMORY_SAMPLE_STEPS, MODEL_SUITE, SAMPLE_ORDER, SAMPLE_STEPS, ModelCase, describe_config,
+                     make_model_runner, make_warmup_runner, token_space)
 
 SINGLE_SHOT_TIMING = {
     "cpu": (f"one run of the {SAMPLE_STEPS}-step sample in the benchmark process (after the warm-up runs); memory "
@@ -54,9 +58,10 @@ def _skip_if_unavailable(device: str) -> None:
 def _case_info(case: ModelCase, settings) -> dict:
     space = token_space()
     info = {"suite": MODEL_SUITE, "config": case.config, "impl": case.impl, "pass": case.pass_name, "L": case.length,
-            "batch": BATCH, "dtype": str(DTYPE).replace("torch.", ""), "device": settings.model_device,
-            "threads": settings.threads, "isa": kernel_isa(), "pad_id": space.pad_id, "mask_id": space.mask_id,
-            "first_regular_id": space.first_regular_id, **describe_config(case.config, case.impl)}
+            "batch": case.batch, "batched": case.batched, "dtype": str(DTYPE).replace("torch.", ""),
+            "device": settings.model_device, "threads": settings.threads, "isa": kernel_isa(), "pad_id": space.pad_id,
+            "mask_id": space.mask_id, "first_regular_id": space.first_regular_id,
+            **describe_config(case.config, case.impl)}
     if case.single_shot:
         info["steps"], info["order"] = SAMPLE_STEPS, SAMPLE_ORDER
     if settings.model_device == "cuda":
@@ -71,16 +76,21 @@ def _memory_info(memory: MemoryMeasurement) -> dict:
             "memory_method": memory.method}
 
 
+def _warmup(case: ModelCase, device: str):
+    """The case's warm-up runner (same model, pass and batch; models.make_warmup_runner)."""
+    return make_warmup_runner(case.config, case.impl, case.pass_name, device, batch=case.batch)
+
+
 def _run_sample_once(benchmark, case: ModelCase, settings, runner, gflop, note, pending) -> None:
     """The single-shot sample: memory from the fresh subprocess (CPU) or in process (CUDA), then one
     timed and checked run of the full sample."""
     if settings.model_device == "cpu":
         memory = pending.result()
-        make_warmup_runner(case.config, case.impl, case.pass_name)()  # this process's one-time costs
+        _warmup(case, "cpu")()  # this process's one-time costs
         result = benchmark.pedantic(runner, rounds=1, warmup_rounds=0, iterations=1)
         calls, timing = runner.check(result)["denoiser_calls"], {}
     else:  # one run: its CUDA memory and event time
-        warmup = make_warmup_runner(case.config, case.impl, case.pass_name, settings.model_device)
+        warmup = _warmup(case, settings.model_device)
         memory = benchmark.pedantic(functools.partial(measure_cuda, runner, warmup), rounds=1, warmup_rounds=0,
                                     iterations=1)
         calls, timing = memory.info["denoiser_calls"], {"time_s": memory.seconds}
@@ -91,18 +101,19 @@ def _run_sample_once(benchmark, case: ModelCase, settings, runner, gflop, note, 
 
 
 def run_model_case(benchmark, case: ModelCase, settings, guard) -> None:
-    """Guard, count FLOPs, measure peak memory, then time one (config, model, pass, L)."""
+    """Guard, count FLOPs, measure peak memory, then time one (config, model, pass, batch, L). The guard
+    checks the (config, pass) once, at batch 1 and its own length."""
     device = settings.model_device
     _skip_if_unavailable(device)
     pending = None
     if device == "cpu" and not benchmark.disabled:
         pending = start_peak_memory(case.impl, case.pass_name, case.length, settings.threads, suite=MODEL_SUITE,
-                                    config=case.config)
+                                    config=case.config, batch=case.batch)
     try:
         guard_summary = guard.verify(case.config, case.pass_name, case.length)
         benchmark.group = case.group
         benchmark.extra_info.update(_case_info(case, settings), guard=guard_summary)
-        runner = make_model_runner(case.config, case.impl, case.pass_name, case.length, device)
+        runner = make_model_runner(case.config, case.impl, case.pass_name, case.length, device, batch=case.batch)
         gflop, note = runner.count_gflop()
     except BaseException:
         if pending is not None:
@@ -122,7 +133,7 @@ def run_model_case(benchmark, case: ModelCase, settings, guard) -> None:
             rounds, warmup_rounds = settings.rounds_for(memory.seconds)
         result = benchmark.pedantic(runner, rounds=rounds, warmup_rounds=warmup_rounds, iterations=1)
     else:
-        memory = measure_cuda(runner, make_warmup_runner(case.config, case.impl, case.pass_name, device))
+        memory = measure_cuda(runner, _warmup(case, device))
         info.update(_memory_info(memory))
         rounds, warmup_rounds = settings.rounds_for(memory.seconds)
         timer = CudaEventTimer(runner)

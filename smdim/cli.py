@@ -149,11 +149,14 @@ def build_parser():
     p.add_argument("--seed", type=int, help="random seed, also of the data split (default 0)")
     p.add_argument("--resume", action="store_true",
                    help="continue OUT/checkpoint.pt with its recorded settings, data and split (only --steps, "
-                        "--time-budget, --eval-every and --gradient-checkpointing may change)")
+                        "--time-budget, --eval-every, --gradient-checkpointing and --compile may change)")
     p.add_argument("--overwrite", action="store_true", help="replace a run that OUT already holds")
     p.add_argument("--gradient-checkpointing", action="store_true", default=None,
                    help="re-run each block in the backward instead of storing its activations (less memory, "
                         "same gradients, one more forward pass of the blocks)")
+    p.add_argument("--compile", action="store_true", default=None,
+                   help="torch.compile the model (the same training; the first steps wait for compilation, "
+                        "~10-30 s on a CPU; measured on 2 CPU cores it gains little, see README)")
     p.add_argument("--cache-dir", help="token cache folder (default $SMDIM_CACHE or ~/.cache/smdim)")
     _add_device_arg(p)
 

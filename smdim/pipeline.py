@@ -26,11 +26,11 @@ from .music21_corpora import NAMED_CORPORA, source_name
 #: the defaults of a new training run (`smdim train`); a resumed run takes the recorded values
 TRAIN_DEFAULTS = dict(preset="tiny", model="smdim", attn_window=None, seq_len=256, steps=2000, batch_size=None,
                       lr=1e-3, warmup=100, transpose=3, time_budget=None, eval_every=200, seed=0,
-                      gradient_checkpointing=False, clock="wall")
+                      gradient_checkpointing=False, clock="wall", compile=False)
 #: tokens per batch of a run whose batch size is not given (16 windows at 256 tokens, 2 at 2048)
 TOKENS_PER_BATCH = 4096
-#: settings a resumed run may change (how long it goes on, and how memory is traded for time)
-RESUME_MAY_CHANGE = ("steps", "time_budget", "eval_every", "gradient_checkpointing")
+#: settings a resumed run may change (how long it goes on, and how memory and compilation trade for time)
+RESUME_MAY_CHANGE = ("steps", "time_budget", "eval_every", "gradient_checkpointing", "compile")
 
 
 class UserError(Exception):
@@ -157,8 +157,8 @@ def train_model(corpus: Optional[Corpus], out, *, resume=False, overwrite=False,
         clashes = [k for k, v in given.items() if k in recorded and k not in RESUME_MAY_CHANGE and v != recorded[k]]
         if clashes:
             raise UserError(f"--resume: {', '.join('--' + k.replace('_', '-') for k in clashes)} differ from the "
-                            f"recorded run (only --steps, --time-budget, --eval-every and --gradient-checkpointing "
-                            f"may change)")
+                            f"recorded run (only --steps, --time-budget, --eval-every, --gradient-checkpointing and "
+                            f"--compile may change)")
         values = dict(TRAIN_DEFAULTS, **recorded)
         if values["batch_size"] is None:
             values["batch_size"] = auto_batch_size(values["seq_len"])
@@ -197,7 +197,8 @@ def train_model(corpus: Optional[Corpus], out, *, resume=False, overwrite=False,
                                warmup_steps=min(values["warmup"], values["steps"]), eval_every=values["eval_every"],
                                checkpoint_every=values["eval_every"], seed=values["seed"],
                                time_budget_s=values["time_budget"], clock=values.get("clock") or "wall",
-                               gradient_checkpointing=values["gradient_checkpointing"])
+                               gradient_checkpointing=values["gradient_checkpointing"],
+                               compile=bool(values.get("compile")))
     trainer = Trainer(config, train_config, train_set, valid_set, out_dir=out, tokenizer_config=tokenizer_to_dict(tok),
                       data_record=record.to_dict(), run_settings=values, device=device, progress=progress, log=log)
     if state is not None:

@@ -49,6 +49,7 @@ class TrainConfig:
     seed: int = 0
     time_budget_s: Optional[float] = None  # stop (and checkpoint) after this much time on `clock`, over resumes
     gradient_checkpointing: bool = False    # re-run each block in the backward (less memory, same gradients)
+    compile: bool = False  # torch.compile the model (Inductor: fuses what runs around the fused ops; same maths)
     checkpoint_every_s: Optional[float] = 600.0  # also checkpoint after this much time on `clock`
     clock: str = "wall"  # "wall": seconds; "cpu": this process's CPU seconds / its threads (fair when shared)
 
@@ -252,6 +253,8 @@ class Trainer:
         torch.manual_seed(train_config.seed)
         self.model = SMDIM(model_config, gradient_checkpointing=train_config.gradient_checkpointing).to(self.device)
         self.ema = AveragedModel(self.model, multi_avg_fn=ema_multi_avg_fn(train_config.ema_decay))
+        if train_config.compile:  # in place, after the EMA copy: parameter names and checkpoints stay the same
+            self.model.compile()
         self.optimizer = torch.optim.AdamW(param_groups(self.model, train_config.weight_decay), lr=train_config.lr,
                                            betas=tuple(train_config.betas))
         self.seconds = 0.0  # training time so far on the config's clock, over resumes

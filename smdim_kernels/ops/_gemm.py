@@ -18,8 +18,21 @@ def batched_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.bmm(a, b)
 
 
+# Above this many elements of the (batch, m, k) per-entry products, summing them costs more
+# memory traffic than one GEMM over all entries plus a layout copy of an operand. Measured (2
+# threads, fp32): level at 1M elements (tiny/small Mamba layers), one GEMM 2.8-2.9x faster at 16.7M
+# (in_proj / out_proj of d_model 512 at batch 16 x 64 steps).
+SUMMED_PRODUCTS_MAX_ELEMENTS = 1 << 21
+
+
 def batched_weight_grad(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """A weight's gradient summed over the batch: sum_i a[i] @ b[i], a (batch, m, n), b (batch, n, k) -> (m, k)."""
-    if a.shape[0] == 1:
+    batch, m, _ = a.shape
+    k = b.shape[2]
+    if batch == 1:
         return torch.mm(a[0], b[0])
-    return torch.bmm(a, b).sum(0)
+    if batch * m * k <= SUMMED_PRODUCTS_MAX_ELEMENTS:
+        return torch.bmm(a, b).sum(0)
+    # one GEMM with the batch folded into the reduction: (m, batch*n) @ (batch*n, k); reshape copies
+    # an operand only where its layout does not fold
+    return torch.mm(a.permute(1, 0, 2).reshape(m, -1), b.reshape(-1, k))

@@ -294,7 +294,7 @@ def test_attention_window_applies_to_the_transformer_baseline(checkpoint):
     assert model_config(tok, "tiny", "smdim", attn_window=8).attn_window == 8
 
 
-def test_gradient_checkpointing_flag_and_train_exit_path(checkpoint, tmp_path, cache_dir, monkeypatch):
+def test_gradient_checkpointing_and_compile_flags_and_train_exit_path(checkpoint, tmp_path, cache_dir, monkeypatch):
     import smdim.train
     from smdim.checkpoint import load_checkpoint
 
@@ -303,9 +303,10 @@ def test_gradient_checkpointing_flag_and_train_exit_path(checkpoint, tmp_path, c
     run = tmp_path / "run"
     shutil.copytree(checkpoint.parent, run)
     assert main(["--threads", "1", "train", "--data", "han", "--out", str(run), "--steps", "4", "--batch-size", "2",
-                 "--seq-len", "64", "--eval-every", "3", "--resume", "--gradient-checkpointing",
+                 "--seq-len", "64", "--eval-every", "3", "--resume", "--gradient-checkpointing", "--compile",
                  "--cache-dir", cache_dir, "--device", "cpu"]) == 0
-    assert load_checkpoint(run / "checkpoint.pt")["train_config"]["gradient_checkpointing"] is True
+    train_config = load_checkpoint(run / "checkpoint.pt")["train_config"]
+    assert train_config["gradient_checkpointing"] is True and train_config["compile"] is True
     assert finished == [0]  # a torchrun worker would exit there
 
 

@@ -182,6 +182,21 @@ def test_gradient_checkpointing_gives_the_same_training(tmp_path):
     assert load_checkpoint(tmp_path / "b" / "checkpoint.pt")["train_config"]["gradient_checkpointing"] is True
 
 
+def test_compiled_training_is_the_same_training(tmp_path):
+    """--compile: torch.compile runs the same maths; checkpoints keep the plain parameter names."""
+    plain = make_trainer(tmp_path / "a", steps=2)
+    plain.train()
+    compiled = make_trainer(tmp_path / "b", steps=2, compile=True)
+    compiled.train()
+    assert [r["loss_bits"] for r in plain.history] == pytest.approx([r["loss_bits"] for r in compiled.history],
+                                                                    rel=1e-5)
+    for a, b in zip(plain.model.parameters(), compiled.model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    state = load_checkpoint(tmp_path / "b" / "checkpoint.pt")
+    assert state["train_config"]["compile"] is True
+    assert set(state["model"]) == set(plain.model.state_dict())
+
+
 def test_resume_with_another_number_of_processes_reseeds_with_a_warning(tmp_path):
     from smdim.train import rank_seed
 
