@@ -154,9 +154,10 @@ def build_parser():
     p.add_argument("--gradient-checkpointing", action="store_true", default=None,
                    help="re-run each block in the backward instead of storing its activations (less memory, "
                         "same gradients, one more forward pass of the blocks)")
-    p.add_argument("--compile", action="store_true", default=None,
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile the model (the same training; the first steps wait for compilation, "
-                        "~10-30 s on a CPU; measured on 2 CPU cores it gains little, see README)")
+                        "~10-30 s on a CPU; measured on 2 CPU cores it gains little, see README); --no-compile "
+                        "turns it off again on --resume")
     p.add_argument("--cache-dir", help="token cache folder (default $SMDIM_CACHE or ~/.cache/smdim)")
     _add_device_arg(p)
 

@@ -105,7 +105,8 @@ def _settings_of(state) -> dict:
     return dict(seq_len=training_length(state, "checkpoint"), steps=train.get("steps"),
                 batch_size=train.get("batch_size"), lr=train.get("lr"), warmup=train.get("warmup_steps"),
                 time_budget=train.get("time_budget_s"), eval_every=train.get("eval_every"),
-                seed=train.get("seed"), gradient_checkpointing=train.get("gradient_checkpointing", False))
+                seed=train.get("seed"), gradient_checkpointing=train.get("gradient_checkpointing", False),
+                compile=train.get("compile", False))
 
 
 def check_run_folder(out, *, resume=False, overwrite=False) -> Path:
@@ -198,7 +199,7 @@ def train_model(corpus: Optional[Corpus], out, *, resume=False, overwrite=False,
                                checkpoint_every=values["eval_every"], seed=values["seed"],
                                time_budget_s=values["time_budget"], clock=values.get("clock") or "wall",
                                gradient_checkpointing=values["gradient_checkpointing"],
-                               compile=bool(values.get("compile")))
+                               compile=values["compile"])
     trainer = Trainer(config, train_config, train_set, valid_set, out_dir=out, tokenizer_config=tokenizer_to_dict(tok),
                       data_record=record.to_dict(), run_settings=values, device=device, progress=progress, log=log)
     if state is not None:

@@ -9,15 +9,15 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#if SMDIM_VEC_BYTES == 64
-#include <immintrin.h>
-#endif
 
 #ifndef SMDIM_VEC_BYTES
 #error "define SMDIM_VEC_BYTES before including simd.h"
 #endif
 #ifndef SMDIM_ISA
 #error "define SMDIM_ISA before including simd.h"
+#endif
+#if SMDIM_VEC_BYTES == 64 && defined(__x86_64__)
+#include <immintrin.h>
 #endif
 
 namespace smdim {
@@ -65,10 +65,10 @@ inline vec_t<float> exp2_poly(vec_t<float> f) {
   p = p * f + l;
   return p * f + 1.0f;
 }
-#if SMDIM_VEC_BYTES == 64
-// AVX-512: the clamps as min/max (NaN passes through as the second operand), the rounding as
-// one vrndscaleps and the 2^n scaling as one vscalefps (exact, handles under- and overflow):
-// about half the instructions of the portable version below, in the scan's innermost loop.
+#if SMDIM_VEC_BYTES == 64 && defined(__x86_64__)
+// AVX-512 (the 64-byte unit is compiled under GCC's avx512f target pragma): the clamps as min/max
+// (NaN passes through as the second operand), the rounding as one vrndscaleps and the 2^n scaling
+// as one vscalefps (exact, handles under- and overflow): about half the instructions of the portable version below, in the scan's innermost loop.
 inline vec_t<float> exp2_fast(vec_t<float> x) {
   const __m512 t = _mm512_min_ps(_mm512_set1_ps(128.0f), _mm512_max_ps(_mm512_set1_ps(-150.0f), (__m512)x));
   const __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);

@@ -2,8 +2,8 @@
 
 Full attention calls `F.scaled_dot_product_attention` without a mask (`is_causal` for causal), so the
 fused flash kernel runs (on CPU `aten::_scaled_dot_product_flash_attention_for_cpu`). Local-window
-attention is the blocked op of `smdim_kernels.ops.local_attention`: O(L * window) time and memory,
-nothing of size L x L.
+attention is `smdim_kernels.ops.local_attention`: O(L * window) time and memory, blocked (nothing of
+size L x L), or for a sequence of at most two key spans one SDPA call with an L x L window mask.
 """
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""Local-window attention, blocked: O(L * window) time and memory, nothing of size L x L. Declared once
-as `torch.library` ops over the padded qkv buffer (layout.py) and the layout's ints:
+"""Local-window attention, blocked: O(L * window) time and memory, nothing of size L x L (a sequence of
+at most layout.DENSE_SPANS key spans takes one SDPA call with an L x L window mask instead: still
+O(L * window) there, and faster). The blocked path is declared once as `torch.library` ops over the
+padded qkv buffer (layout.py) and the layout's ints:
 
     smdim::local_attention_fwd(buf, length, window, causal, block) -> (out, lse)
         buf (time, 3, batch*heads, head_dim); out (L, batch*heads, head_dim); lse: the CPU flash
@@ -45,7 +47,8 @@ def local_attention(qkv, window, causal=False, dropout_p=0.0, block=None):
     to the `span` keys starting `window` before it (span = block + 2*window, or block + window
     causal), taken as an overlapping strided view of the padded keys (no copy), with a per-block
     mask. Batch and heads share the mask, so they are folded
-    together into SDPA's head dimension. Memory stays O(L * d_model), not O(L * span * heads).
+    together into SDPA's head dimension. Memory stays O(L * d_model), not O(L * span * heads) (the
+    dense short-sequence call holds its L x L mask: L <= 2 spans).
     Differentiable in qkv.
     """
     check_tensor("qkv", qkv)

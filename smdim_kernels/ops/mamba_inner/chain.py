@@ -141,6 +141,8 @@ def backward(chain: Chain, w: ChainWeights, dout, dlast_state, delta_softplus, c
     dx_proj_weight = batched_weight_grad(dx_dbl.transpose(1, 2), chain.u.transpose(1, 2))
     # With history, the conv's first outputs were discarded: their gradient is zero.
     if reverse:
+        if history:
+            raise ValueError("backward: a reverse chain has no history")
         dx_in, dconv_weight, dconv_bias = torch.ops.smdim.causal_conv1d_bwd(
             du.flip(-1), chain.x_in.flip(-1), w.conv_weight, w.conv_bias, True)
         dx_in = dx_in.flip(-1)

@@ -180,7 +180,7 @@ def _forward(*args):
 def _branch_grads(grads, like, conv_weight, present):
     """One branch's 7 gradients (conv1d_weight in its given shape; (0,) for absent tensors)."""
     if not present:
-        return (empty(like),) * 7
+        return tuple(empty(like) for _ in range(7))
     values = []
     for name in ("conv_weight", "conv_bias", "x_proj_weight", "dt_proj_weight", "dt_proj_bias", "A", "D"):
         g = getattr(grads, name)
@@ -252,7 +252,6 @@ def _bwd_fake(dout, *args):
 def _setup_context(ctx, inputs, output):
     ctx.delta_softplus, ctx.chunk_size = inputs[_N_TENSOR_INPUTS], inputs[_N_TENSOR_INPUTS + 1]
     saved = output[1]
-    ctx.n_saved = len(saved)
     ctx.save_for_backward(*inputs[:_N_TENSOR_INPUTS], *saved)
     ctx.mark_non_differentiable(*saved)
 

@@ -2,8 +2,8 @@
 keeping what its backward needs instead of re-running it.
 
 This is the training regime of batches of short crops (e.g. 16 x 64 compressed steps), where the
-chunked walk's recomputation (the scan re-run up to three times per branch in the backward, z and
-x re-projected) costs more than the activations it spares. Here:
+chunked walk's recomputation (the scan re-run up to twice per branch in the backward, z and x
+re-projected) costs more than the activations it spares. Here:
 
     forward   x, z = in_proj(hidden_states)               (batch, d_inner, L) each
               y_f  = scan(chain_f(x), z)                    gated by silu(z) inside the scan kernel

@@ -126,11 +126,21 @@ def test_bf16_close_to_fp32(mode):
     assert out.dtype == torch.bfloat16
     ref = mamba_mixer_ref(**{k: None if v is None else v.detach() for k, v in args.items()})
     assert ((out.float() - ref).norm() / ref.norm()).item() < 2e-2
+    # the bf16 backward (fp32 scan inside) against fp32 gradients of the same loss
+    leaves16 = {k: v.requires_grad_() for k, v in half.items() if v is not None}
+    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(3))
+    grads16 = torch.autograd.grad((mamba_mixer_fn(**half, chunk_size=MODES[mode]).float() * g).sum(),
+                                  list(leaves16.values()))
+    grads32 = torch.autograd.grad((mamba_mixer_fn(**args, chunk_size=MODES[mode]) * g).sum(),
+                                  [args[k] for k in leaves16])
+    for name, a, b in zip(leaves16, grads16, grads32):
+        assert a.dtype == half[name].dtype, name
+        assert ((a.float() - b).norm() / b.norm()).item() < 5e-2, name
 
 
 def test_saves_nothing_of_size_d_inner_times_length():
-    """The backward keeps x_dbl and one state per chunk per branch, besides the inputs: nothing of
-    size batch * d_inner * L (the reason for this op)."""
+    """Chunked (L > chunk_size): the backward keeps x_dbl and one state per chunk per branch, besides
+    the inputs: nothing of size batch * d_inner * L (the reason for the chunked path)."""
     batch, d_inner, length, dstate, dt_rank = 2, 6, 200, 4, 3
     args = make_args(batch=batch, d_inner=d_inner, length=length, dstate=dstate, dt_rank=dt_rank)
     inputs = {id(t) for t in args.values() if t is not None}
