@@ -9,8 +9,9 @@ log-log panels (time, memory, GFLOP vs L) per preset, with ∝L and ∝L² guide
 Per preset of the batched table (tiny, small, base; extra_info "batched"): one row per shape B × L with
 the training step's and the forward's time and peak memory and the full sample's seconds per generated
 piece (its time / B), each for both models with SMDIM/baseline; the targets on the default shapes
-(BATCHED_TARGETS, presets tiny and small; base is reported without a target). Not plotted (its shapes
-hold the tokens per batch fixed; a plot against L would mix L and B).
+(BATCHED_TARGETS, presets tiny and small; base is reported without a target). Plotted as SMDIM/baseline
+time per shape (bars, one panel per preset, with 1.0 and the targets), not against L: its shapes hold
+the tokens per batch fixed, so a plot against L would mix L and B.
 """
 from __future__ import annotations
 
@@ -355,7 +356,7 @@ def model_section(data: dict) -> Optional[Section]:
     checks = model_checks(rows_of) + batched_checks(batched_of)
     title = f"{PLOT_TITLE} — {machine_line(data)}"
     return Section(MODEL_SUITE, per_length + batched, checks, render_model_report(data, rows_of, checks, batched_of),
-                   plot=(lambda path: plot_models(per_length, title, path)) if per_length else None)
+                   plot=lambda path: plot_models(per_length, title, path, batched))
 
 
 # --- plot ----------------------------------------------------------------------------------------------
@@ -374,17 +375,48 @@ def _slope_guides(ax, lengths: Sequence[int]) -> None:
     ax.legend(fontsize=7)
 
 
-def plot_models(rows: Sequence[Row], title: str, path: Path) -> None:
-    """One row of panels (time, peak memory, GFLOP vs L, log-log) per preset."""
+BATCHED_BARS = ((TRAIN, "training step"), (FORWARD, "forward"), (SAMPLE, "sample, per piece"))
+
+
+def _plot_batched(ax, rows: Sequence[Row], config: str) -> None:
+    """SMDIM/baseline time per batched shape of one preset: bars per pass, the 1.0 line, the targets."""
+    shapes = sorted({(row.batch, row.length) for row in rows}, key=lambda shape: shape[1])
+    width = 0.8 / len(BATCHED_BARS)
+    for i, (pass_name, label) in enumerate(BATCHED_BARS):
+        ratios = {(row.batch, row.length): row.ratio("ms", SMDIM_IMPL, BASELINE_IMPL) for row in rows
+                  if row.pass_name == pass_name}
+        xs = [j + (i - 1) * width for j, shape in enumerate(shapes) if ratios.get(shape) is not None]
+        ys = [ratios[shape] for shape in shapes if ratios.get(shape) is not None]
+        ax.bar(xs, ys, width, label=label)
+    ax.axhline(1.0, color="0.3", linewidth=1)
+    if config in BATCHED_TARGET_CONFIGS:
+        for pass_name, target, lengths in BATCHED_TARGETS:
+            for j, (_, length) in enumerate(shapes):
+                if length in lengths:
+                    offset = (-1 if pass_name == TRAIN else 0) * width
+                    ax.plot([j + offset - width / 2, j + offset + width / 2], [target, target], color="red",
+                            linewidth=2)
+    ax.set_xticks(range(len(shapes)), [f"{batch} × {length}" for batch, length in shapes])
+    ax.set_xlabel("batch × tokens per sequence")
+    ax.set_ylabel("SMDIM / baseline time (< 1: SMDIM faster)")
+    ax.set_title(f"{config}: batches (red: targets)")
+    ax.legend(fontsize=8)
+
+
+def plot_models(rows: Sequence[Row], title: str, path: Path, batched: Sequence[Row] = ()) -> None:
+    """One row of panels (time, peak memory, GFLOP vs L, log-log) per preset of the batch-1 rows, then
+    one row with a panel per preset of the batched rows (SMDIM/baseline time per shape)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     configs = list(dict.fromkeys(row.config for row in rows))
+    batched_configs = list(dict.fromkeys(row.config for row in batched))
     metrics = ("ms", "mib", "gflop")
-    fig, axes = plt.subplots(len(configs), len(metrics), figsize=(6.5 * len(metrics), 5 * len(configs)),
-                             squeeze=False)
+    n_cols = max(len(metrics) if configs else 0, len(batched_configs))
+    n_rows = len(configs) + (1 if batched_configs else 0)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(6.5 * n_cols, 5 * n_rows), squeeze=False)
     for ax_row, config in zip(axes, configs):
         config_rows = [row for row in rows if row.config == config]
         plot_panels(ax_row, config_rows, MODEL_IMPLEMENTATIONS, LABELS, metrics, passes=MODEL_PASSES,
@@ -392,6 +424,13 @@ def plot_models(rows: Sequence[Row], title: str, path: Path) -> None:
         lengths = sorted({row.length for row in config_rows})
         for ax in ax_row:
             _slope_guides(ax, lengths)
+        for ax in ax_row[len(metrics):]:
+            ax.set_visible(False)
+    if batched_configs:
+        for ax, config in zip(axes[-1], batched_configs):
+            _plot_batched(ax, [row for row in batched if row.config == config], config)
+        for ax in axes[-1][len(batched_configs):]:
+            ax.set_visible(False)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
