@@ -138,11 +138,8 @@ def test_bf16_close_to_fp32(mode):
         assert ((a.float() - b).norm() / b.norm()).item() < 5e-2, name
 
 
-def test_saves_nothing_of_size_d_inner_times_length():
-    """Chunked (L > chunk_size): the backward keeps x_dbl and one state per chunk per branch, besides
-    the inputs: nothing of size batch * d_inner * L (the reason for the chunked path)."""
-    batch, d_inner, length, dstate, dt_rank = 2, 6, 200, 4, 3
-    args = make_args(batch=batch, d_inner=d_inner, length=length, dstate=dstate, dt_rank=dt_rank)
+def _run_recording_saved(args, chunk_size):
+    """(output, sorted shapes of what autograd saved besides the inputs) of one mamba_mixer_fn call."""
     inputs = {id(t) for t in args.values() if t is not None}
     extra = []
 
@@ -152,9 +149,18 @@ def test_saves_nothing_of_size_d_inner_times_length():
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        mamba_mixer_fn(**args, chunk_size=64)
+        out = mamba_mixer_fn(**args, chunk_size=chunk_size)
+    return out, sorted(extra)
+
+
+def test_saves_nothing_of_size_d_inner_times_length():
+    """Chunked (L > chunk_size): the backward keeps x_dbl and one state per chunk per branch, besides
+    the inputs: nothing of size batch * d_inner * L (the reason for the chunked path)."""
+    batch, d_inner, length, dstate, dt_rank = 2, 6, 200, 4, 3
+    args = make_args(batch=batch, d_inner=d_inner, length=length, dstate=dstate, dt_rank=dt_rank)
+    _, extra = _run_recording_saved(args, chunk_size=64)
     n_chunks = 4
-    assert sorted(extra) == sorted([(batch, length, dt_rank + 2 * dstate)] * 2
+    assert extra == sorted([(batch, length, dt_rank + 2 * dstate)] * 2
                                    + [(batch, d_inner, n_chunks, dstate)] * 2)
 
 
@@ -163,17 +169,8 @@ def test_one_chunk_saves_its_activations_instead_of_re_running():
     x_dbl and the scan's 64-step checkpoints, so nothing of the forward's scans runs again."""
     batch, d_inner, length, dstate, dt_rank = 2, 6, 130, 4, 3
     args = make_args(batch=batch, d_inner=d_inner, length=length, dstate=dstate, dt_rank=dt_rank)
-    inputs = {id(t) for t in args.values() if t is not None}
-    extra = []
-
-    def pack(t):
-        if id(t) not in inputs:
-            extra.append(tuple(t.shape))
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = mamba_mixer_fn(**args, chunk_size=length)
-    assert sorted(extra) == sorted([(batch, d_inner, length)] * 3 + [(batch, length, dt_rank + 2 * dstate)] * 2
+    out, extra = _run_recording_saved(args, chunk_size=length)
+    assert extra == sorted([(batch, d_inner, length)] * 3 + [(batch, length, dt_rank + 2 * dstate)] * 2
                                    + [(batch, d_inner, 3, dstate)] * 2)
     assert _scan_ops_in_backward(out) == {"smdim::selective_scan_bwd"}
     chunked = mamba_mixer_fn(**args, chunk_size=64)
