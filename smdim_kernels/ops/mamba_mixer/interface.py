@@ -35,7 +35,7 @@ import torch
 
 from ...validation import FLOAT_DTYPES, check_float, check_same_device, check_shape, check_tensor
 from ..mamba_inner.chain import empty
-from ..selective_scan.constants import CHECKPOINT_CHUNK, MAX_DSTATE
+from ..selective_scan.constants import MAX_DSTATE
 from . import chunked, whole
 from .layer import InProj, branches, state_dtype
 
@@ -222,17 +222,13 @@ def _fwd_fake(hidden_states, in_proj_weight, in_proj_bias, conv1d_weight, conv1d
     one_chunk = fits_one_chunk(length, chunk_size)
     saved = []
     if one_chunk:
-        activations, _ = whole.saved_shapes(hidden_states, x_proj_weight, A, 0)
-        saved += [hidden_states.new_empty(shape) for shape in activations]
+        saved += [hidden_states.new_empty(shape) for shape in whole.activation_shapes(hidden_states, A)]
     for x_proj_w, A_ in ((x_proj_weight, A), (x_proj_weight_b, A_b)):
         if A_ is None:
             continue
         states = state_dtype(hidden_states, A_, x_proj_w)
-        if one_chunk:
-            _, (x_dbl_shape, states_shape) = whole.saved_shapes(hidden_states, x_proj_w, A_,
-                                                                -(-length // CHECKPOINT_CHUNK))
-        else:
-            x_dbl_shape, states_shape = chunked.saved_shapes(hidden_states, x_proj_w, A_, chunk_size)
+        x_dbl_shape, states_shape = whole.branch_shapes(hidden_states, x_proj_w, A_) if one_chunk \
+            else chunked.saved_shapes(hidden_states, x_proj_w, A_, chunk_size)
         saved += [hidden_states.new_empty(x_dbl_shape), hidden_states.new_empty(states_shape, dtype=states)]
     return out, saved
 

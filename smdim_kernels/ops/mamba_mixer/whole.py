@@ -23,16 +23,22 @@ import torch
 from .._gemm import batched_mm, batched_weight_grad
 from ..mamba_inner.chain import backward as chain_backward
 from ..mamba_inner.chain import prepare, scan
+from ..selective_scan.constants import CHECKPOINT_CHUNK
 from .layer import project
 
 
-def saved_shapes(hidden_states, x_proj_weight, A, n_checkpoints):
-    """Shapes of x, z, y (batch, d_inner, L) each, then one branch's x_dbl (batch, L, dt_rank + 2N) and
-    checkpoints (batch, d_inner, n_checkpoints, N)."""
+def activation_shapes(hidden_states, A):
+    """Shapes of the saved x, z and y: (batch, d_inner, L) each."""
+    batch, length, _ = hidden_states.shape
+    return [(batch, A.shape[0], length)] * 3
+
+
+def branch_shapes(hidden_states, x_proj_weight, A):
+    """Shapes of one branch's saved x_dbl (batch, L, dt_rank + 2N) and scan checkpoints
+    (batch, d_inner, ceil(L / CHECKPOINT_CHUNK), N)."""
     batch, length, _ = hidden_states.shape
     d_inner, d_state = A.shape
-    activation = (batch, d_inner, length)
-    return [activation] * 3, [(batch, length, x_proj_weight.shape[0]), (batch, d_inner, n_checkpoints, d_state)]
+    return (batch, length, x_proj_weight.shape[0]), (batch, d_inner, -(-length // CHECKPOINT_CHUNK), d_state)
 
 
 def forward(hidden_states, in_proj, forward_branch, reverse_branch, out_proj_weight, out_proj_bias, delta_softplus,
