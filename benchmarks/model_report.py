@@ -41,8 +41,11 @@ BATCHED_TARGETS = ((TRAIN, 1.15, (256, 512)), (TRAIN, 1.0, (1024, 2048)), (FORWA
 BATCHED_TARGET_CONFIGS = ("tiny", "small")
 BATCHED_TITLE = "Training steps and denoiser forwards on batches (tokens per batch = batch × length)"
 PER_PIECE = "s_per_piece"  # the batched table's sample column: seconds per generated piece = time / B
-# (pass, metric) column groups of the batched table, each: SMDIM, baseline, SMDIM/baseline
-BATCHED_COLUMNS = ((TRAIN, "ms"), (TRAIN, "mib"), (FORWARD, "ms"), (FORWARD, "mib"), (SAMPLE, PER_PIECE))
+# (pass, metric) column groups of the batched table, each: SMDIM, baseline, SMDIM/baseline; GFLOP only as
+# the ratio (the work each model does per call: the time ratio beside it is what that work costs)
+BATCHED_COLUMNS = ((TRAIN, "ms"), (TRAIN, "gflop"), (TRAIN, "mib"), (FORWARD, "ms"), (FORWARD, "gflop"),
+                   (FORWARD, "mib"), (SAMPLE, PER_PIECE))
+RATIO_ONLY_METRICS = ("gflop",)
 LABELS = {SMDIM_IMPL: "SMDIM", BASELINE_IMPL: "transformer baseline"}
 PLOT_TITLE = "SMDIM vs transformer-diffusion baseline"
 PASS_TEXT = {
@@ -182,15 +185,18 @@ def batched_table(rows: Sequence[Row]) -> str:
     header = ["batch × L", "tokens"]
     for pass_name, metric in BATCHED_COLUMNS:
         unit = "s/piece" if metric == PER_PIECE else f"{pass_name} {METRIC_UNITS[metric]}"
-        header += [f"{impl} {unit}" for impl in MODEL_IMPLEMENTATIONS] + [f"{RATIO} {unit}"]
+        if metric not in RATIO_ONLY_METRICS:
+            header += [f"{impl} {unit}" for impl in MODEL_IMPLEMENTATIONS]
+        header.append(f"{RATIO} {unit}")
     by_shape = {(row.pass_name, row.batch, row.length): row for row in rows}
     body = []
     for batch, length in sorted({(row.batch, row.length) for row in rows}, key=shape_order):
         cells = [f"{batch} × {length}", str(batch * length)]
         for pass_name, metric in BATCHED_COLUMNS:
             row = by_shape.get((pass_name, batch, length), Row(pass_name, length, MODEL_SUITE, batch=batch))
-            cells += [format_number(_batched_value(row, metric, impl)) for impl in MODEL_IMPLEMENTATIONS]
-            cells.append(format_ratio(row.ratio("mib" if metric == "mib" else "ms", SMDIM_IMPL, BASELINE_IMPL)))
+            if metric not in RATIO_ONLY_METRICS:
+                cells += [format_number(_batched_value(row, metric, impl)) for impl in MODEL_IMPLEMENTATIONS]
+            cells.append(format_ratio(row.ratio("ms" if metric == PER_PIECE else metric, SMDIM_IMPL, BASELINE_IMPL)))
         body.append(cells)
     return markdown_table(header, body)
 
@@ -296,8 +302,10 @@ def _batched_lines(data: dict, batched_of: Dict[str, List[Row]]) -> List[str]:
              f"Shapes B × L from {MODEL_BATCHES_ENV}: B sequences of L tokens per call, the passes as above on the "
              f"whole batch. s/piece = seconds per generated piece: the full sample's time (one run, B pieces at "
              f"once) / B; sampled only at B ≤ {BATCHED_SAMPLE_MAX_BATCH} and L ≤ {BATCHED_SAMPLE_MAX_L} (the "
-             f"studio's shapes). Targets (below) on the default shapes for {', '.join(BATCHED_TARGET_CONFIGS)}; "
-             "other presets are reported without one."]
+             f"studio's shapes). GFLOP columns: SMDIM/baseline of the FLOPs per call (counted as above), the work "
+             "each model does; the time ratio can fall below it only where SMDIM runs its work at a higher rate "
+             "than the baseline runs its own (mostly GEMMs). Targets (below) on the default shapes for "
+             f"{', '.join(BATCHED_TARGET_CONFIGS)}; other presets are reported without one."]
     for config, rows in batched_of.items():
         lines += ["", f"### {config}", "", batched_table(rows)]
         calls = calls_line(data, config, batched=True)
@@ -379,7 +387,8 @@ BATCHED_BARS = ((TRAIN, "training step"), (FORWARD, "forward"), (SAMPLE, "sample
 
 
 def _plot_batched(ax, rows: Sequence[Row], config: str) -> None:
-    """SMDIM/baseline time per batched shape of one preset: bars per pass, the 1.0 line, the targets."""
+    """SMDIM/baseline time per batched shape of one preset: bars per pass (with the FLOP ratio as a black
+    tick on the train and fwd bars), the 1.0 line, the targets."""
     shapes = sorted({(row.batch, row.length) for row in rows}, key=lambda shape: shape[1])
     width = 0.8 / len(BATCHED_BARS)
     for i, (pass_name, label) in enumerate(BATCHED_BARS):
@@ -388,6 +397,12 @@ def _plot_batched(ax, rows: Sequence[Row], config: str) -> None:
         xs = [j + (i - 1) * width for j, shape in enumerate(shapes) if ratios.get(shape) is not None]
         ys = [ratios[shape] for shape in shapes if ratios.get(shape) is not None]
         ax.bar(xs, ys, width, label=label)
+        work = {(row.batch, row.length): row.ratio("gflop", SMDIM_IMPL, BASELINE_IMPL) for row in rows
+                if row.pass_name == pass_name and pass_name != SAMPLE}  # a sample's FLOPs: its forwards'
+        ticks = [(j + (i - 1) * width, work[shape]) for j, shape in enumerate(shapes) if work.get(shape) is not None]
+        if ticks:  # the FLOP ratio on its bar: the time ratio an equal rate of work would give
+            ax.scatter(*zip(*ticks), marker="_", s=160, linewidths=2, color="black", zorder=3,
+                       label="FLOPs SMDIM/baseline" if i == 0 else None)
     ax.axhline(1.0, color="0.3", linewidth=1)
     if config in BATCHED_TARGET_CONFIGS:
         for pass_name, target, lengths in BATCHED_TARGETS:

@@ -32,9 +32,9 @@ def _entry(config, impl, pass_name, length, ms, mib, gflop, **extra):
             "stats": {"median": ms / 1e3, "min": ms / 1e3}, "extra_info": info}
 
 
-def _batched(config, impl, pass_name, batch, length, ms, mib, **extra):
+def _batched(config, impl, pass_name, batch, length, ms, mib, gflop=1.0, **extra):
     """A benchmark of the batched table (B sequences of L tokens)."""
-    entry = _entry(config, impl, pass_name, length, ms, mib, 1.0, batch=batch, batched=True, **extra)
+    entry = _entry(config, impl, pass_name, length, ms, mib, gflop, batch=batch, batched=True, **extra)
     entry["group"] = f"model {config} {pass_name} B={batch} L={length}"
     entry["name"] = f"test_model[{config}-{pass_name}-B{batch}xL{length}-{impl}]"
     return entry
@@ -178,7 +178,7 @@ BATCHED_JSON = {
     "machine_info": MODEL_JSON["machine_info"],
     "benchmarks": [
         # tiny train: 1.1 at 16x256 (PASS, ≤ 1.15), 1.2 at 8x512 (FAIL), 0.9 at 4x1024 (PASS), no baseline at 2x2048
-        _batched("tiny", SMDIM_IMPL, "train", 16, 256, 110.0, 50.0),
+        _batched("tiny", SMDIM_IMPL, "train", 16, 256, 110.0, 50.0, gflop=1.2),  # 1.2x the baseline's work
         _batched("tiny", BASELINE_IMPL, "train", 16, 256, 100.0, 100.0),
         _batched("tiny", SMDIM_IMPL, "train", 8, 512, 120.0, 60.0),
         _batched("tiny", BASELINE_IMPL, "train", 8, 512, 100.0, 100.0),
@@ -207,9 +207,10 @@ BATCHED_JSON = {
     ],
 }
 BATCHED_HEADER = ("| batch × L | tokens | smdim train ms | baseline train ms | smdim/baseline train ms "
-                  "| smdim train MiB | baseline train MiB | smdim/baseline train MiB | smdim fwd ms | baseline fwd ms "
-                  "| smdim/baseline fwd ms | smdim fwd MiB | baseline fwd MiB | smdim/baseline fwd MiB | smdim s/piece "
-                  "| baseline s/piece | smdim/baseline s/piece |")
+                  "| smdim/baseline train GFLOP | smdim train MiB | baseline train MiB | smdim/baseline train MiB "
+                  "| smdim fwd ms | baseline fwd ms | smdim/baseline fwd ms | smdim/baseline fwd GFLOP | smdim fwd MiB "
+                  "| baseline fwd MiB | smdim/baseline fwd MiB | smdim s/piece | baseline s/piece "
+                  "| smdim/baseline s/piece |")
 
 
 def test_batched_rows_apart_from_the_batch_1_table():
@@ -227,11 +228,11 @@ def test_batched_table_cells():
     lines = model_report.batched_table(model_report.rows_by_config(BATCHED_JSON, batched=True)["tiny"]).splitlines()
     assert lines[0] == BATCHED_HEADER
     assert [line.split(" | ")[0] for line in lines[2:]] == ["| 16 × 256", "| 8 × 512", "| 4 × 1024", "| 2 × 2048"]
-    assert lines[2] == ("| 16 × 256 | 4096 | 110 | 100 | 1.1× | 50 | 100 | 0.5× | 10 | 8 | 1.25× | 5 | 6 | 0.833× "
-                        "| — | — | — |")
-    assert lines[3] == ("| 8 × 512 | 4096 | 120 | 100 | 1.2× | 60 | 100 | 0.6× | — | — | — | — | — | — "
+    assert lines[2] == ("| 16 × 256 | 4096 | 110 | 100 | 1.1× | 1.2× | 50 | 100 | 0.5× | 10 | 8 | 1.25× | 1× | 5 "
+                        "| 6 | 0.833× | — | — | — |")
+    assert lines[3] == ("| 8 × 512 | 4096 | 120 | 100 | 1.2× | 1× | 60 | 100 | 0.6× | — | — | — | — | — | — | — "
                         "| 0.5 | 0.75 | 0.667× |")  # seconds per piece = time_s / 8
-    assert lines[5].startswith("| 2 × 2048 | 4096 | 95 | — | — |")
+    assert lines[5].startswith("| 2 × 2048 | 4096 | 95 | — | — | — |")
 
 
 def test_batched_targets_pass_fail_and_not_measured():
@@ -273,7 +274,8 @@ def test_rendered_section_with_the_batched_table():
     assert lines[lines.index("### tiny") + 2] == BATCHED_HEADER
     assert "Every tiny batched sample made 32 denoiser calls (one per step: every step revealed tokens)." in lines
     assert "| fwd | 4096 | 1000 | 2000 | 0.5× | 100 | 300 | 0.333× | 50 | 100 | 0.5× |" in lines  # the batch-1 row
-    assert "| 1 × 4096 | 4096 | — | — | — | — | — | — | 200 | 300 | 0.667× | 20 | 30 | 0.667× | — | — | — |" in lines
+    assert ("| 1 × 4096 | 4096 | — | — | — | — | — | — | — | 200 | 300 | 0.667× | 1× | 20 | 30 | 0.667× | — | — "
+            "| — |") in lines
     assert "- [FAIL] tiny fwd SMDIM/baseline latency ≤ 1 at B=2 L=2048: smdim 50 ms, baseline 40 ms " \
            "(smdim/baseline 1.25)" in lines
     assert "Targets: 3 pass, 2 fail, 17 not measured." in lines

@@ -8,9 +8,12 @@ the `window` keys after it, so the last block's key span ends on the buffer's la
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 
-GROUP_QUERIES = 128  # query rows per SDPA call of the local path (bounds its temporaries)
+GROUP_QUERIES = 256  # query rows per SDPA call of the local path (bounds its temporaries; 128 was up to 1.4x slower, fwd+bwd at head_dim 32)
+MASK_CACHE_ENTRIES = 64  # group masks kept (group_mask): a few per sequence length, one for all interiors
 
 
 def local_block_size(window: int) -> int:
@@ -34,9 +37,10 @@ def dense_is_cheaper(length, window, causal):
 
     The blocked path reads span = block + 2*window keys per query in blocks of 32 rows and calls SDPA
     per group; the dense call reads L keys per query in one fused kernel. Measured on CPU (torch 2.13
-    flash kernel, 2 threads, forward + backward; window 32: 4 heads of 32, window 64: 8 heads of 64):
-    dense is 3.2x faster at L = 0.67 spans (batch 16 x 64 steps), 1.6x at 1.6 spans, level at
-    2.7-4 spans, 1.2-1.9x slower from 3.2 spans on. Measured on CPU only; CUDA takes the same rule.
+    flash kernel, 2 threads, forward + backward, batch x L = 1024 steps; window 32: 4 heads of 32,
+    window 64: 8 heads of 64; the blocked path with cached masks and fold_spans): dense is 2.2-2.5x
+    faster at L = 0.67 spans, 1.2-1.9x at 0.8-1.6 spans, level at 2 spans; blocked is 1.3x faster at
+    2.7 spans and 1.7-2.3x at 3.2-5.3. Measured on CPU only; CUDA takes the same rule.
     """
     span = local_block_size(window) + (window if causal else 2 * window)
     return length <= DENSE_SPANS * span
@@ -90,20 +94,63 @@ def local_mask(first_block, n_blocks, block, span, window, causal, length, devic
     return keep[:, None]
 
 
+def group_mask(layout, b0, b1, device, dtype=torch.bool):
+    """local_mask of blocks b0..b1-1, bool (True = attend) or, for a float dtype, additive (0 / -inf, as
+    SDPA's fused kernels take it). Cached, so every layer and step reuses it: never write into it. An
+    interior group (all of its keys inside [0, L), hence no padded query) has the plain window band,
+    whatever b0 and L: one entry serves them all."""
+    n, block, window = b1 - b0, layout.block, layout.window
+    if b0 * block >= window and (b1 - 1) * block + layout.span - window <= layout.length:
+        return _cached_mask(None, n, block, layout.span, window, layout.causal, None, device, dtype)
+    return _cached_mask(b0, n, block, layout.span, window, layout.causal, layout.length, device, dtype)
+
+
+@functools.lru_cache(maxsize=MASK_CACHE_ENTRIES)
+def _cached_mask(first_block, n_blocks, block, span, window, causal, length, device, dtype):
+    """group_mask's entries; first_block = length = None: an interior group."""
+    if first_block is None:  # place the blocks where every key is in range
+        first_block = -(-window // block)
+        length = (first_block + n_blocks) * block + span
+    with torch.inference_mode(False):  # a plain tensor, usable wherever the op runs later
+        keep = local_mask(first_block, n_blocks, block, span, window, causal, length, device)
+        if dtype == torch.bool:
+            return keep
+        return torch.zeros(keep.shape, dtype=dtype, device=device).masked_fill_(~keep, float("-inf"))
+
+
 def blocks(t, n, block):
     """(n * block, batch*heads, head_dim) -> the view (n, batch*heads, block, head_dim)."""
     return t.view(n, block, t.shape[1], t.shape[2]).transpose(1, 2)
 
 
-def group_inputs(rows, layout, b0, b1):
+def group_inputs(rows, layout, b0, b1, mask_dtype=None):
     """q (n, batch*heads, block, head_dim), k and v (n, batch*heads, span, head_dim) (overlapping views)
-    and the mask of blocks b0..b1-1 (n = b1 - b0); rows = the buffer's rows(b0, b1)."""
+    and the mask of blocks b0..b1-1 (n = b1 - b0); rows = the buffer's rows(b0, b1). mask_dtype=None:
+    a fresh bool local_mask; a dtype: group_mask's cached one in it (read-only)."""
     n, block, window = b1 - b0, layout.block, layout.window
     q = blocks(rows[window:window + n * block, 0], n, block)
     k = rows[:, 1].unfold(0, layout.span, block).transpose(-1, -2)
     v = rows[:, 2].unfold(0, layout.span, block).transpose(-1, -2)
-    mask = local_mask(b0, n, block, layout.span, window, layout.causal, layout.length, rows.device)
+    if mask_dtype is None:
+        mask = local_mask(b0, n, block, layout.span, window, layout.causal, layout.length, rows.device)
+    else:
+        mask = group_mask(layout, b0, b1, rows.device, mask_dtype)
     return q, k, v, mask
+
+
+def fold_spans(rows, grad, block):
+    """The adjoint of group_inputs' overlapping key (or value) view, in place: adds grad (n,
+    batch*heads, span, head_dim), the gradient of n blocks' key spans, onto rows (time, batch*heads,
+    head_dim), block b's span starting at row b * block. One strided add per `block` columns of the
+    span: the spans overlap, but within one such column range the n blocks' rows do not (aten's
+    unfold_backward builds a zeroed copy of rows and scatters into it, 2-3x slower here)."""
+    n, _, span, _ = grad.shape
+    step_time, step_bh, step_dim = rows.stride()
+    for first in range(0, span, block):
+        width = min(block, span - first)
+        target = rows[first:].as_strided((n, width, rows.shape[1], rows.shape[2]),
+                                         (block * step_time, step_time, step_bh, step_dim))
+        target.add_(grad[:, :, first:first + width].transpose(1, 2))
 
 
 def query_blocks(t, b0, b1, block):

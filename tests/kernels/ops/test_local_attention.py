@@ -178,6 +178,47 @@ def test_layout_buffer_ends_with_the_last_span(L, window, block, causal):
     torch.testing.assert_close(projected_buffer(x, weight, bias, 2, layout), expected, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("n, block, span", [(1, 4, 4), (3, 4, 12), (5, 8, 13), (4, 32, 96), (2, 16, 7)])
+def test_fold_spans_is_the_adjoint_of_the_overlapping_view(n, block, span):
+    """fold_spans adds the spans' gradient where aten's unfold_backward puts it, into a strided view of
+    the buffer (one of qkv's three planes), leaving what was there and the other planes."""
+    gen = torch.Generator().manual_seed(n * 100 + span)
+    time, bh, head_dim = (n - 1) * block + span, 3, 5
+    buf = torch.randn(time, 3, bh, head_dim, generator=gen, dtype=torch.float64)
+    grad = torch.randn(n, bh, span, head_dim, generator=gen, dtype=torch.float64)
+    expected = buf.clone()
+    expected[:, 1] += torch.ops.aten.unfold_backward(grad.transpose(-1, -2), [time, bh, head_dim], 0, span, block)
+    local_layout.fold_spans(buf[:, 1], grad, block)
+    torch.testing.assert_close(buf, expected, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("L, window, block", [(45, 4, 8), (300, 32, 32), (50, 20, 16), (7, 3, 32)])
+def test_group_masks_are_cached_local_masks(monkeypatch, L, window, block, causal):
+    """Every group's cached mask (bool and additive) equals local_mask of its blocks; the interior
+    groups of any length share one entry; a mask first made under inference_mode is a plain tensor."""
+    monkeypatch.setattr(local_layout, "GROUP_QUERIES", 2 * block)  # groups of two blocks
+    local_layout._cached_mask.cache_clear()
+    layout = LocalLayout(L, window, causal, block)
+    for b0, b1 in layout.groups():
+        expected = local_layout.local_mask(b0, b1 - b0, block, layout.span, window, causal, L, torch.device("cpu"))
+        with torch.inference_mode():
+            keep = local_layout.group_mask(layout, b0, b1, torch.device("cpu"))
+        assert not keep.is_inference() and torch.equal(keep, expected)
+        additive = local_layout.group_mask(layout, b0, b1, torch.device("cpu"), torch.float32)
+        assert additive.dtype == torch.float32 and torch.equal(additive == 0, expected)
+        assert torch.equal(additive[~expected], torch.full_like(additive[~expected], float("-inf")))
+    interior = [(b0, b1) for b0, b1 in layout.groups()
+                if b0 * block >= window and (b1 - 1) * block + layout.span - window <= L]
+    entries = local_layout._cached_mask.cache_info().currsize
+    longer = LocalLayout(L + 10 * block, window, causal, block)
+    for b0, b1 in interior:  # the same interior groups of a longer sequence: no new entry
+        local_layout.group_mask(longer, b0, b1, torch.device("cpu"))
+    assert local_layout._cached_mask.cache_info().currsize == entries
+    if L == 300:
+        assert len(interior) >= 2  # the case exercises sharing
+
+
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("L, window", [(64, 32), (40, 3), (150, 32)])
 def test_short_sequences_take_one_dense_call_with_the_blocked_results(L, window, causal):
