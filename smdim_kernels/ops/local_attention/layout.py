@@ -12,7 +12,9 @@ import functools
 
 import torch
 
-GROUP_QUERIES = 256  # query rows per SDPA call of the local path (bounds its temporaries; 128 was up to 1.4x slower, fwd+bwd at head_dim 32)
+# query rows per SDPA call of the local path (bounds its temporaries; 128 was up to 1.4x slower, fwd+bwd
+# at head_dim 32; 512 and more: level or slower at head_dim 64)
+GROUP_QUERIES = 256
 MASK_CACHE_ENTRIES = 64  # group masks kept (group_mask): a few per sequence length, one for all interiors
 
 
