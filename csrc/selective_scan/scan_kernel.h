@@ -419,14 +419,21 @@ void scan_backward(const ScanShape& s, const ScanInputs& in, const ScanBackwardI
           store_tile<T>(s, static_cast<T*>(io.du), geo, pos0, cnt, du.data());
           store_tile<T>(s, static_cast<T*>(io.ddelta), geo, pos0, cnt, ddelta.data());
           if (s.has_z) store_tile<T>(s, static_cast<T*>(io.dz), geo, pos0, cnt, dz.data());
-          // Input-dependent dB/dC: sum each step's per-lane terms over the block's channels.
+          // Input-dependent dB/dC: sum each step's per-lane terms over the block's channels. The
+          // slot's first block writes its rows (the glue leaves them uninitialised), the others add.
+          const bool first_of_slot = block == block_lo;
           auto reduce_rows = [&](const Buffer<V>& grad, T* rows) {
             for (int64_t i = 0; i < cnt; ++i) {
               T* row = rows + time_of(s, pos0 + i) * N;
               const V* g = &grad[i * N];
               int64_t n = 0;
-              for (; n + W <= N; n += W) store_unaligned<T>(row + n, load_unaligned<T>(row + n) + lane_sums<T>(g + n));
-              for (; n < N; ++n) row[n] += horizontal_sum<T>(g[n]);
+              if (first_of_slot) {
+                for (; n + W <= N; n += W) store_unaligned<T>(row + n, lane_sums<T>(g + n));
+                for (; n < N; ++n) row[n] = horizontal_sum<T>(g[n]);
+              } else {
+                for (; n + W <= N; n += W) store_unaligned<T>(row + n, load_unaligned<T>(row + n) + lane_sums<T>(g + n));
+                for (; n < N; ++n) row[n] += horizontal_sum<T>(g[n]);
+              }
             }
           };
           if (s.var_B) reduce_rows(gB, dB_var);

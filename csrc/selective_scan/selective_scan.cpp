@@ -201,14 +201,19 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tenso
   Tensor dinit = s.has_init ? at::zeros({s.batch, s.dim, s.dstate}, opts) : Tensor();
   if (s.has_init && s.len == 0 && dlast_c.defined()) dinit.copy_(dlast_c);
   Tensor dA_part = at::zeros({s.batch, s.dim, s.dstate}, opts);
-  Tensor dB_part = s.var_B ? at::zeros({s.batch, s.groups, slots, s.len, s.dstate}, opts)
-                           : at::zeros({s.batch, s.dim, s.dstate}, opts);
-  Tensor dC_part = s.var_C ? at::zeros({s.batch, s.groups, slots, s.len, s.dstate}, opts)
-                           : at::zeros({s.batch, s.dim, s.dstate}, opts);
+  // Per-slot rows of input-dependent dB/dC: every element is written by its slot's first block when
+  // the kernel runs (checked by filling them with NaN), so they start uninitialised; zeros otherwise.
+  const bool kernel_runs = s.len > 0 && s.batch * s.dim > 0;
+  auto slot_rows = [&] {
+    std::vector<int64_t> shape{s.batch, s.groups, slots, s.len, s.dstate};
+    return kernel_runs ? at::empty(shape, opts) : at::zeros(shape, opts);
+  };
+  Tensor dB_part = s.var_B ? slot_rows() : at::zeros({s.batch, s.dim, s.dstate}, opts);
+  Tensor dC_part = s.var_C ? slot_rows() : at::zeros({s.batch, s.dim, s.dstate}, opts);
   Tensor dD_part = s.has_D ? at::zeros({s.batch, s.dim}, opts) : Tensor();
   Tensor dbias_part = s.has_bias ? at::zeros({s.batch, s.dim}, opts) : Tensor();
 
-  if (s.len > 0 && s.batch * s.dim > 0) {
+  if (kernel_runs) {
     ScanInputs in = inputs_of(p);
     ScanBackwardIO io;
     io.dout = dout_c.data_ptr();

@@ -158,6 +158,15 @@ def test_torch_compile_inductor_forward():
     torch.testing.assert_close(out, ref)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("groups, reverse", [(1, False), (2, True)])
+def test_slots_of_several_channel_blocks(dtype, groups, reverse):
+    """More channel blocks per group than the backward's 16 slots (dim / groups > 16 vectors), so a
+    slot's first block writes its input-dependent dB/dC rows and the next ones add to them."""
+    p = make_problem(batch=2, dim=600, length=70, dstate=5, groups=groups, dtype=dtype)
+    assert_matches_reference(p, reverse=reverse, **({} if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)))
+
+
 def test_deterministic_across_runs_and_thread_counts():
     p = make_problem(batch=2, dim=40, length=300, dstate=16, groups=2, seq_idx=True).requires_grad_()
     threads = torch.get_num_threads()
