@@ -8,7 +8,8 @@ log-log panels (time, memory, GFLOP vs L) per preset, with ∝L and ∝L² guide
 
 Per preset of the batched table (tiny, small, base; extra_info "batched"): one row per shape B × L with
 the training step's and the forward's time and peak memory and the full sample's seconds per generated
-piece (its time / B), each for both models with SMDIM/baseline; the targets on the default shapes
+piece (its time / B), each for both models with SMDIM/baseline, the FLOP ratio, and the two models timed
+side by side (alternating rounds, paired.py) with its interval; the targets on the default shapes
 (BATCHED_TARGETS, presets tiny and small; base is reported without a target). Plotted as SMDIM/baseline
 time per shape (bars, one panel per preset, with 1.0 and the targets), not against L: its shapes hold
 the tokens per batch fixed, so a plot against L would mix L and B.
@@ -43,9 +44,10 @@ BATCHED_TITLE = "Training steps and denoiser forwards on batches (tokens per bat
 PER_PIECE = "s_per_piece"  # the batched table's sample column: seconds per generated piece = time / B
 # (pass, metric) column groups of the batched table, each: SMDIM, baseline, SMDIM/baseline; GFLOP only as
 # the ratio (the work each model does per call: the time ratio beside it is what that work costs)
-BATCHED_COLUMNS = ((TRAIN, "ms"), (TRAIN, "gflop"), (TRAIN, "mib"), (FORWARD, "ms"), (FORWARD, "gflop"),
-                   (FORWARD, "mib"), (SAMPLE, PER_PIECE))
-RATIO_ONLY_METRICS = ("gflop",)
+PAIRED = "paired"  # the batched table's side-by-side ratio (paired.py), with its interval
+BATCHED_COLUMNS = ((TRAIN, "ms"), (TRAIN, PAIRED), (TRAIN, "gflop"), (TRAIN, "mib"), (FORWARD, "ms"),
+                   (FORWARD, PAIRED), (FORWARD, "gflop"), (FORWARD, "mib"), (SAMPLE, PER_PIECE))
+RATIO_ONLY_METRICS = ("gflop", PAIRED)
 LABELS = {SMDIM_IMPL: "SMDIM", BASELINE_IMPL: "transformer baseline"}
 PLOT_TITLE = "SMDIM vs transformer-diffusion baseline"
 PASS_TEXT = {
@@ -179,11 +181,40 @@ def _batched_value(row: Row, metric: str, impl: str) -> Optional[float]:
     return getattr(row, metric).get(impl)
 
 
+def batched_ratio(row: Row) -> Tuple[Optional[float], bool]:
+    """(SMDIM/baseline time, whether side by side): the side-by-side ratio where it was measured, else
+    the ratio of the two cases' own medians."""
+    paired = row.paired_ratio(SMDIM_IMPL, BASELINE_IMPL)
+    if paired is not None:
+        return paired, True
+    return row.ratio("ms", SMDIM_IMPL, BASELINE_IMPL), False
+
+
+def paired_interval(row: Row) -> Tuple[float, float]:
+    """The interval of the side-by-side SMDIM/baseline ratio (row.paired must hold one)."""
+    low, high = row.paired["low"], row.paired["high"]
+    if row.paired["impl"] != SMDIM_IMPL:  # timed the other way round
+        low, high = 1.0 / high, 1.0 / low
+    return low, high
+
+
+def format_paired(row: Row) -> str:
+    """'1.21× (1.15–1.30)': the side-by-side ratio and its interval, or —."""
+    ratio = row.paired_ratio(SMDIM_IMPL, BASELINE_IMPL)
+    if ratio is None:
+        return "—"
+    return f"{format_ratio(ratio)} ({'–'.join(f'{x:.2f}' for x in paired_interval(row))})"
+
+
 def batched_table(rows: Sequence[Row]) -> str:
     """One line per shape (by L, then B): BATCHED_COLUMNS for both models with SMDIM/baseline (— where the
-    case did not run; the sample runs only at the studio's shapes)."""
+    case did not run; the sample runs only at the studio's shapes); the side-by-side columns hold the
+    ratio timed in alternating rounds with its interval."""
     header = ["batch × L", "tokens"]
     for pass_name, metric in BATCHED_COLUMNS:
+        if metric == PAIRED:
+            header.append(f"{RATIO} {pass_name} ms side by side")
+            continue
         unit = "s/piece" if metric == PER_PIECE else f"{pass_name} {METRIC_UNITS[metric]}"
         if metric not in RATIO_ONLY_METRICS:
             header += [f"{impl} {unit}" for impl in MODEL_IMPLEMENTATIONS]
@@ -194,6 +225,9 @@ def batched_table(rows: Sequence[Row]) -> str:
         cells = [f"{batch} × {length}", str(batch * length)]
         for pass_name, metric in BATCHED_COLUMNS:
             row = by_shape.get((pass_name, batch, length), Row(pass_name, length, MODEL_SUITE, batch=batch))
+            if metric == PAIRED:
+                cells.append(format_paired(row))
+                continue
             if metric not in RATIO_ONLY_METRICS:
                 cells += [format_number(_batched_value(row, metric, impl)) for impl in MODEL_IMPLEMENTATIONS]
             cells.append(format_ratio(row.ratio("ms" if metric == PER_PIECE else metric, SMDIM_IMPL, BASELINE_IMPL)))
@@ -209,10 +243,23 @@ def _batched_not_measured(config: str, rows: Sequence[Row], row: Row, metric: st
                         plan=MODEL_BATCHES_ENV)
 
 
+def _batched_detail(row: Row, ratio: float, side_by_side: bool) -> str:
+    """A batched target's numbers: the side-by-side ratio with its interval and rounds, then the cases' own
+    medians; or (none side by side) the medians and their ratio."""
+    separate = row.ratio("ms", SMDIM_IMPL, BASELINE_IMPL)
+    medians = "the cases' own medians: " + ("—" if separate is None else
+                                              ratio_detail(row, "ms", SMDIM_IMPL, BASELINE_IMPL, separate))
+    if not side_by_side:
+        return medians
+    low, high = paired_interval(row)
+    return (f"side by side {ratio:.2f} ({row.paired['coverage']:.0%} interval {low:.2f}–{high:.2f}, "
+            f"{row.paired['rounds']} alternating rounds); {medians}")
+
+
 def batched_checks(rows_of: Dict[str, List[Row]], configs: Sequence[str] = BATCHED_TARGET_CONFIGS
                    ) -> List[TargetCheck]:
     """SMDIM/baseline latency on the default batched shapes, per preset: train ≤ 1.15 at L = 256, 512 and
-    ≤ 1 at 1024, 2048; fwd ≤ 1 at L ≥ 1024."""
+    ≤ 1 at 1024, 2048; fwd ≤ 1 at L ≥ 1024. The side-by-side ratio (batched_ratio) where measured."""
     batch_at = {length: batch for batch, length in FULL_MODEL_BATCHES}
     checks = []
     for config in configs:
@@ -223,10 +270,11 @@ def batched_checks(rows_of: Dict[str, List[Row]], configs: Sequence[str] = BATCH
                 batch = batch_at[length]
                 row = by_shape.get((pass_name, batch, length),
                                    Row(pass_name, length, MODEL_SUITE, config=config, batch=batch))
+                ratio, side_by_side = batched_ratio(row)
                 checks.append(target_check(
                     f"{config} {pass_name} SMDIM/baseline latency ≤ {target:g} at {shape_label(length, batch, True)}",
-                    row.ratio("ms", SMDIM_IMPL, BASELINE_IMPL), lambda x, t=target: x <= t,
-                    lambda x, r=row: ratio_detail(r, "ms", SMDIM_IMPL, BASELINE_IMPL, x),
+                    ratio, lambda x, t=target: x <= t,
+                    lambda x, r=row, paired=side_by_side: _batched_detail(r, x, paired),
                     _batched_not_measured(config, rows, row, "ms")))
     return checks
 
@@ -304,7 +352,11 @@ def _batched_lines(data: dict, batched_of: Dict[str, List[Row]]) -> List[str]:
              f"once) / B; sampled only at B ≤ {BATCHED_SAMPLE_MAX_BATCH} and L ≤ {BATCHED_SAMPLE_MAX_L} (the "
              f"studio's shapes). GFLOP columns: SMDIM/baseline of the FLOPs per call (counted as above), the work "
              "each model does; the time ratio can fall below it only where SMDIM runs its work at a higher rate "
-             "than the baseline runs its own (mostly GEMMs). Targets (below) on the default shapes for "
+             "than the baseline runs its own (mostly GEMMs). Side by side: SMDIM's fwd and train cases time both "
+             "models again in alternating rounds (the median of the per-round ratios, with the order-statistics "
+             "interval of that median; benchmarks/paired.py): the two cases' own medians are minutes apart, and "
+             "a shared machine's speed drifts more than the difference between them. The targets use it "
+             "where measured. Targets (below) on the default shapes for "
              f"{', '.join(BATCHED_TARGET_CONFIGS)}; other presets are reported without one."]
     for config, rows in batched_of.items():
         lines += ["", f"### {config}", "", batched_table(rows)]
@@ -387,16 +439,21 @@ BATCHED_BARS = ((TRAIN, "training step"), (FORWARD, "forward"), (SAMPLE, "sample
 
 
 def _plot_batched(ax, rows: Sequence[Row], config: str) -> None:
-    """SMDIM/baseline time per batched shape of one preset: bars per pass (with the FLOP ratio as a black
-    tick on the train and fwd bars), the 1.0 line, the targets."""
+    """SMDIM/baseline time per batched shape of one preset: bars per pass (the side-by-side ratio with its
+    interval where measured, batched_ratio; the FLOP ratio as a black tick on the train and fwd bars),
+    the 1.0 line, the targets."""
     shapes = sorted({(row.batch, row.length) for row in rows}, key=lambda shape: shape[1])
     width = 0.8 / len(BATCHED_BARS)
     for i, (pass_name, label) in enumerate(BATCHED_BARS):
-        ratios = {(row.batch, row.length): row.ratio("ms", SMDIM_IMPL, BASELINE_IMPL) for row in rows
-                  if row.pass_name == pass_name}
-        xs = [j + (i - 1) * width for j, shape in enumerate(shapes) if ratios.get(shape) is not None]
-        ys = [ratios[shape] for shape in shapes if ratios.get(shape) is not None]
-        ax.bar(xs, ys, width, label=label)
+        of_pass = {(row.batch, row.length): row for row in rows if row.pass_name == pass_name}
+        bars = [(j + (i - 1) * width, of_pass[shape]) for j, shape in enumerate(shapes)
+                if shape in of_pass and batched_ratio(of_pass[shape])[0] is not None]
+        if not bars:
+            continue
+        ys = [batched_ratio(row)[0] for _, row in bars]
+        errors = [[y - paired_interval(row)[0] if row.paired else 0.0 for y, (_, row) in zip(ys, bars)],
+                  [paired_interval(row)[1] - y if row.paired else 0.0 for y, (_, row) in zip(ys, bars)]]
+        ax.bar([x for x, _ in bars], ys, width, yerr=errors, capsize=2, label=label)
         work = {(row.batch, row.length): row.ratio("gflop", SMDIM_IMPL, BASELINE_IMPL) for row in rows
                 if row.pass_name == pass_name and pass_name != SAMPLE}  # a sample's FLOPs: its forwards'
         ticks = [(j + (i - 1) * width, work[shape]) for j, shape in enumerate(shapes) if work.get(shape) is not None]
@@ -413,7 +470,7 @@ def _plot_batched(ax, rows: Sequence[Row], config: str) -> None:
                             linewidth=2)
     ax.set_xticks(range(len(shapes)), [f"{batch} × {length}" for batch, length in shapes])
     ax.set_xlabel("batch × tokens per sequence")
-    ax.set_ylabel("SMDIM / baseline time (< 1: SMDIM faster)")
+    ax.set_ylabel("SMDIM / baseline time (< 1: SMDIM faster;\nside by side where timed so, with its interval)")
     ax.set_title(f"{config}: batches (red: targets)")
     ax.legend(fontsize=8)
 

@@ -65,6 +65,19 @@ class Row:
     flops_na: Dict[str, str] = field(default_factory=dict)  # impl -> why its GFLOP were not counted
     config: Optional[str] = None  # model suite: the preset ("tiny", "base")
     batch: int = 1  # sequences per call (extra_info "batch"; the model suite's batched table)
+    # a side-by-side timing (paired.py) of impl against peer: {"impl", "peer", "ratio", "low", "high",
+    # "coverage", "rounds"}; empty where none ran
+    paired: Dict[str, object] = field(default_factory=dict)
+
+    def paired_ratio(self, numerator: str, denominator: str) -> Optional[float]:
+        """numerator / denominator timed side by side (either way round), or None."""
+        if not self.paired:
+            return None
+        if (self.paired["impl"], self.paired["peer"]) == (numerator, denominator):
+            return float(self.paired["ratio"])
+        if (self.paired["impl"], self.paired["peer"]) == (denominator, numerator):
+            return 1.0 / float(self.paired["ratio"])
+        return None
 
     def ratio(self, metric: str, numerator: str, denominator: str) -> Optional[float]:
         """numerator / denominator of one metric ("ms", "mib" or "gflop"); None if either is missing."""
@@ -81,7 +94,8 @@ def collect_rows(benchmarks: Iterable[dict], suite: str, passes: Sequence[str] =
 
     A case's time is its median round, or extra_info["time_s"] where the case was timed once in a
     subprocess (single-shot cases). GFLOP come from extra_info["gflop"]; a case that ran with
-    "gflop": None was not counted (flops_na holds why)."""
+    "gflop": None was not counted (flops_na holds why). A case with extra_info "paired_ratio" (timed
+    side by side with "paired_with", paired.py) gives its row's `paired`."""
     rows: Dict[Tuple[str, int, int], Row] = {}
     for bench in benchmarks:
         info = bench.get("extra_info", {})
@@ -98,6 +112,10 @@ def collect_rows(benchmarks: Iterable[dict], suite: str, passes: Sequence[str] =
             row.gflop[impl] = float(info["gflop"])
         elif "gflop" in info:
             row.flops_na[impl] = str(info.get("flops_note") or "not counted")
+        if info.get("paired_ratio") is not None:
+            row.paired = {"impl": impl, "peer": info["paired_with"], "ratio": float(info["paired_ratio"]),
+                          "low": float(info["paired_low"]), "high": float(info["paired_high"]),
+                          "coverage": float(info["paired_coverage"]), "rounds": int(info["paired_rounds"])}
     order = {name: index for index, name in enumerate(passes)}
     return sorted(rows.values(), key=lambda row: (order.get(row.pass_name, len(order)), row.length, row.batch))
 

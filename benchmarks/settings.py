@@ -86,6 +86,9 @@ Shape = Tuple[int, int]  # (batch, length): sequences per batch, tokens per sequ
 # 4096 tokens per batch, as `smdim train` batches a run without --batch-size (smdim.pipeline.TOKENS_PER_BATCH)
 FULL_MODEL_BATCHES: Tuple[Shape, ...] = ((16, 256), (8, 512), (4, 1024), (2, 2048), (1, 4096))
 QUICK_MODEL_BATCHES: Tuple[Shape, ...] = ((16, 256),)
+# side-by-side rounds of the batched table (SMDIM and the baseline alternating): at least 6, so that the
+# range of the per-round ratios is a 97 % interval of their median
+PAIRED_MIN_ROUNDS = 6
 BATCHED_CONFIGS = MODEL_PRESETS
 QUICK_BATCHED_CONFIGS = ("tiny",)
 SHAPE_PATTERN = re.compile(r"(\d+)\s*[xX]\s*(\d+)")
@@ -253,6 +256,11 @@ class BenchSettings:
                    for batch, length in self.model_batches for impl in MODEL_IMPLEMENTATIONS
                    if pass_name != SAMPLE or self.runs_batched_sample(batch, length)]
         return per_length + batched
+
+    def paired_rounds_for(self, seconds_pair: float) -> int:
+        """Alternating rounds of a side-by-side timing (paired.py) whose two calls took `seconds_pair`
+        together: twice the time budget's worth, at least PAIRED_MIN_ROUNDS and at most max_rounds."""
+        return max(PAIRED_MIN_ROUNDS, min(self.max_rounds, int(2 * self.time_budget_s / max(seconds_pair, 1e-6))))
 
     def rounds_for(self, seconds_once: float) -> Tuple[int, int]:
         """(rounds, warm-up rounds) for a case that took `seconds_once` once."""

@@ -19,7 +19,11 @@ Each case, on CPU:
      one run to pick the number of rounds; the subprocess starts before 1 and prepares while 1 and
      2 run, then measures alone;
   4. it is timed like the layer cases (one round for cases over 1 s, else ~3 s of rounds), and the
-     last round's result is checked (finite logits of the right shape; a finite loss).
+     last round's result is checked (finite logits of the right shape; a finite loss);
+  5. batched fwd and train, SMDIM's case: timed again side by side with the baseline (paired.py: the two
+     alternating round by round, >= 6 rounds), extra_info paired_ratio with its interval; the report's
+     batched ratios and targets use it (the two cases' own medians are minutes apart, and this
+     machine's speed drifts more than that between them).
 A sample (single shot) is timed over exactly one run of the full K-step sample in this process
 (its memory: a MEMORY_SAMPLE_STEPS-step sample in step 3's fresh process, the same peak), checked
 (B x L tokens, no MASK left); its GFLOP are its denoiser calls x one forward's. (Not timed inside the
@@ -38,8 +42,9 @@ from smdim_kernels import backends
 from .cuda import CUDA_TIMING, CudaEventTimer, measure_cuda
 from .machine import kernel_isa
 from .memory import MemoryMeasurement, start_peak_memory
-from .models import (DTYPE, MEMORY_SAMPLE_STEPS, MODEL_SUITE, SAMPLE_ORDER, SAMPLE_STEPS, ModelCase, describe_config,
-                     make_model_runner, make_warmup_runner, token_space)
+from .models import (BASELINE_IMPL, DTYPE, MEMORY_SAMPLE_STEPS, MODEL_SUITE, SAMPLE_ORDER, SAMPLE_STEPS, SMDIM_IMPL,
+                     ModelCase, describe_config, make_model_runner, make_warmup_runner, token_space)
+from .paired import time_paired
 
 SINGLE_SHOT_TIMING = {
     "cpu": (f"one run of the {SAMPLE_STEPS}-step sample in the benchmark process (after the warm-up runs); memory "
@@ -100,6 +105,15 @@ def _run_sample_once(benchmark, case: ModelCase, settings, runner, gflop, note, 
         gflop_per_call=None if gflop is None else round(gflop, 4), flops_note=f"{note}; {SAMPLE_FLOPS_NOTE}")
 
 
+def _side_by_side(case: ModelCase, runner, settings, seconds_once: float) -> dict:
+    """SMDIM's case of the batched table, timed again in alternating rounds with the baseline's runner
+    of the same (config, pass, B, L) (paired.py): the ratio the report and the targets use, immune to the
+    machine's drift between the two cases' own timings."""
+    other = make_model_runner(case.config, BASELINE_IMPL, case.pass_name, case.length, "cpu", batch=case.batch)
+    paired = time_paired(runner, other, settings.paired_rounds_for(2 * seconds_once))
+    return dict(paired.info(), paired_with=BASELINE_IMPL)
+
+
 def run_model_case(benchmark, case: ModelCase, settings, guard) -> None:
     """Guard, count FLOPs, measure peak memory, then time one (config, model, pass, batch, L). The guard
     checks the (config, pass) once, at batch 1 and its own length."""
@@ -132,6 +146,8 @@ def run_model_case(benchmark, case: ModelCase, settings, guard) -> None:
             info.update(_memory_info(memory))
             rounds, warmup_rounds = settings.rounds_for(memory.seconds)
         result = benchmark.pedantic(runner, rounds=rounds, warmup_rounds=warmup_rounds, iterations=1)
+        if case.batched and case.impl == SMDIM_IMPL and pending is not None:
+            info.update(_side_by_side(case, runner, settings, memory.seconds))
     else:
         memory = measure_cuda(runner, _warmup(case, device))
         info.update(_memory_info(memory))
