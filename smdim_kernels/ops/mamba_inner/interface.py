@@ -18,6 +18,7 @@ import torch
 from ...validation import FLOAT_DTYPES, check_float, check_same_device, check_shape, check_tensor
 from ..selective_scan.constants import CHECKPOINT_CHUNK, MAX_DSTATE
 from ..selective_scan.interface import check_bc
+from ..selective_scan.reference import compute_dtype
 from . import composite
 
 _FWD_SCHEMA = (
@@ -161,8 +162,7 @@ def _fwd_fake(xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight, 
               A, D, delta_bias, B_proj_bias, C_proj_bias, B, C, delta_softplus, checkpoint_lvl, save_for_backward):
     batch, two_d, length = xz.shape
     d_inner, dstate = two_d // 2, A.shape[1]
-    dtypes = [t.dtype for t in (xz, A, x_proj_weight, B, C) if t is not None]
-    state_dtype = torch.float64 if torch.float64 in dtypes else torch.float32
+    state_dtype = compute_dtype(xz, A, x_proj_weight, B, C)
     x_dbl = xz.new_empty((batch, length, x_proj_weight.shape[0]))
     n_chunks = -(-length // CHECKPOINT_CHUNK) if save_for_backward else 0
     checkpoints = xz.new_empty((batch, d_inner, n_chunks, dstate), dtype=state_dtype)

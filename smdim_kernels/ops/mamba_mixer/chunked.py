@@ -13,7 +13,8 @@ import torch.nn.functional as F
 
 from .._gemm import batched_mm, batched_weight_grad
 from ..mamba_inner.chain import Chain, ChainWeights, backward, empty, prepare, scan
-from .layer import project as _project, state_dtype
+from ..selective_scan.reference import compute_dtype
+from .layer import project as _project
 
 def _chunks(length, chunk_size):
     """[(index, lo, hi)] in scan order."""
@@ -101,7 +102,7 @@ def forward(hidden_states, in_proj, forward_branch, reverse_branch, out_proj_wei
         x_dbl_shape, states_shape = saved_shapes(hidden_states, branch.x_proj_weight, branch.A, chunk_size) \
             if save_for_backward else ((0,), (0,))
         walks.append(_Walk(branch, reverse, x.new_empty(x_dbl_shape),
-                           x.new_empty(states_shape, dtype=state_dtype(x, branch.A, branch.x_proj_weight))))
+                           x.new_empty(states_shape, dtype=compute_dtype(x, branch.A, branch.x_proj_weight))))
     partner = None
     if reverse_branch is not None:  # the reverse branch first, into a buffer: the forward branch adds it
         partner = torch.empty_like(x)
@@ -176,11 +177,11 @@ def _branch_backward(x, walk, grads, dx, chunk_size, delta_softplus, chunk_ds):
 def backward_of(dout, hidden_states, in_proj, forward_branch, reverse_branch, out_proj_weight, out_proj_bias,
                 delta_softplus, chunk_size, saved):
     """Gradients (dhidden, din_proj_weight, din_proj_bias or None, forward branch's _BranchGrads,
-    dout_proj_weight, dout_proj_bias or None, reverse branch's _BranchGrads or None)."""
+    dout_proj_weight, dout_proj_bias or None, reverse branch's _BranchGrads or None); dout contiguous
+    (the op's backward makes it so for both modes)."""
     forward_walk = _Walk(forward_branch, False, saved[0], saved[1])
     reverse_walk = None if reverse_branch is None else _Walk(reverse_branch, True, saved[2], saved[3])
     scale = 1.0 if reverse_walk is None else 0.5
-    dout = dout.contiguous()
     x = _project(in_proj.x_weight, in_proj.x_bias, hidden_states)
     dx = torch.zeros_like(x)
     dhidden = torch.zeros_like(hidden_states, memory_format=torch.contiguous_format)

@@ -36,8 +36,9 @@ import torch
 from ...validation import FLOAT_DTYPES, check_float, check_same_device, check_shape, check_tensor
 from ..mamba_inner.chain import empty
 from ..selective_scan.constants import MAX_DSTATE
+from ..selective_scan.reference import compute_dtype
 from . import chunked, whole
-from .layer import InProj, branches, state_dtype
+from .layer import InProj, branches
 
 # Up to 1024 steps (4096 tokens of SMDIM, batch 1) the layer runs at once and keeps its activations
 # (faster training: measured 1.42x the transformer's step for SMDIM-tiny at 1 x 4096 tokens with 512,
@@ -226,7 +227,7 @@ def _fwd_fake(hidden_states, in_proj_weight, in_proj_bias, conv1d_weight, conv1d
     for x_proj_w, A_ in ((x_proj_weight, A), (x_proj_weight_b, A_b)):
         if A_ is None:
             continue
-        states = state_dtype(hidden_states, A_, x_proj_w)
+        states = compute_dtype(hidden_states, A_, x_proj_w)
         x_dbl_shape, states_shape = whole.branch_shapes(hidden_states, x_proj_w, A_) if one_chunk \
             else chunked.saved_shapes(hidden_states, x_proj_w, A_, chunk_size)
         saved += [hidden_states.new_empty(x_dbl_shape), hidden_states.new_empty(states_shape, dtype=states)]

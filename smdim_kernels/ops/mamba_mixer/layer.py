@@ -45,7 +45,3 @@ class InProj(NamedTuple):
                       None if bias is None else bias[d_inner:])
 
 
-def state_dtype(*tensors):
-    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
-
-
