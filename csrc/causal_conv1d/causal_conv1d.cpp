@@ -1,5 +1,5 @@
 // CPU implementations of smdim::causal_conv1d_fwd / smdim::causal_conv1d_bwd: a depthwise
-// causal convolution (optionally followed by SiLU). Schemas, fake kernels and autograd live in
+// causal (or, reverse, anti-causal) convolution (optionally followed by SiLU). Schemas, fake kernels and autograd live in
 // smdim_kernels/ops/causal_conv1d/interface.py. One (batch, channel) row per work item; the
 // row kernels (conv_rows.cpp) are vectorised over time.
 #include <ATen/ATen.h>
@@ -35,7 +35,7 @@ at::ScalarType compute_type(const Tensor& x, const Tensor& weight) {
   return (x.scalar_type() == at::kDouble || weight.scalar_type() == at::kDouble) ? at::kDouble : at::kFloat;
 }
 
-Tensor causal_conv1d_fwd_cpu(const Tensor& x, const Tensor& weight, const OptTensor& bias, bool silu) {
+Tensor causal_conv1d_fwd_cpu(const Tensor& x, const Tensor& weight, const OptTensor& bias, bool silu, bool reverse) {
   const ConvShape s = check(x, weight, bias);
   const auto ct = compute_type(x, weight);
   const Tensor xc = x.to(ct).contiguous(), wc = weight.to(ct).contiguous();
@@ -49,7 +49,7 @@ Tensor causal_conv1d_fwd_cpu(const Tensor& x, const Tensor& weight, const OptTen
     at::parallel_for(0, s.batch * s.dim, 1, [&](int64_t begin, int64_t end) {
       for (int64_t row = begin; row < end; ++row) {
         const int64_t d = row % s.dim;
-        conv_rows::forward(xp + row * s.len, wp + d * s.width, bp[d], s.len, s.width, op + row * s.len);
+        conv_rows::forward(xp + row * s.len, wp + d * s.width, bp[d], s.len, s.width, reverse, op + row * s.len);
       }
     });
   });
@@ -58,7 +58,7 @@ Tensor causal_conv1d_fwd_cpu(const Tensor& x, const Tensor& weight, const OptTen
 }
 
 std::tuple<Tensor, Tensor, Tensor> causal_conv1d_bwd_cpu(const Tensor& dout, const Tensor& x, const Tensor& weight,
-                                                         const OptTensor& bias, bool silu) {
+                                                         const OptTensor& bias, bool silu, bool reverse) {
   const ConvShape s = check(x, weight, bias);
   TORCH_CHECK(dout.sizes() == x.sizes(), "causal_conv1d backward: dout must match x ", x.sizes());
   const auto ct = compute_type(x, weight);
@@ -66,7 +66,7 @@ std::tuple<Tensor, Tensor, Tensor> causal_conv1d_bwd_cpu(const Tensor& dout, con
   const Tensor bc = bias.has_value() ? bias->to(ct).contiguous() : at::zeros({s.dim}, xc.options());
   Tensor dx = at::empty({s.batch, s.dim, s.len}, xc.options());
   // Gradient of the pre-activation; with SiLU the pre-activation is recomputed, not saved.
-  const Tensor dpre = silu ? at::silu_backward(gc, causal_conv1d_fwd_cpu(xc, wc, bc, false)) : gc;
+  const Tensor dpre = silu ? at::silu_backward(gc, causal_conv1d_fwd_cpu(xc, wc, bc, false, reverse)) : gc;
   // Per-batch partials of the weight and bias gradients, summed in a fixed order below.
   Tensor dw_part = at::zeros({s.batch, s.dim, s.width}, xc.options());
   Tensor db_part = at::zeros({s.batch, s.dim}, xc.options());
@@ -80,7 +80,7 @@ std::tuple<Tensor, Tensor, Tensor> causal_conv1d_bwd_cpu(const Tensor& dout, con
     at::parallel_for(0, s.batch * s.dim, 1, [&](int64_t begin, int64_t end) {
       for (int64_t row = begin; row < end; ++row) {
         const int64_t d = row % s.dim;
-        conv_rows::backward(xp + row * s.len, wp + d * s.width, gp + row * s.len, s.len, s.width,
+        conv_rows::backward(xp + row * s.len, wp + d * s.width, gp + row * s.len, s.len, s.width, reverse,
                             dxp + row * s.len, dwp + row * s.width, dbp + row);
       }
     });

@@ -1,7 +1,10 @@
 """Depthwise causal conv1d (+ optional SiLU) declared once as `torch.library` ops.
 
-    smdim::causal_conv1d_fwd(x, weight, bias, silu) -> out
-    smdim::causal_conv1d_bwd(dout, x, weight, bias, silu) -> (dx, dweight, dbias)
+    smdim::causal_conv1d_fwd(x, weight, bias, silu, reverse=False) -> out
+    smdim::causal_conv1d_bwd(dout, x, weight, bias, silu, reverse=False) -> (dx, dweight, dbias)
+
+reverse=True is the anti-causal conv (the causal one run right to left, as flip(conv(flip(x))) but
+without the two copies), for the reverse branch of bidirectional Mamba.
 
 CPU: C++ (csrc/causal_conv1d). CUDA: Triton (triton.py). Other devices run the reference,
 with a one-time warning. The backward recomputes the pre-activation instead of
@@ -15,19 +18,23 @@ from ...backends import register_implementations, warn_reference
 from ...validation import FLOAT_DTYPES, check_float, check_same_device, check_shape, check_tensor
 from .reference import causal_conv1d_ref
 
-torch.library.define("smdim::causal_conv1d_fwd", "(Tensor x, Tensor weight, Tensor? bias, bool silu) -> Tensor")
+torch.library.define("smdim::causal_conv1d_fwd",
+                     "(Tensor x, Tensor weight, Tensor? bias, bool silu, bool reverse=False) -> Tensor")
 torch.library.define("smdim::causal_conv1d_bwd",
-                     "(Tensor dout, Tensor x, Tensor weight, Tensor? bias, bool silu) -> (Tensor, Tensor, Tensor)")
+                     "(Tensor dout, Tensor x, Tensor weight, Tensor? bias, bool silu, bool reverse=False) -> "
+                     "(Tensor, Tensor, Tensor)")
 
 ACTIVATIONS = (None, "silu", "swish")
 
 
-def causal_conv1d_fn(x, weight, bias=None, activation=None):
+def causal_conv1d_fn(x, weight, bias=None, activation=None, reverse=False):
     """Depthwise causal convolution over time, optionally followed by SiLU.
 
     x: (batch, dim, L); weight: (dim, width); bias: (dim,) or None; activation: None, "silu" or
     "swish" (= "silu"). out[b, d, t] = act(bias[d] + sum_k weight[d, k] x[b, d, t - width + 1 + k]),
-    zeros before t = 0. Returns (batch, dim, L) in x's dtype; differentiable in x, weight, bias.
+    zeros before t = 0; reverse=True: the anti-causal conv, x[b, d, t + width - 1 - k] and zeros past
+    the end (= flip(causal_conv1d_fn(flip(x))) along time). Returns (batch, dim, L) in x's dtype;
+    differentiable in x, weight, bias.
     """
     check_tensor("x", x)
     check_tensor("weight", weight)
@@ -43,8 +50,10 @@ def causal_conv1d_fn(x, weight, bias=None, activation=None):
         check_shape("bias", bias, (x.shape[1],), "(dim,)")
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be None, 'silu' or 'swish'; got {activation!r}")
+    if not isinstance(reverse, bool):
+        raise ValueError(f"reverse must be True or False; got {reverse!r}")
     check_same_device({"x": x, "weight": weight, "bias": bias})
-    return torch.ops.smdim.causal_conv1d_fwd(x, weight, bias, activation is not None)
+    return torch.ops.smdim.causal_conv1d_fwd(x, weight, bias, activation is not None, reverse)
 
 
 def causal_conv1d_update(x, conv_state, weight, bias=None, activation=None):
@@ -75,42 +84,42 @@ def causal_conv1d_update(x, conv_state, weight, bias=None, activation=None):
 
 
 @torch.library.register_fake("smdim::causal_conv1d_fwd")
-def _fwd_fake(x, weight, bias, silu):
+def _fwd_fake(x, weight, bias, silu, reverse=False):
     return torch.empty_like(x, memory_format=torch.contiguous_format)
 
 
 @torch.library.register_fake("smdim::causal_conv1d_bwd")
-def _bwd_fake(dout, x, weight, bias, silu):
+def _bwd_fake(dout, x, weight, bias, silu, reverse=False):
     dbias = x.new_empty((0,)) if bias is None else torch.empty_like(bias, memory_format=torch.contiguous_format)
     return (torch.empty_like(x, memory_format=torch.contiguous_format),
             torch.empty_like(weight, memory_format=torch.contiguous_format), dbias)
 
 
 def _setup_context(ctx, inputs, output):
-    x, weight, bias, silu = inputs
+    x, weight, bias, silu, reverse = inputs
     ctx.save_for_backward(x, weight, bias)
-    ctx.silu = silu
+    ctx.silu, ctx.reverse = silu, reverse
 
 
 def _backward(ctx, dout):
     x, weight, bias = ctx.saved_tensors
-    dx, dweight, dbias = torch.ops.smdim.causal_conv1d_bwd(dout, x, weight, bias, ctx.silu)
-    return dx, dweight, None if bias is None else dbias, None
+    dx, dweight, dbias = torch.ops.smdim.causal_conv1d_bwd(dout, x, weight, bias, ctx.silu, ctx.reverse)
+    return dx, dweight, None if bias is None else dbias, None, None
 
 
 torch.library.register_autograd("smdim::causal_conv1d_fwd", _backward, setup_context=_setup_context)
 
-def _fwd_reference(x, weight, bias, silu):
+def _fwd_reference(x, weight, bias, silu, reverse=False):
     warn_reference("causal_conv1d", x.device.type)
-    return causal_conv1d_ref(x, weight, bias, "silu" if silu else None).contiguous()
+    return causal_conv1d_ref(x, weight, bias, "silu" if silu else None, reverse).contiguous()
 
 
-def _bwd_reference(dout, x, weight, bias, silu):
+def _bwd_reference(dout, x, weight, bias, silu, reverse=False):
     warn_reference("causal_conv1d", x.device.type)
     leaves = [t.detach().requires_grad_(True) for t in (x, weight)]
     b = None if bias is None else bias.detach().requires_grad_(True)
     with torch.enable_grad():
-        out = causal_conv1d_ref(leaves[0], leaves[1], b, "silu" if silu else None)
+        out = causal_conv1d_ref(leaves[0], leaves[1], b, "silu" if silu else None, reverse)
         grads = torch.autograd.grad(out, leaves + ([b] if b is not None else []), dout)
     dbias = x.new_empty((0,)) if b is None else grads[2]
     return grads[0].contiguous(), grads[1].contiguous(), dbias

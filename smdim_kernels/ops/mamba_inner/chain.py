@@ -84,15 +84,12 @@ def _read_slot(x_dbl, slot, bias):
 def prepare(x_in, w: ChainWeights, history: int = 0, x_dbl=None, u=None, delta=None, reverse=False) -> Chain:
     """Conv (its first `history` outputs dropped), x_proj and dt_proj; any of x_dbl, u and delta
     that a forward saved is reused instead of recomputed. reverse: the chain reads x_in right to
-    left (the conv runs on the flipped sequence; u, delta, B and C stay in x_in's order, for a scan
-    with reverse=True)."""
+    left (the anti-causal conv; u, delta, B and C stay in x_in's order, for a scan with
+    reverse=True)."""
     if u is None:
-        if reverse:
-            if history:
-                raise ValueError("prepare: a reverse chain has no history")
-            u = torch.ops.smdim.causal_conv1d_fwd(x_in.flip(-1), w.conv_weight, w.conv_bias, True).flip(-1)
-        else:
-            u = torch.ops.smdim.causal_conv1d_fwd(x_in, w.conv_weight, w.conv_bias, True)
+        if reverse and history:
+            raise ValueError("prepare: a reverse chain has no history")
+        u = torch.ops.smdim.causal_conv1d_fwd(x_in, w.conv_weight, w.conv_bias, True, reverse)
         if history:
             u = u[..., history:].contiguous()
     if x_dbl is None:
@@ -140,15 +137,10 @@ def backward(chain: Chain, w: ChainWeights, dout, dlast_state, delta_softplus, c
     du += batched_mm(w.x_proj_weight.t(), dx_dbl.transpose(1, 2))
     dx_proj_weight = batched_weight_grad(dx_dbl.transpose(1, 2), chain.u.transpose(1, 2))
     # With history, the conv's first outputs were discarded: their gradient is zero.
-    if reverse:
-        if history:
-            raise ValueError("backward: a reverse chain has no history")
-        dx_in, dconv_weight, dconv_bias = torch.ops.smdim.causal_conv1d_bwd(
-            du.flip(-1), chain.x_in.flip(-1), w.conv_weight, w.conv_bias, True)
-        dx_in = dx_in.flip(-1)
-    else:
-        dx_in, dconv_weight, dconv_bias = torch.ops.smdim.causal_conv1d_bwd(
-            F.pad(du, (history, 0)) if history else du, chain.x_in, w.conv_weight, w.conv_bias, True)
+    if reverse and history:
+        raise ValueError("backward: a reverse chain has no history")
+    dx_in, dconv_weight, dconv_bias = torch.ops.smdim.causal_conv1d_bwd(
+        F.pad(du, (history, 0)) if history else du, chain.x_in, w.conv_weight, w.conv_bias, True, reverse)
 
     def given(t, g):
         return None if t is None else g

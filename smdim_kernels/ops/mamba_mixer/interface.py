@@ -6,7 +6,7 @@
 Two implementations, one for every device, chosen by the sequence length (fits_one_chunk):
 
 - L <= chunk_size (whole.py): the layer at once. The reverse branch runs the scan kernel right to
-  left (its conv on the flipped x); both scans apply the gate silu(z); out_proj reads their mean.
+  left (its conv anti-causal); both scans apply the gate silu(z); out_proj reads their mean.
   It saves x, z, the gated mean y (batch, d_inner, L) and per branch x_dbl and the scan's
   checkpoints, so its backward runs each branch's scan backward once and nothing of the forward
   again: the regime of training on batches of crops, where re-running costs more than keeping.

@@ -7,7 +7,7 @@ re-projected) costs more than the activations it spares. Here:
 
     forward   x, z = in_proj(hidden_states)               (batch, d_inner, L) each
               y_f  = scan(chain_f(x), z)                    gated by silu(z) inside the scan kernel
-              y_b  = scan(chain_b(x), z, reverse=True)      conv on the flipped x, scan right to left
+              y_b  = scan(chain_b(x), z, reverse=True)      anti-causal conv, scan right to left
               y    = (y_f + y_b) / 2;  out = out_proj(y)
     saves     x, z, y, and per branch x_dbl and the scan's 64-step checkpoints
     backward  one scan backward per branch (from its checkpoints; u and delta are recomputed: one

@@ -13,31 +13,47 @@ def make(batch=2, dim=7, length=130, width=4, bias=True, dtype=torch.float32, se
     return x, w, b
 
 
-def outputs_and_grads(fn, x, w, b, activation):
-    out = fn(x, w, b, activation)
+def outputs_and_grads(fn, x, w, b, activation, reverse=False):
+    out = fn(x, w, b, activation, reverse)
     g = torch.randn(out.shape, generator=torch.Generator().manual_seed(3)).to(out.dtype)
     leaves = [t for t in (x, w, b) if t is not None]
     return out.detach(), torch.autograd.grad((out.float() * g.float()).sum(), leaves)
 
 
+@pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("width", [1, 2, 3, 4])
 @pytest.mark.parametrize("length", [1, 3, 130])
 @pytest.mark.parametrize("bias", [False, True])
 @pytest.mark.parametrize("activation", [None, "silu"])
-def test_matches_reference(width, length, bias, activation):
+def test_matches_reference(width, length, bias, activation, reverse):
     x, w, b = make(length=length, width=width, bias=bias, seed=width * length)
-    out, grads = outputs_and_grads(causal_conv1d_fn, x, w, b, activation)
-    ref, ref_grads = outputs_and_grads(causal_conv1d_ref, x, w, b, activation)
+    out, grads = outputs_and_grads(causal_conv1d_fn, x, w, b, activation, reverse)
+    ref, ref_grads = outputs_and_grads(causal_conv1d_ref, x, w, b, activation, reverse)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
     for g, r in zip(grads, ref_grads):
         torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-5 * r.abs().max().item())
 
 
-def test_fp64_gradcheck():
+def test_reverse_is_the_flipped_causal_conv():
+    """reverse=True is the causal conv of the flipped sequence, flipped back (exactly the same sums)."""
+    x, w, b = make(length=37, width=4)
+    x, w, b = x.detach(), w.detach(), b.detach()
+    expected = causal_conv1d_fn(x.flip(-1), w, b, "silu").flip(-1)
+    torch.testing.assert_close(causal_conv1d_fn(x, w, b, "silu", reverse=True), expected, rtol=1e-6, atol=1e-6)
+    ref = torch.zeros_like(x)  # written out: out[t] = silu(b + sum_k w[k] x[t + 3 - k]), zeros past the end
+    for t in range(37):
+        for k in range(4):
+            if t + 3 - k < 37:
+                ref[..., t] += w[:, k] * x[..., t + 3 - k]
+    torch.testing.assert_close(expected, torch.nn.functional.silu(ref + b[:, None]), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_fp64_gradcheck(reverse):
     x, w, b = make(batch=2, dim=3, length=9, width=4, dtype=torch.float64)
     for activation in (None, "silu"):
-        assert torch.autograd.gradcheck(lambda *a, activation=activation: causal_conv1d_fn(*a, activation=activation),
-                                        (x, w, b))
+        assert torch.autograd.gradcheck(
+            lambda *a, activation=activation: causal_conv1d_fn(*a, activation=activation, reverse=reverse), (x, w, b))
 
 
 def test_half_inputs():
@@ -55,18 +71,19 @@ def test_non_contiguous_input():
     assert torch.equal(causal_conv1d_fn(x_t, w, b, "silu"), causal_conv1d_fn(x.detach(), w, b, "silu"))
 
 
-def test_opcheck_and_compile():
+@pytest.mark.parametrize("reverse", [False, True])
+def test_opcheck_and_compile(reverse):
     x, w, b = make(length=33)
-    torch.library.opcheck(torch.ops.smdim.causal_conv1d_fwd.default, (x, w, b, True))
-    torch.library.opcheck(torch.ops.smdim.causal_conv1d_fwd.default, (x, w, None, False))
+    torch.library.opcheck(torch.ops.smdim.causal_conv1d_fwd.default, (x, w, b, True, reverse))
+    torch.library.opcheck(torch.ops.smdim.causal_conv1d_fwd.default, (x, w, None, False, reverse))
     g = torch.randn_like(x)
     torch.library.opcheck(torch.ops.smdim.causal_conv1d_bwd.default,
-                          (g, x.detach(), w.detach(), b.detach(), True))
+                          (g, x.detach(), w.detach(), b.detach(), True, reverse))
     torch._dynamo.reset()
-    step = torch.compile(lambda x, w, b: causal_conv1d_fn(x, w, b, "silu").square().sum(), fullgraph=True,
+    step = torch.compile(lambda x, w, b: causal_conv1d_fn(x, w, b, "silu", reverse).square().sum(), fullgraph=True,
                          backend="aot_eager")
     grads = torch.autograd.grad(step(x, w, b), (x, w, b))
-    ref = torch.autograd.grad(causal_conv1d_ref(x, w, b, "silu").square().sum(), (x, w, b))
+    ref = torch.autograd.grad(causal_conv1d_ref(x, w, b, "silu", reverse).square().sum(), (x, w, b))
     for a, r in zip(grads, ref):
         torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-5)
 
@@ -91,6 +108,7 @@ def test_deterministic_across_thread_counts():
     ((torch.randn(1, 4, 10), torch.randn(4, 3), torch.randn(3)), ValueError, r"bias must be \(dim,\) = \(4,\)"),
     ((torch.ones(1, 4, 10, dtype=torch.long), torch.randn(4, 3)), TypeError, r"x must have a floating dtype"),
     ((torch.randn(1, 4, 10), torch.randn(4, 3), None, "relu"), ValueError, r"activation must be None, 'silu'"),
+    ((torch.randn(1, 4, 10), torch.randn(4, 3), None, None, "yes"), ValueError, r"reverse must be True or False"),
     ((torch.randn(1, 4, 10), torch.randn(4, 3, device="meta")), ValueError, r"one device"),
 ])
 def test_bad_input_is_named(args, error, pattern):
