@@ -1,9 +1,11 @@
 """The model suite's section of the benchmark report (models.py's suite; report.py assembles it).
 
 Per preset of the batch-1 table (tiny, base): one table of latency, peak memory and GFLOP per (pass, L)
-for SMDIM and the baseline with their ratios SMDIM/baseline (< 1: SMDIM is cheaper); the denoiser calls
+for SMDIM and the baseline with their ratios SMDIM/baseline (< 1: SMDIM is cheaper) and the time ratio
+of the two models timed side by side (alternating rounds, paired.py) with its interval; the denoiser calls
 of the full samples; the growth of time, memory and FLOPs from L = 2048 to 8192 (fitted log-log slope: 1
-is linear, 2 quadratic); the issue's targets at L = 8192 (PASS / FAIL / N/A); and one PNG with a row of
+is linear, 2 quadratic); the issue's targets at L = 8192 (PASS / FAIL / N/A; latency side by side where
+measured); and one PNG with a row of
 log-log panels (time, memory, GFLOP vs L) per preset, with ∝L and ∝L² guides.
 
 Per preset of the batched table (tiny, small, base; extra_info "batched"): one row per shape B × L with
@@ -109,9 +111,49 @@ RATIO = f"{SMDIM_IMPL}/{BASELINE_IMPL}"
 RATIO_COLUMNS = {metric: [(f"{RATIO} {unit}", SMDIM_IMPL, BASELINE_IMPL)] for metric, unit in METRIC_UNITS.items()}
 
 
+def time_ratio(row: Row) -> Tuple[Optional[float], bool]:
+    """(SMDIM/baseline time, whether side by side): the side-by-side ratio where it was measured, else
+    the ratio of the two cases' own medians."""
+    paired = row.paired_ratio(SMDIM_IMPL, BASELINE_IMPL)
+    if paired is not None:
+        return paired, True
+    return row.ratio("ms", SMDIM_IMPL, BASELINE_IMPL), False
+
+
+def paired_interval(row: Row) -> Tuple[float, float]:
+    """The interval of the side-by-side SMDIM/baseline ratio (row.paired must hold one)."""
+    low, high = row.paired["low"], row.paired["high"]
+    if row.paired["impl"] != SMDIM_IMPL:  # timed the other way round
+        low, high = 1.0 / high, 1.0 / low
+    return low, high
+
+
+def format_paired(row: Row) -> str:
+    """'1.21× (1.15–1.30)': the side-by-side ratio and its interval, or —."""
+    ratio = row.paired_ratio(SMDIM_IMPL, BASELINE_IMPL)
+    if ratio is None:
+        return "—"
+    return f"{format_ratio(ratio)} ({'–'.join(f'{x:.2f}' for x in paired_interval(row))})"
+
+
+def time_detail(row: Row, ratio: float, side_by_side: bool) -> str:
+    """A latency target's numbers: the side-by-side ratio with its interval and rounds, then the cases' own
+    medians; or (none side by side) the medians and their ratio."""
+    separate = row.ratio("ms", SMDIM_IMPL, BASELINE_IMPL)
+    medians = "the cases' own medians: " + ("—" if separate is None else
+                                              ratio_detail(row, "ms", SMDIM_IMPL, BASELINE_IMPL, separate))
+    if not side_by_side:
+        return medians
+    low, high = paired_interval(row)
+    return (f"side by side {ratio:.2f} ({row.paired['coverage']:.0%} interval {low:.2f}–{high:.2f}, "
+            f"{row.paired['rounds']} alternating rounds); {medians}")
+
+
 def model_table(rows: Sequence[Row]) -> str:
-    """One row per (pass, L): ms, MiB and GFLOP of both models, each with the ratio SMDIM/baseline."""
-    return metric_table(rows, MODEL_IMPLEMENTATIONS, RATIO_COLUMNS)
+    """One row per (pass, L): ms, MiB and GFLOP of both models, each with the ratio SMDIM/baseline, and the
+    time ratio timed side by side with its interval (— where it was not: the sample, or an old JSON)."""
+    return metric_table(rows, MODEL_IMPLEMENTATIONS, RATIO_COLUMNS,
+                        extra={"ms": [(f"{RATIO} ms side by side", format_paired)]})
 
 
 # --- growth and targets ------------------------------------------------------------------------------
@@ -153,7 +195,8 @@ def _not_measured(config: str, rows: Sequence[Row], row: Row, metric: str) -> st
 
 
 def model_checks(rows_of: Dict[str, List[Row]], configs: Sequence[str] = MODEL_CONFIGS) -> List[TargetCheck]:
-    """SMDIM/baseline at L=8192, per preset: fwd FLOPs ≤ 0.7, fwd and train peak memory ≤ 0.6, fwd latency < 1."""
+    """SMDIM/baseline at L=8192, per preset: fwd FLOPs ≤ 0.7, fwd and train peak memory ≤ 0.6, fwd latency < 1
+    (time_ratio: side by side where measured)."""
     checks = []
     for config in configs:
         rows = rows_of.get(config, [])
@@ -162,11 +205,14 @@ def model_checks(rows_of: Dict[str, List[Row]], configs: Sequence[str] = MODEL_C
             row = by_key.get((pass_name, TARGET_LENGTH), Row(pass_name, TARGET_LENGTH, MODEL_SUITE, config=config))
             description = (f"{config} {pass_name} SMDIM/baseline {METRIC_NAMES[metric]} {relation} {target:g} "
                            f"at L={TARGET_LENGTH}")
-            checks.append(target_check(
-                description,
-                row.ratio(metric, SMDIM_IMPL, BASELINE_IMPL), lambda x, t=target, r=relation: RELATIONS[r](x, t),
-                lambda x, r=row, m=metric: ratio_detail(r, m, SMDIM_IMPL, BASELINE_IMPL, x),
-                _not_measured(config, rows, row, metric)))
+            if metric == "ms":  # latency: the side-by-side ratio where measured
+                ratio, side_by_side = time_ratio(row)
+                detail = lambda x, r=row, paired=side_by_side: time_detail(r, x, paired)  # noqa: E731
+            else:
+                ratio = row.ratio(metric, SMDIM_IMPL, BASELINE_IMPL)
+                detail = lambda x, r=row, m=metric: ratio_detail(r, m, SMDIM_IMPL, BASELINE_IMPL, x)  # noqa: E731
+            checks.append(target_check(description, ratio, lambda x, t=target, r=relation: RELATIONS[r](x, t),
+                                       detail, _not_measured(config, rows, row, metric)))
     return checks
 
 
@@ -179,31 +225,6 @@ def _batched_value(row: Row, metric: str, impl: str) -> Optional[float]:
         ms = row.ms.get(impl)
         return None if ms is None else ms / 1e3 / row.batch
     return getattr(row, metric).get(impl)
-
-
-def batched_ratio(row: Row) -> Tuple[Optional[float], bool]:
-    """(SMDIM/baseline time, whether side by side): the side-by-side ratio where it was measured, else
-    the ratio of the two cases' own medians."""
-    paired = row.paired_ratio(SMDIM_IMPL, BASELINE_IMPL)
-    if paired is not None:
-        return paired, True
-    return row.ratio("ms", SMDIM_IMPL, BASELINE_IMPL), False
-
-
-def paired_interval(row: Row) -> Tuple[float, float]:
-    """The interval of the side-by-side SMDIM/baseline ratio (row.paired must hold one)."""
-    low, high = row.paired["low"], row.paired["high"]
-    if row.paired["impl"] != SMDIM_IMPL:  # timed the other way round
-        low, high = 1.0 / high, 1.0 / low
-    return low, high
-
-
-def format_paired(row: Row) -> str:
-    """'1.21× (1.15–1.30)': the side-by-side ratio and its interval, or —."""
-    ratio = row.paired_ratio(SMDIM_IMPL, BASELINE_IMPL)
-    if ratio is None:
-        return "—"
-    return f"{format_ratio(ratio)} ({'–'.join(f'{x:.2f}' for x in paired_interval(row))})"
 
 
 def batched_table(rows: Sequence[Row]) -> str:
@@ -243,23 +264,10 @@ def _batched_not_measured(config: str, rows: Sequence[Row], row: Row, metric: st
                         plan=MODEL_BATCHES_ENV)
 
 
-def _batched_detail(row: Row, ratio: float, side_by_side: bool) -> str:
-    """A batched target's numbers: the side-by-side ratio with its interval and rounds, then the cases' own
-    medians; or (none side by side) the medians and their ratio."""
-    separate = row.ratio("ms", SMDIM_IMPL, BASELINE_IMPL)
-    medians = "the cases' own medians: " + ("—" if separate is None else
-                                              ratio_detail(row, "ms", SMDIM_IMPL, BASELINE_IMPL, separate))
-    if not side_by_side:
-        return medians
-    low, high = paired_interval(row)
-    return (f"side by side {ratio:.2f} ({row.paired['coverage']:.0%} interval {low:.2f}–{high:.2f}, "
-            f"{row.paired['rounds']} alternating rounds); {medians}")
-
-
 def batched_checks(rows_of: Dict[str, List[Row]], configs: Sequence[str] = BATCHED_TARGET_CONFIGS
                    ) -> List[TargetCheck]:
     """SMDIM/baseline latency on the default batched shapes, per preset: train ≤ 1.15 at L = 256, 512 and
-    ≤ 1 at 1024, 2048; fwd ≤ 1 at L ≥ 1024. The side-by-side ratio (batched_ratio) where measured."""
+    ≤ 1 at 1024, 2048; fwd ≤ 1 at L ≥ 1024. The side-by-side ratio (time_ratio) where measured."""
     batch_at = {length: batch for batch, length in FULL_MODEL_BATCHES}
     checks = []
     for config in configs:
@@ -270,11 +278,11 @@ def batched_checks(rows_of: Dict[str, List[Row]], configs: Sequence[str] = BATCH
                 batch = batch_at[length]
                 row = by_shape.get((pass_name, batch, length),
                                    Row(pass_name, length, MODEL_SUITE, config=config, batch=batch))
-                ratio, side_by_side = batched_ratio(row)
+                ratio, side_by_side = time_ratio(row)
                 checks.append(target_check(
                     f"{config} {pass_name} SMDIM/baseline latency ≤ {target:g} at {shape_label(length, batch, True)}",
                     ratio, lambda x, t=target: x <= t,
-                    lambda x, r=row, paired=side_by_side: _batched_detail(r, x, paired),
+                    lambda x, r=row, paired=side_by_side: time_detail(r, x, paired),
                     _batched_not_measured(config, rows, row, "ms")))
     return checks
 
@@ -352,11 +360,8 @@ def _batched_lines(data: dict, batched_of: Dict[str, List[Row]]) -> List[str]:
              f"once) / B; sampled only at B ≤ {BATCHED_SAMPLE_MAX_BATCH} and L ≤ {BATCHED_SAMPLE_MAX_L} (the "
              f"studio's shapes). GFLOP columns: SMDIM/baseline of the FLOPs per call (counted as above), the work "
              "each model does; the time ratio can fall below it only where SMDIM runs its work at a higher rate "
-             "than the baseline runs its own (mostly GEMMs). Side by side: SMDIM's fwd and train cases time both "
-             "models again in alternating rounds (the median of the per-round ratios, with the order-statistics "
-             "interval of that median; benchmarks/paired.py): the two cases' own medians are minutes apart, and "
-             "a shared machine's speed drifts more than the difference between them. The targets use it "
-             "where measured. Targets (below) on the default shapes for "
+             "than the baseline runs its own (mostly GEMMs). Side by side: as in the batch-1 tables. Targets (below) "
+             "on the default shapes for "
              f"{', '.join(BATCHED_TARGET_CONFIGS)}; other presets are reported without one."]
     for config, rows in batched_of.items():
         lines += ["", f"### {config}", "", batched_table(rows)]
@@ -389,7 +394,11 @@ def render_model_report(data: dict, rows_of: Dict[str, List[Row]], checks: Seque
         "Times: median ms per call (a sample: its one run). " + memory_text + " GFLOP: 10⁹ FLOPs per call counted "
         "by torch.utils.flop_counter (smdim_kernels.flops.count_flops; 2 per multiply-add; GEMMs, convolutions, "
         "attention and smdim's fused ops; elementwise work counts 0); train = loss forward + backward; sample = "
-        f"its denoiser calls × one forward. {RATIO} < 1: SMDIM is cheaper.",
+        f"its denoiser calls × one forward. {RATIO} < 1: SMDIM is cheaper. Side by side: SMDIM's fwd and train "
+        "cases time both models again in alternating rounds (the median of the per-round ratios, with the "
+        "order-statistics interval of that median; benchmarks/paired.py): the two cases' own medians are minutes "
+        "apart, and a shared machine's speed drifts more than the difference between them; the latency targets "
+        "use it where measured.",
     ]
     for config, rows in rows_of.items():
         lines += ["", f"## {config}", "", model_table(rows)]
@@ -440,17 +449,17 @@ BATCHED_BARS = ((TRAIN, "training step"), (FORWARD, "forward"), (SAMPLE, "sample
 
 def _plot_batched(ax, rows: Sequence[Row], config: str) -> None:
     """SMDIM/baseline time per batched shape of one preset: bars per pass (the side-by-side ratio with its
-    interval where measured, batched_ratio; the FLOP ratio as a black tick on the train and fwd bars),
+    interval where measured, time_ratio; the FLOP ratio as a black tick on the train and fwd bars),
     the 1.0 line, the targets."""
     shapes = sorted({(row.batch, row.length) for row in rows}, key=lambda shape: shape[1])
     width = 0.8 / len(BATCHED_BARS)
     for i, (pass_name, label) in enumerate(BATCHED_BARS):
         of_pass = {(row.batch, row.length): row for row in rows if row.pass_name == pass_name}
         bars = [(j + (i - 1) * width, of_pass[shape]) for j, shape in enumerate(shapes)
-                if shape in of_pass and batched_ratio(of_pass[shape])[0] is not None]
+                if shape in of_pass and time_ratio(of_pass[shape])[0] is not None]
         if not bars:
             continue
-        ys = [batched_ratio(row)[0] for _, row in bars]
+        ys = [time_ratio(row)[0] for _, row in bars]
         errors = [[y - paired_interval(row)[0] if row.paired else 0.0 for y, (_, row) in zip(ys, bars)],
                   [paired_interval(row)[1] - y if row.paired else 0.0 for y, (_, row) in zip(ys, bars)]]
         ax.bar([x for x, _ in bars], ys, width, yerr=errors, capsize=2, label=label)

@@ -239,18 +239,26 @@ def markdown_table(header: Sequence[str], body: Iterable[Sequence[str]]) -> str:
 RatioColumn = Tuple[str, str, str]  # (header, numerator implementation, denominator implementation)
 
 
+ExtraColumn = Tuple[str, Callable[[Row], str]]  # (header, the cell of a row)
+
+
 def metric_table(rows: Sequence[Row], impls: Sequence[str], ratios: Mapping[str, Sequence[RatioColumn]],
-                 metrics: Sequence[str] = ("ms", "mib", "gflop")) -> str:
-    """One line per (pass, L); per metric, every implementation's value, then that metric's ratio columns."""
+                 metrics: Sequence[str] = ("ms", "mib", "gflop"),
+                 extra: Optional[Mapping[str, Sequence[ExtraColumn]]] = None) -> str:
+    """One line per (pass, L); per metric, every implementation's value, that metric's ratio columns, then
+    its `extra` columns (e.g. a ratio timed side by side)."""
+    extra = extra or {}
     header = ["pass", "L"]
     for metric in metrics:
         header += [f"{impl} {METRIC_UNITS[metric]}" for impl in impls] + [name for name, _, _ in ratios.get(metric, ())]
+        header += [name for name, _ in extra.get(metric, ())]
     body = []
     for row in rows:
         cells = [row.pass_name, str(row.length)]
         for metric in metrics:
             cells += [format_value(row, metric, impl) for impl in impls]
             cells += [format_ratio(row.ratio(metric, a, b)) for _, a, b in ratios.get(metric, ())]
+            cells += [cell(row) for _, cell in extra.get(metric, ())]
         body.append(cells)
     return markdown_table(header, body)
 

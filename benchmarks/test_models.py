@@ -20,10 +20,10 @@ Each case, on CPU:
      2 run, then measures alone;
   4. it is timed like the layer cases (one round for cases over 1 s, else ~3 s of rounds), and the
      last round's result is checked (finite logits of the right shape; a finite loss);
-  5. batched fwd and train, SMDIM's case: timed again side by side with the baseline (paired.py: the two
-     alternating round by round, >= 6 rounds), extra_info paired_ratio with its interval; the report's
-     batched ratios and targets use it (the two cases' own medians are minutes apart, and this
-     machine's speed drifts more than that between them).
+  5. fwd and train, SMDIM's case (both tables): timed again side by side with the baseline (paired.py: the
+     two alternating round by round, >= 6 rounds), extra_info paired_ratio with its interval; the report's
+     side-by-side columns and latency targets use it (the two cases' own medians are minutes apart, and
+     this machine's speed drifts more than that between them).
 A sample (single shot) is timed over exactly one run of the full K-step sample in this process
 (its memory: a MEMORY_SAMPLE_STEPS-step sample in step 3's fresh process, the same peak), checked
 (B x L tokens, no MASK left); its GFLOP are its denoiser calls x one forward's. (Not timed inside the
@@ -106,7 +106,7 @@ def _run_sample_once(benchmark, case: ModelCase, settings, runner, gflop, note, 
 
 
 def _side_by_side(case: ModelCase, runner, settings, seconds_once: float) -> dict:
-    """SMDIM's case of the batched table, timed again in alternating rounds with the baseline's runner
+    """SMDIM's case (fwd or train, either table), timed again in alternating rounds with the baseline's runner
     of the same (config, pass, B, L) (paired.py): the ratio the report and the targets use, immune to the
     machine's drift between the two cases' own timings."""
     other = make_model_runner(case.config, BASELINE_IMPL, case.pass_name, case.length, "cpu", batch=case.batch)
@@ -146,7 +146,7 @@ def run_model_case(benchmark, case: ModelCase, settings, guard) -> None:
             info.update(_memory_info(memory))
             rounds, warmup_rounds = settings.rounds_for(memory.seconds)
         result = benchmark.pedantic(runner, rounds=rounds, warmup_rounds=warmup_rounds, iterations=1)
-        if case.batched and case.impl == SMDIM_IMPL and pending is not None:
+        if case.impl == SMDIM_IMPL and pending is not None:
             info.update(_side_by_side(case, runner, settings, memory.seconds))
     else:
         memory = measure_cuda(runner, _warmup(case, device))

@@ -84,10 +84,35 @@ def test_rows_per_preset_in_pass_then_length_order():
 
 def test_model_table_cells():
     lines = model_report.model_table(_rows()["base"]).splitlines()
-    assert lines[0] == ("| pass | L | smdim ms | baseline ms | smdim/baseline ms | smdim MiB | baseline MiB "
-                        "| smdim/baseline MiB | smdim GFLOP | baseline GFLOP | smdim/baseline GFLOP |")
-    assert lines[4] == "| fwd | 8192 | 1000 | 2000 | 0.5× | 100 | 300 | 0.333× | 100 | 200 | 0.5× |"
-    assert lines[5] == "| train | 8192 | 6000 | 6500 | 0.923× | 700 | 1000 | 0.7× | 300 | 600 | 0.5× |"
+    assert lines[0] == ("| pass | L | smdim ms | baseline ms | smdim/baseline ms | smdim/baseline ms side by side "
+                        "| smdim MiB | baseline MiB | smdim/baseline MiB | smdim GFLOP | baseline GFLOP "
+                        "| smdim/baseline GFLOP |")
+    assert lines[4] == "| fwd | 8192 | 1000 | 2000 | 0.5× | — | 100 | 300 | 0.333× | 100 | 200 | 0.5× |"
+    assert lines[5] == "| train | 8192 | 6000 | 6500 | 0.923× | — | 700 | 1000 | 0.7× | 300 | 600 | 0.5× |"
+
+
+def _tiny_at_8192_side_by_side():
+    """tiny fwd at 8192: the cases' own medians 1.1 apart (timed minutes apart), side by side 0.9."""
+    paired = dict(paired_ratio=0.9, paired_low=0.85, paired_high=0.95, paired_coverage=0.96, paired_rounds=8,
+                  paired_ms=90.0, paired_other_ms=100.0, paired_with=BASELINE_IMPL)
+    return model_report.rows_by_config({"benchmarks": [
+        _entry("tiny", SMDIM_IMPL, "fwd", 8192, 110.0, 20.0, 6.0, **paired),
+        _entry("tiny", BASELINE_IMPL, "fwd", 8192, 100.0, 19.0, 15.0)]})
+
+
+def test_model_table_shows_the_side_by_side_ratio_with_its_interval():
+    lines = model_report.model_table(_tiny_at_8192_side_by_side()["tiny"]).splitlines()
+    assert lines[2] == "| fwd | 8192 | 110 | 100 | 1.1× | 0.9× (0.85–0.95) | 20 | 19 | 1.05× | 6 | 15 | 0.4× |"
+
+
+def test_latency_target_at_8192_uses_the_side_by_side_ratio():
+    checks = {c.description: c for c in model_report.model_checks(_tiny_at_8192_side_by_side())}
+    latency = checks["tiny fwd SMDIM/baseline latency < 1 at L=8192"]
+    assert latency.status == "PASS"  # on the two medians (1.1) it would fail
+    assert latency.detail == ("side by side 0.90 (96% interval 0.85–0.95, 8 alternating rounds); the cases' own "
+                              "medians: smdim 110 ms, baseline 100 ms (smdim/baseline 1.10)")
+    flops = checks["tiny fwd SMDIM/baseline FLOPs ≤ 0.7 at L=8192"]
+    assert (flops.status, flops.detail) == ("PASS", "smdim 6 GFLOP, baseline 15 GFLOP (smdim/baseline 0.40)")
 
 
 def test_growth_slopes_show_linear_and_quadratic():
@@ -281,7 +306,7 @@ def test_rendered_section_with_the_batched_table():
     assert "### small" not in markdown and "- **small**" not in markdown  # nothing of small ran
     assert lines[lines.index("### tiny") + 2] == BATCHED_HEADER
     assert "Every tiny batched sample made 32 denoiser calls (one per step: every step revealed tokens)." in lines
-    assert "| fwd | 4096 | 1000 | 2000 | 0.5× | 100 | 300 | 0.333× | 50 | 100 | 0.5× |" in lines  # the batch-1 row
+    assert "| fwd | 4096 | 1000 | 2000 | 0.5× | — | 100 | 300 | 0.333× | 50 | 100 | 0.5× |" in lines  # the batch-1 row
     assert ("| 1 × 4096 | 4096 | — | — | — | — | — | — | — | — | 200 | 300 | 0.667× | — | 1× | 20 | 30 | 0.667× | — "
             "| — | — |") in lines
     assert "- [FAIL] tiny fwd SMDIM/baseline latency ≤ 1 at B=2 L=2048: the cases' own medians: smdim 50 ms, " \
