@@ -18,6 +18,7 @@ the tokens per batch fixed, so a plot against L would mix L and B.
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -207,10 +208,10 @@ def model_checks(rows_of: Dict[str, List[Row]], configs: Sequence[str] = MODEL_C
                            f"at L={TARGET_LENGTH}")
             if metric == "ms":  # latency: the side-by-side ratio where measured
                 ratio, side_by_side = time_ratio(row)
-                detail = lambda x, r=row, paired=side_by_side: time_detail(r, x, paired)  # noqa: E731
+                detail = functools.partial(time_detail, row, side_by_side=side_by_side)
             else:
                 ratio = row.ratio(metric, SMDIM_IMPL, BASELINE_IMPL)
-                detail = lambda x, r=row, m=metric: ratio_detail(r, m, SMDIM_IMPL, BASELINE_IMPL, x)  # noqa: E731
+                detail = functools.partial(ratio_detail, row, metric, SMDIM_IMPL, BASELINE_IMPL)
             checks.append(target_check(description, ratio, lambda x, t=target, r=relation: RELATIONS[r](x, t),
                                        detail, _not_measured(config, rows, row, metric)))
     return checks
