@@ -212,13 +212,11 @@ def inference_model(config: str, impl: str, device: str = "cpu") -> torch.nn.Mod
 def training_state(config: str, impl: str, device: str = "cpu"):
     """(model, AdamW, gradient-clipping norm) of the train pass, as smdim.train.Trainer builds them (the
     model is its own copy: its weights move)."""
-    from smdim.train import TrainConfig, param_groups
+    from smdim.train import TrainConfig, make_optimizer
 
     model = build_model(config, impl, device).train()
     defaults = TrainConfig()
-    optimizer = torch.optim.AdamW(param_groups(model, defaults.weight_decay), lr=defaults.lr,
-                                  betas=tuple(defaults.betas))
-    return model, optimizer, defaults.grad_clip
+    return model, make_optimizer(model, defaults), defaults.grad_clip
 
 
 # --- runners ---------------------------------------------------------------------------------------

@@ -115,6 +115,32 @@ def param_groups(model, weight_decay):
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+# Devices whose AdamW has a fused kernel (one pass per parameter, no Python loop over them): on CPU
+# a step of SMDIM-tiny's 129 parameter tensors took 1.7 ms fused vs 8.9 ms in torch's default loop
+# (transformer baseline: 0.9 vs 2.6 ms), 7 % of SMDIM-tiny's training step at 2 x 2048 tokens.
+FUSED_ADAMW_DEVICES = ("cpu", "cuda")
+
+
+def make_optimizer(model, config: "TrainConfig") -> torch.optim.AdamW:
+    """AdamW over `param_groups`, fused where the parameters' device has the kernel (same maths)."""
+    groups = param_groups(model, config.weight_decay)
+    devices = {p.device.type for g in groups for p in g["params"]}
+    fused = True if devices and devices <= set(FUSED_ADAMW_DEVICES) else None
+    return torch.optim.AdamW(groups, lr=config.lr, betas=tuple(config.betas), fused=fused)
+
+
+def keep_fused(optimizer: torch.optim.Optimizer, fused) -> None:
+    """After load_state_dict, which takes every group's settings from the checkpoint (a checkpoint
+    written before the optimiser was fused says fused=None): keep this run's choice. The fused
+    kernel wants each parameter's step count on the parameter's device, as fp32."""
+    for group in optimizer.param_groups:
+        group["fused"] = fused
+        for p in group["params"] if fused else ():
+            state = optimizer.state.get(p)
+            if state and torch.is_tensor(state.get("step")):
+                state["step"] = state["step"].to(device=p.device, dtype=torch.float32)
+
+
 def _collate(items):
     """(tokens (batch, L), pad mask (batch, L), style (batch,) or None) of dataset items; an item
     may itself be a batch (2-D tokens, data.StyleBatches)."""
@@ -255,8 +281,7 @@ class Trainer:
         self.ema = AveragedModel(self.model, multi_avg_fn=ema_multi_avg_fn(train_config.ema_decay))
         if train_config.compile:  # in place, after the EMA copy: parameter names and checkpoints stay the same
             self.model.compile()
-        self.optimizer = torch.optim.AdamW(param_groups(self.model, train_config.weight_decay), lr=train_config.lr,
-                                           betas=tuple(train_config.betas))
+        self.optimizer = make_optimizer(self.model, train_config)
         self.seconds = 0.0  # training time so far on the config's clock, over resumes
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
                                                            lambda s: lr_factor(s, train_config, self.seconds))
@@ -324,7 +349,9 @@ class Trainer:
                              f"checkpoint has {state['model_config']}")
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
+        fused = self.optimizer.param_groups[0]["fused"]
         self.optimizer.load_state_dict(state["optimizer"])
+        keep_fused(self.optimizer, fused)
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = state["step"]
         self.seconds = float(state.get("seconds", 0.0))

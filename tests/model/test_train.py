@@ -12,7 +12,7 @@ import torch
 from smdim.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from smdim.model import SMDIMConfig
 from smdim.checkpoint import load_model
-from smdim.train import EpochBatches, TrainConfig, Trainer, lr_factor
+from smdim.train import EpochBatches, TrainConfig, Trainer, lr_factor, make_optimizer
 
 VOCAB, PAD, MASK = 40, 0, 1
 
@@ -98,6 +98,50 @@ def assert_resumes_exactly(make, tmp_path, monkeypatch):
 
 def test_resume_continues_exactly(tmp_path, monkeypatch):
     assert_resumes_exactly(make_trainer, tmp_path, monkeypatch)
+
+
+def test_the_optimiser_is_fused_adamw_with_the_loops_maths():
+    """On CPU the trainer's AdamW is the fused kernel; its steps match torch's per-parameter loop."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(7, 5), torch.nn.LayerNorm(5), torch.nn.Linear(5, 3))
+    twin = torch.nn.Sequential(torch.nn.Linear(7, 5), torch.nn.LayerNorm(5), torch.nn.Linear(5, 3))
+    twin.load_state_dict(model.state_dict())
+    config = train_config(weight_decay=0.1)
+    fused = make_optimizer(model, config)
+    assert all(g["fused"] for g in fused.param_groups)
+    assert [g["weight_decay"] for g in fused.param_groups] == [0.1, 0.0]  # matrices decay, biases/norms not
+    loop = torch.optim.AdamW([{"params": g["params"], "weight_decay": g["weight_decay"]}
+                              for g in make_optimizer(twin, config).param_groups],
+                             lr=config.lr, betas=config.betas, foreach=False)
+    x = torch.randn(4, 7)
+    for _ in range(5):
+        for m, opt in ((model, fused), (twin, loop)):
+            m(x).square().sum().backward()
+            opt.step()
+            opt.zero_grad()
+    for a, b in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(model[0].weight, torch.nn.Linear(7, 5).weight)
+
+
+def test_a_checkpoint_of_the_unfused_optimiser_resumes_fused(tmp_path, monkeypatch):
+    """Checkpoints written before the optimiser was fused hold fused=None in their groups; a resumed
+    run keeps the fused kernel and ends as an uninterrupted run does."""
+    straight = make_trainer(tmp_path / "a")
+    straight.train()
+    half = make_trainer(tmp_path / "b")
+    interrupt_at_batch(half, 4, monkeypatch)
+    half.train()
+    state = load_checkpoint(tmp_path / "b" / "checkpoint.pt")
+    for group in state["optimizer"]["param_groups"]:
+        group["fused"] = None
+    save_checkpoint(tmp_path / "b" / "checkpoint.pt", state)
+    resumed = make_trainer(tmp_path / "b")
+    assert resumed.resume() == 3
+    assert all(g["fused"] for g in resumed.optimizer.param_groups)
+    resumed.train()
+    for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_checkpoint_contents_and_ema_model(tmp_path):
