@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numbers
 
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 

@@ -148,10 +148,9 @@ def group_inputs(rows, layout, b0, b1, mask_dtype=None):
 def fold_spans(rows, grad, block):
     """The adjoint of group_inputs' overlapping key (or value) view, in place: adds grad (n, heads,
     span, head_dim), the gradient of n blocks' key spans, onto rows (time, heads, head_dim) (a strided
-    view of one batch entry's keys or values), block b's span starting at row b * block. One strided
-    add per `block` columns of the span: the spans overlap, but within one such column range the n
-    blocks' rows do not (aten's unfold_backward builds a zeroed copy of rows and scatters into it, 2-3x
-    slower here)."""
+    view of one batch entry's keys or values), block b's span starting at row b * block. One strided add per `block` columns of the
+    span: the spans overlap, but within one such column range the n blocks' rows do not (aten's
+    unfold_backward builds a zeroed copy of rows and scatters into it, 2-3x slower here)."""
     n, _, span, _ = grad.shape
     step_time, step_bh, step_dim = rows.stride()
     for first in range(0, span, block):
