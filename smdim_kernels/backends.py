@@ -32,8 +32,6 @@ TORCH_KERNEL_OPS = {
     "local_attention": {"cpu": "PyTorch's CPU flash-attention kernels, forward and backward, per query-block group",
                         "cuda": "PyTorch SDPA forward; backward recomputes each group's scores",
                         "other": "PyTorch SDPA forward; backward recomputes each group's scores"},
-    "local_qkv": {device: "PyTorch GEMMs, one per batch entry, written into (and read back from) local "
-                          "attention's padded buffer" for device in ("cpu", "cuda", "other")},
     "activation_linear": {device: "PyTorch activation + GEMM (backward recomputes the activation)"
                           for device in ("cpu", "cuda", "other")},
 }

@@ -35,8 +35,6 @@ formulas count the recomputed scores).
     local_attention_fwd  torch's sdpa_flop_count over the query blocks and their whole key spans (masked keys
                          included, as the kernel runs them): 4·n_blocks·B·H·block·span·d
     local_attention_bwd  torch's sdpa_backward_flop_count of the same blocks (2.5 × fwd)
-    local_qkv_fwd        the projection GEMM 2·B·L·d_in·3M (M = d_model; bias add not counted)
-    local_qkv_bwd        2 × fwd (dx and dweight)
     activation_linear_fwd  the GEMM 2·rows·hidden·out (activation and bias add not counted)
     activation_linear_bwd  2 × fwd (dweight and d act(h); the activation's recompute not counted)
     CPU SDPA fwd         torch's sdpa_flop_count: 4·B·H·Lq·Lk·d (QKᵀ and PV GEMMs, d = head dim)
@@ -87,7 +85,6 @@ __all__ = [
     "fvcore_handles",
     "local_attention_bwd_flops",
     "local_attention_flops",
-    "local_qkv_flops",
     "mamba_inner_bwd_flops",
     "mamba_inner_flops",
     "mamba_mixer_bwd_flops",
@@ -246,11 +243,6 @@ def local_attention_bwd_flops(batch_heads: int, head_dim: int, length: int, wind
     return _fc.sdpa_backward_flop_count(q, q, kv, kv)
 
 
-def local_qkv_flops(rows: int, d_in: int, out: int) -> int:
-    """The qkv projection's GEMM over `rows` = B·L positions: 2·rows·d_in·out (out = 3·d_model)."""
-    return 2 * rows * d_in * out
-
-
 def activation_linear_flops(rows: int, hidden: int, out: int) -> int:
     return 2 * rows * hidden * out
 
@@ -337,20 +329,12 @@ def _mamba_mixer_bwd(dout, hidden_states, in_proj_weight, in_proj_bias, conv1d_w
 
 
 def _local_attention_fwd(buf, length, window, causal, block, *args, **kwargs):
-    # buf: (time, batch, 3, heads, head_dim), the q/k/v rows the op attends over
-    return local_attention_flops(buf[1] * buf[3], buf[4], length, window, bool(causal), block)
+    # buf: (time, 3, batch * heads, head_dim), the q/k/v rows the op attends over
+    return local_attention_flops(buf[2], buf[3], length, window, bool(causal), block)
 
 
 def _local_attention_bwd(dout, buf, out, lse, length, window, causal, block, *args, **kwargs):
-    return local_attention_bwd_flops(buf[1] * buf[3], buf[4], length, window, bool(causal), block)
-
-
-def _local_qkv_fwd(x, weight, *args, **kwargs):
-    return local_qkv_flops(x[0] * x[1], weight[1], weight[0])
-
-
-def _local_qkv_bwd(dbuf, x, weight, *args, **kwargs):
-    return 2 * local_qkv_flops(x[0] * x[1], weight[1], weight[0])
+    return local_attention_bwd_flops(buf[2], buf[3], length, window, bool(causal), block)
 
 
 def _activation_linear_fwd(h, weight, *args, **kwargs):
@@ -387,8 +371,6 @@ _CUSTOM_OPS = (
     ("smdim::mamba_mixer_bwd", lambda: _smdim("mamba_mixer_bwd"), _mamba_mixer_bwd),
     ("smdim::local_attention_fwd", lambda: _smdim("local_attention_fwd"), _local_attention_fwd),
     ("smdim::local_attention_bwd", lambda: _smdim("local_attention_bwd"), _local_attention_bwd),
-    ("smdim::local_qkv_fwd", lambda: _smdim("local_qkv_fwd"), _local_qkv_fwd),
-    ("smdim::local_qkv_bwd", lambda: _smdim("local_qkv_bwd"), _local_qkv_bwd),
     ("smdim::activation_linear_fwd", lambda: _smdim("activation_linear_fwd"), _activation_linear_fwd),
     ("smdim::activation_linear_bwd", lambda: _smdim("activation_linear_bwd"), _activation_linear_bwd),
 )

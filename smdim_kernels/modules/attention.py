@@ -13,8 +13,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..ops.local_attention.interface import local_attention, local_attention_of_buffer, project_qkv
-from ..ops.local_attention.layout import LocalLayout, dense_is_cheaper, local_block_size
+from ..ops.local_attention.interface import local_attention, local_attention_of_buffer
+from ..ops.local_attention.layout import LocalLayout, dense_is_cheaper, local_block_size, projected_buffer
 from ..validation import check_tensor
 
 __all__ = ["SelfAttention", "local_attention", "local_block_size"]
@@ -63,11 +63,11 @@ class SelfAttention(nn.Module):
         batch, length, _ = x.shape
         dropout_p = self.dropout if self.training else 0.0
         local = self.window is not None and self.window < length - 1
-        if local and not dense_is_cheaper(length, self.window, self.causal):
-            # the blocked path: in_proj writes into its padded buffer, the output comes back batch-major
+        if local and batch == 1 and not self._projection_needs_grad(x) \
+                and not dense_is_cheaper(length, self.window, self.causal):
             layout = LocalLayout(length, self.window, self.causal, local_block_size(self.window))
-            buf = project_qkv(x, self.in_proj.weight, self.in_proj.bias, self.num_heads, layout)
-            return self.out_proj(local_attention_of_buffer(buf, layout, dropout_p))
+            buf = projected_buffer(x, self.in_proj.weight, self.in_proj.bias, self.num_heads, layout)
+            return self.out_proj(local_attention_of_buffer(buf, layout, 1, dropout_p))
         qkv = self.in_proj(x).view(batch, length, 3, self.num_heads, self.head_dim)
         if not local:
             q, k, v = (t.transpose(1, 2) for t in qkv.unbind(2))  # (batch, heads, L, head_dim) views
@@ -76,6 +76,9 @@ class SelfAttention(nn.Module):
         else:
             out = local_attention(qkv, self.window, self.causal, dropout_p)
         return self.out_proj(out)
+
+    def _projection_needs_grad(self, x):
+        return torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.in_proj.parameters()))
 
     def extra_repr(self):
         return (f"d_model={self.d_model}, num_heads={self.num_heads}, causal={self.causal}, "

@@ -56,7 +56,7 @@ def test_backend_info_is_truthful_per_op():
                 for name in torch._C._dispatch_get_all_op_names() if name.startswith("smdim::")}
     assert set(info) == declared
     assert set(info) == {"selective_scan", "causal_conv1d", "add_norm", "mamba_inner", "mamba_mixer",
-                         "local_attention", "local_qkv", "activation_linear"}
+                         "local_attention", "activation_linear"}
     assert isa in info["selective_scan"]["cpu"] and "ISA-dispatched" in info["selective_scan"]["cpu"]
     for op in ("causal_conv1d", "add_norm"):  # not ISA-dispatched: no ISA named
         assert isa not in info[op]["cpu"] and info[op]["cpu"].startswith("C++ (")

@@ -1,16 +1,16 @@
 """The blocked local attention's forward and backward (the maths behind interface.py's ops).
 
-Query blocks run in groups (layout.py), one SDPA call per group and batch entry; CPU calls PyTorch's
-flash kernels forward and backward and keeps their log-sum-exp; other devices run SDPA forward and
-recompute a group's scores in the backward (`attention_backward_math`). The backward folds each
-group's key/value gradients back onto the buffer's rows, so temporaries stay one group's.
+Query blocks run in groups (layout.py); CPU calls PyTorch's flash kernels forward and backward and
+keeps their log-sum-exp; other devices run SDPA forward and recompute a group's scores in the
+backward (`attention_backward_math`). The backward folds each group's key/value gradients back onto
+the buffer's rows, so temporaries stay one group's.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from .layout import LocalLayout, fold_spans, group_inputs, query_blocks, write_blocks
+from .layout import LocalLayout, fold_spans, group_inputs, query_blocks
 
 
 def uses_cpu_flash(device):
@@ -19,12 +19,11 @@ def uses_cpu_flash(device):
 
 
 def empty_lse(buf, n_blocks, block):
-    """The log-sum-exp of every query row, (batch, n_blocks, heads, block) in the CPU flash kernel's
-    accumulation dtype (fp64 for fp64, else fp32); (0,) where that kernel does not run. buf: (time,
-    batch, 3, heads, head_dim)."""
+    """The log-sum-exp of every query row, (n_blocks, batch*heads, block) in the CPU flash kernel's
+    accumulation dtype (fp64 for fp64, else fp32); (0,) where that kernel does not run."""
     if not uses_cpu_flash(buf.device):
         return buf.new_empty((0,))
-    return buf.new_empty((buf.shape[1], n_blocks, buf.shape[3], block),
+    return buf.new_empty((n_blocks, buf.shape[2], block),
                          dtype=torch.float64 if buf.dtype == torch.float64 else torch.float32)
 
 
@@ -45,45 +44,38 @@ def attention_backward_math(q, k, v, mask, out, dout):
 
 
 def forward(buf, length, window, causal, block):
-    """buf (time, batch, 3, heads, head_dim) -> (out (batch, L, heads, head_dim), lse)."""
     layout = LocalLayout(length, window, causal, block)
-    _, batch, _, heads, head_dim = buf.shape
-    out = buf.new_empty((batch, length, heads, head_dim))
+    out = buf.new_empty((length, buf.shape[2], buf.shape[3]))
     lse = empty_lse(buf, layout.n_blocks, block)
     for b0, b1 in layout.groups():
-        rows = buf[layout.rows(b0, b1)]
-        for entry in range(batch):
-            q, k, v, mask = group_inputs(rows[:, entry], layout, b0, b1, _mask_dtype(buf))
-            if lse.numel():
-                result, group_lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-                    q, k, v, 0.0, False, attn_mask=mask)
-                lse[entry, b0:b1] = group_lse
-            else:
-                result = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-            write_blocks(out[entry], result, b0 * block)
+        q, k, v, mask = group_inputs(buf[layout.rows(b0, b1)], layout, b0, b1, _mask_dtype(buf))
+        if lse.numel():
+            result, group_lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+                q, k, v, 0.0, False, attn_mask=mask)
+            lse[b0:b1] = group_lse
+        else:
+            result = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        first = b0 * block
+        out[first:b1 * block] = result.transpose(1, 2).reshape(-1, *out.shape[1:])[:length - first]
     return out, lse
 
 
 def backward(dout, buf, out, lse, length, window, causal, block):
-    """dout, out (batch, L, heads, head_dim) -> dbuf (time, batch, 3, heads, head_dim)."""
     layout = LocalLayout(length, window, causal, block)
-    batch = buf.shape[1]
     dbuf = torch.zeros_like(buf, memory_format=torch.contiguous_format)
     for b0, b1 in layout.groups():
         rows = layout.rows(b0, b1)
         n = b1 - b0
-        for entry in range(batch):
-            q, k, v, mask = group_inputs(buf[rows, entry], layout, b0, b1, _mask_dtype(buf))
-            dout_group = query_blocks(dout[entry], b0, b1, block).contiguous()
-            out_group = query_blocks(out[entry], b0, b1, block)
-            if lse.numel():
-                dq, dk, dv = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
-                    dout_group, q, k, v, out_group, lse[entry, b0:b1], 0.0, False, attn_mask=mask)
-            else:
-                dq, dk, dv = attention_backward_math(q, k, v, mask, out_group, dout_group)
-            drows = dbuf[rows, entry]  # (rows, 3, heads, head_dim)
-            queries = drows[window:window + n * block, 0]
-            queries.view(n, block, *queries.shape[1:]).add_(dq.transpose(1, 2))
-            for i, grad in ((1, dk), (2, dv)):  # fold the overlapping spans back onto the rows
-                fold_spans(drows[:, i], grad, block)
+        q, k, v, mask = group_inputs(buf[rows], layout, b0, b1, _mask_dtype(buf))
+        dout_group = query_blocks(dout, b0, b1, block).contiguous()
+        out_group = query_blocks(out, b0, b1, block)
+        if lse.numel():
+            dq, dk, dv = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+                dout_group, q, k, v, out_group, lse[b0:b1], 0.0, False, attn_mask=mask)
+        else:
+            dq, dk, dv = attention_backward_math(q, k, v, mask, out_group, dout_group)
+        drows = dbuf[rows]
+        drows[window:window + n * block, 0] += dq.transpose(1, 2).reshape(n * block, *drows.shape[2:])
+        for i, grad in ((1, dk), (2, dv)):  # fold the overlapping spans back onto the rows
+            fold_spans(drows[:, i], grad, block)
     return dbuf

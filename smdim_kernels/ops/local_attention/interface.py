@@ -4,22 +4,18 @@ O(L * window) there, and faster). The blocked path is declared once as `torch.li
 padded qkv buffer (layout.py) and the layout's ints:
 
     smdim::local_attention_fwd(buf, length, window, causal, block) -> (out, lse)
-        buf (time, batch, 3, heads, head_dim); out (batch, L, heads, head_dim); lse: the CPU flash
-        kernel's log-sum-exp (batch, n_blocks, heads, block), or (0,) where that kernel does not run
+        buf (time, 3, batch*heads, head_dim); out (L, batch*heads, head_dim); lse: the CPU flash
+        kernel's log-sum-exp (n_blocks, batch*heads, block), or (0,) where that kernel does not run
     smdim::local_attention_bwd(dout, buf, out, lse, length, window, causal, block) -> dbuf
-    smdim::local_qkv_fwd(x, weight, bias, heads, window, back) -> buf
-        the qkv projection written straight into the buffer (projection.py): a module's way in
-    smdim::local_qkv_bwd(dbuf, x, weight, has_bias, window) -> (dx, dweight, dbias)
 
-Query blocks run in groups of GROUP_QUERIES query rows, one SDPA call per group and batch entry.
-Autograd through one SDPA call over the overlapping key views would build the key and value gradients
-per block span, (n_blocks, heads, span, head_dim) each: span/block times the size of k (9x for the
-default window). The backward op instead runs one group at a time and folds its key/value gradients
-into the buffer's rows, so temporaries are one group's. It keeps only the buffer, the output and (CPU)
-the log-sum-exp. One implementation for every device, on PyTorch's kernels: CPU runs PyTorch's flash
+Query blocks run in groups of GROUP_QUERIES query rows per SDPA call. Autograd through one SDPA call
+over the overlapping key views would build the key and value gradients per block span,
+(n_blocks, batch*heads, span, head_dim) each: span/block times the size of k (9x for the default
+window). The backward op instead runs one group at a time and folds its key/value gradients into the
+buffer's rows, so temporaries are one group's. It keeps only the buffer, the output and (CPU) the
+log-sum-exp. One implementation for every device, on PyTorch's kernels: CPU runs PyTorch's flash
 kernels forward and backward; other devices run SDPA forward and recompute the group's scores in the
-backward (blocked.py). Without dropout only: with dropout, one SDPA call with plain autograd (its mask
-drawn once).
+backward (blocked.py). Without dropout only: with dropout, one SDPA call with plain autograd (its mask drawn once).
 """
 from __future__ import annotations
 
@@ -29,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ...validation import FLOAT_DTYPES, check_float, check_tensor
-from . import blocked, projection
+from . import blocked
 from .layout import LocalLayout, dense_is_cheaper, group_inputs, local_block_size, qkv_buffer
 from .reference import local_attention_ref
 
@@ -38,10 +34,6 @@ torch.library.define("smdim::local_attention_fwd",
 torch.library.define("smdim::local_attention_bwd",
                      "(Tensor dout, Tensor buf, Tensor out, Tensor lse, SymInt length, int window, bool causal, "
                      "int block) -> Tensor")
-torch.library.define("smdim::local_qkv_fwd",
-                     "(Tensor x, Tensor weight, Tensor? bias, int heads, int window, SymInt back) -> Tensor")
-torch.library.define("smdim::local_qkv_bwd",
-                     "(Tensor dbuf, Tensor x, Tensor weight, bool has_bias, int window) -> (Tensor, Tensor, Tensor)")
 
 
 def local_attention(qkv, window, causal=False, dropout_p=0.0, block=None):
@@ -54,7 +46,8 @@ def local_attention(qkv, window, causal=False, dropout_p=0.0, block=None):
     padded to n_blocks * block (block defaults to local_block_size(window)); query block b attends
     to the `span` keys starting `window` before it (span = block + 2*window, or block + window
     causal), taken as an overlapping strided view of the padded keys (no copy), with a per-block
-    mask, one SDPA call per group of blocks and batch entry. Memory stays O(L * d_model), not O(L * span * heads) (the
+    mask. Batch and heads share the mask, so they are folded
+    together into SDPA's head dimension. Memory stays O(L * d_model), not O(L * span * heads) (the
     dense short-sequence call holds its L x L mask: L <= 2 spans).
     Differentiable in qkv.
     """
@@ -71,50 +64,29 @@ def local_attention(qkv, window, causal=False, dropout_p=0.0, block=None):
     if block is None and dense_is_cheaper(qkv.shape[1], window, causal):
         return local_attention_ref(qkv, window, causal, dropout_p)
     layout = LocalLayout(qkv.shape[1], window, causal, local_block_size(window) if block is None else block)
-    return local_attention_of_buffer(qkv_buffer(qkv, layout), layout, dropout_p)
+    return local_attention_of_buffer(qkv_buffer(qkv, layout), layout, qkv.shape[0], dropout_p)
 
 
-def project_qkv(x, weight, bias, heads, layout):
-    """The buffer of local attention over `layout` (time, batch, 3, heads, d_model // heads), with the
-    projection qkv = x @ weight^T + bias written straight into its rows (packed as SelfAttention's
-    in_proj: q, k, v, each head-major); differentiable in x, weight and bias, whose gradients are
-    read straight from the buffer's. x: (batch, L, d_in); weight: (3*d_model, d_in); bias: (3*d_model,).
-    """
-    check_tensor("x", x)
-    check_tensor("weight", weight)
-    if x.dim() != 3 or x.shape[1] != layout.length:
-        raise ValueError(f"x must be (batch, L={layout.length}, d_in); got shape {tuple(x.shape)}")
-    if weight.dim() != 2 or weight.shape[1] != x.shape[2] or weight.shape[0] % (3 * heads):
-        raise ValueError(f"weight must be (3*d_model, d_in={x.shape[2]}) with d_model divisible by heads={heads}; "
-                         f"got shape {tuple(weight.shape)}")
-    if bias is not None and bias.shape != (weight.shape[0],):
-        raise ValueError(f"bias must be ({weight.shape[0]},); got shape {tuple(bias.shape)}")
-    return torch.ops.smdim.local_qkv_fwd(x, weight, bias, heads, layout.window, layout.back)
-
-
-def local_attention_of_buffer(buf, layout, dropout_p=0.0):
-    """Local attention of the buffer (time, batch, 3, heads, head_dim) laid out by `layout`
-    (layout.qkv_buffer or project_qkv) -> (batch, L, heads*head_dim)."""
-    _, batch, _, heads, head_dim = buf.shape
+def local_attention_of_buffer(buf, layout, batch, dropout_p=0.0):
+    """Local attention of the buffer (time, 3, batch*heads, head_dim) laid out by `layout`
+    (layout.qkv_buffer or layout.projected_buffer) -> (batch, L, heads*head_dim)."""
+    heads, head_dim = buf.shape[2] // batch, buf.shape[3]
     if dropout_p == 0.0:
         out, _ = torch.ops.smdim.local_attention_fwd(buf, layout.length, layout.window, layout.causal, layout.block)
-    else:  # plain autograd: one SDPA call over (blocks, batch, heads), its dropout mask drawn once
+    else:  # plain autograd: one SDPA call, its dropout mask drawn once
         q, k, v, mask = group_inputs(buf, layout, 0, layout.n_blocks)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None], dropout_p=dropout_p)
-        out = out.permute(1, 0, 3, 2, 4).reshape(batch, layout.padded, heads, head_dim)[:, :layout.length]
-    return out.reshape(batch, layout.length, heads * head_dim)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p).transpose(1, 2)
+        out = out.reshape(layout.padded, batch * heads, head_dim)[:layout.length]
+    return out.reshape(layout.length, batch, heads * head_dim).transpose(0, 1)  # out: (L, batch*heads, head_dim)
 
 
 torch.library.impl("smdim::local_attention_fwd", "CompositeExplicitAutograd")(blocked.forward)
 torch.library.impl("smdim::local_attention_bwd", "CompositeExplicitAutograd")(blocked.backward)
-torch.library.impl("smdim::local_qkv_fwd", "CompositeExplicitAutograd")(projection.forward)
-torch.library.impl("smdim::local_qkv_bwd", "CompositeExplicitAutograd")(projection.backward)
 
 
 @torch.library.register_fake("smdim::local_attention_fwd")
 def _fwd_fake(buf, length, window, causal, block):
-    return (buf.new_empty((buf.shape[1], length, buf.shape[3], buf.shape[4])),
-            blocked.empty_lse(buf, -(-length // block), block))
+    return buf.new_empty((length, buf.shape[2], buf.shape[3])), blocked.empty_lse(buf, -(-length // block), block)
 
 
 @torch.library.register_fake("smdim::local_attention_bwd")
@@ -136,30 +108,3 @@ def _backward(ctx, dout, _dlse):
 
 
 torch.library.register_autograd("smdim::local_attention_fwd", _backward, setup_context=_setup_context)
-
-
-@torch.library.register_fake("smdim::local_qkv_fwd")
-def _qkv_fwd_fake(x, weight, bias, heads, window, back):
-    batch, length, _ = x.shape
-    return x.new_empty((window + length + back, batch, 3, heads, weight.shape[0] // 3 // heads))
-
-
-@torch.library.register_fake("smdim::local_qkv_bwd")
-def _qkv_bwd_fake(dbuf, x, weight, has_bias, window):
-    return (torch.empty_like(x, memory_format=torch.contiguous_format), torch.empty_like(weight),
-            weight.new_empty((weight.shape[0],) if has_bias else (0,)))
-
-
-def _qkv_setup_context(ctx, inputs, output):
-    x, weight, bias, heads, window, back = inputs
-    ctx.save_for_backward(x, weight)
-    ctx.has_bias, ctx.window = bias is not None, window
-
-
-def _qkv_backward(ctx, dbuf):
-    x, weight = ctx.saved_tensors
-    dx, dweight, dbias = torch.ops.smdim.local_qkv_bwd(dbuf, x, weight, ctx.has_bias, ctx.window)
-    return dx, dweight, dbias if ctx.has_bias else None, None, None, None
-
-
-torch.library.register_autograd("smdim::local_qkv_fwd", _qkv_backward, setup_context=_qkv_setup_context)

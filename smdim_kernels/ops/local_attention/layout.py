@@ -1,13 +1,10 @@
 """Geometry of the blocked local-attention path: the padded qkv buffer, its query blocks, their
 overlapping key spans and per-block masks.
 
-The buffer is (time, batch, 3, heads, head_dim), time-major: along time, `window` zero rows, the L
-positions, then `back` zero rows: the last block's padding (padded - L rows, padded = n_blocks * block)
-and, non-causal, the `window` keys after it, so the last block's key span ends on the buffer's last
-row. One batch entry's rows, buf[:, b] (time, 3, heads, head_dim), are what its SDPA calls read; the
-L positions of all entries, buf[window:window + L] (L, batch, 3 * d_model), are row-major with one row
-per (position, entry), so the qkv projection writes them with one GEMM per entry (`out=`, no copy)
-and its backward reads them in place.
+The buffer is (time, 3, batch*heads, head_dim), time-major so that for batch 1 its rows are qkv's own
+layout (the gradient needs no copy): along time, `window` zero rows, the L positions, then `back`
+zero rows: the last block's padding (padded - L rows, padded = n_blocks * block) and, non-causal,
+the `window` keys after it, so the last block's key span ends on the buffer's last row.
 """
 from __future__ import annotations
 
@@ -124,20 +121,18 @@ def _cached_mask(first_block, n_blocks, block, span, window, causal, length, dev
 
 
 def blocks(t, n, block):
-    """(n * block, *lead, head_dim) -> the view (n, *lead, block, head_dim)."""
-    return t.view(n, block, *t.shape[1:]).movedim(1, -2)
+    """(n * block, batch*heads, head_dim) -> the view (n, batch*heads, block, head_dim)."""
+    return t.view(n, block, t.shape[1], t.shape[2]).transpose(1, 2)
 
 
 def group_inputs(rows, layout, b0, b1, mask_dtype=None):
-    """q (n, *lead, block, head_dim), k and v (n, *lead, span, head_dim) (overlapping views) and the
-    mask of blocks b0..b1-1 (n = b1 - b0), (n, 1, block, span); rows = the buffer's rows(b0, b1) of one
-    batch entry, (time', 3, heads, head_dim), for lead = (heads,), or of all, (time', batch, 3, heads,
-    head_dim), for lead = (batch, heads) (then give the mask a batch axis: mask[:, None]).
-    mask_dtype=None: a fresh bool local_mask; a dtype: group_mask's cached one in it (read-only)."""
+    """q (n, batch*heads, block, head_dim), k and v (n, batch*heads, span, head_dim) (overlapping views)
+    and the mask of blocks b0..b1-1 (n = b1 - b0); rows = the buffer's rows(b0, b1). mask_dtype=None:
+    a fresh bool local_mask; a dtype: group_mask's cached one in it (read-only)."""
     n, block, window = b1 - b0, layout.block, layout.window
-    q = blocks(rows[window:window + n * block].select(-3, 0), n, block)
-    k = rows.select(-3, 1).unfold(0, layout.span, block).transpose(-1, -2)
-    v = rows.select(-3, 2).unfold(0, layout.span, block).transpose(-1, -2)
+    q = blocks(rows[window:window + n * block, 0], n, block)
+    k = rows[:, 1].unfold(0, layout.span, block).transpose(-1, -2)
+    v = rows[:, 2].unfold(0, layout.span, block).transpose(-1, -2)
     if mask_dtype is None:
         mask = local_mask(b0, n, block, layout.span, window, layout.causal, layout.length, rows.device)
     else:
@@ -146,9 +141,9 @@ def group_inputs(rows, layout, b0, b1, mask_dtype=None):
 
 
 def fold_spans(rows, grad, block):
-    """The adjoint of group_inputs' overlapping key (or value) view, in place: adds grad (n, heads,
-    span, head_dim), the gradient of n blocks' key spans, onto rows (time, heads, head_dim) (a strided
-    view of one batch entry's keys or values), block b's span starting at row b * block. One strided add per `block` columns of the
+    """The adjoint of group_inputs' overlapping key (or value) view, in place: adds grad (n,
+    batch*heads, span, head_dim), the gradient of n blocks' key spans, onto rows (time, batch*heads,
+    head_dim), block b's span starting at row b * block. One strided add per `block` columns of the
     span: the spans overlap, but within one such column range the n blocks' rows do not (aten's
     unfold_backward builds a zeroed copy of rows and scatters into it, 2-3x slower here)."""
     n, _, span, _ = grad.shape
@@ -161,8 +156,8 @@ def fold_spans(rows, grad, block):
 
 
 def query_blocks(t, b0, b1, block):
-    """Blocks b0..b1-1 of t (L, heads, head_dim) as (n, heads, block, head_dim), the rows past L (the
-    last block's padding) as zeros."""
+    """Blocks b0..b1-1 of t (L, batch*heads, head_dim) as (n, batch*heads, block, head_dim), the rows
+    past L (the last block's padding) as zeros."""
     rows = t[b0 * block:b1 * block]
     missing = (b1 - b0) * block - rows.shape[0]
     if missing:
@@ -170,32 +165,29 @@ def query_blocks(t, b0, b1, block):
     return blocks(rows, b1 - b0, block)
 
 
-def write_blocks(out, result, first):
-    """Write result (n, heads, block, head_dim), the SDPA output of n query blocks starting at row
-    `first`, into out (L, heads, head_dim), dropping rows past L (the last block's padding): strided
-    copies, no intermediate."""
-    n, _, block, _ = result.shape
-    rows = min(n * block, out.shape[0] - first)
-    full = rows // block
-    if full:
-        out[first:first + full * block].view(full, block, *out.shape[1:]).copy_(result[:full].transpose(1, 2))
-    if rows > full * block:
-        out[first + full * block:first + rows].copy_(result[full, :, :rows - full * block].transpose(0, 1))
-
-
-def empty_buffer(like, batch, length, heads, head_dim, window, back):
-    """The buffer (window + length + back, batch, 3, heads, head_dim) with its padding rows zeroed and
-    the L positions' rows left to be written."""
-    buf = like.new_empty((window + length + back, batch, 3, heads, head_dim))
-    buf[:window].zero_()
-    buf[window + length:].zero_()
+def qkv_buffer(qkv, layout):
+    """Packed qkv (batch, L, 3, heads, head_dim) -> the buffer (time, 3, batch*heads, head_dim),
+    contiguous: the one copy of qkv. Batch and heads share the mask, so they fold together."""
+    batch, length, _, heads, head_dim = qkv.shape
+    buf = qkv.new_empty((layout.time, 3, batch * heads, head_dim))
+    buf[:layout.window].zero_()
+    buf[layout.window + length:].zero_()
+    # one strided copy (a permuted reshape, then a cat with the zero rows, would copy twice)
+    buf[layout.window:layout.window + length].view(length, 3, batch, heads, head_dim).copy_(qkv.permute(1, 2, 0, 3, 4))
     return buf
 
 
-def qkv_buffer(qkv, layout):
-    """Packed qkv (batch, L, 3, heads, head_dim) -> the buffer (time, batch, 3, heads, head_dim): one
-    strided copy of qkv (differentiable, as a copy into a fresh tensor)."""
-    batch, length, _, heads, head_dim = qkv.shape
-    buf = empty_buffer(qkv, batch, length, heads, head_dim, layout.window, layout.back)
-    buf[layout.window:layout.window + length].copy_(qkv.transpose(0, 1))
+def projected_buffer(x, weight, bias, heads, layout):
+    """The buffer with the qkv projection x @ weight^T + bias computed straight into its rows (batch 1,
+    no autograd: `out=`): qkv never exists on its own. x: (1, L, d_model); weight: (3*d_model,
+    d_model); bias: (3*d_model,) or None -> (time, 3, heads, d_model // heads)."""
+    length, d_model = x.shape[1], x.shape[2]
+    buf = x.new_empty((layout.time, 3, heads, d_model // heads))
+    buf[:layout.window].zero_()
+    buf[layout.window + length:].zero_()
+    rows = buf[layout.window:layout.window + length].view(length, 3 * d_model)
+    if bias is None:
+        torch.mm(x[0], weight.t(), out=rows)
+    else:
+        torch.addmm(bias, x[0], weight.t(), out=rows)
     return buf

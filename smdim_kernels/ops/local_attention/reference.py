@@ -26,12 +26,3 @@ def local_attention_ref(qkv, window, causal=False, dropout_p=0.0, block=None):
     mask = local_window_mask(length, window, causal, qkv.device)
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
     return out.transpose(1, 2).reshape(batch, length, heads * head_dim)
-
-
-def project_qkv_ref(x, weight, bias, heads, window, back):
-    """Reference `project_qkv`: F.linear(x, weight, bias) as (batch, L, 3, heads, head_dim), time-major,
-    with `window` zero rows before the L positions and `back` after -> (window + L + back, batch, 3,
-    heads, head_dim), the blocked op's buffer (layout.py)."""
-    batch, length, _ = x.shape
-    qkv = F.linear(x, weight, bias).view(batch, length, 3, heads, -1).transpose(0, 1)
-    return F.pad(qkv, (0, 0, 0, 0, 0, 0, 0, 0, window, back))

@@ -1,5 +1,4 @@
-"""Blocked local-window attention (smdim::local_attention_fwd / _bwd) against the masked-SDPA reference, and
-the qkv projection into its buffer (smdim::local_qkv_fwd / _bwd) against F.linear + padding."""
+"""Blocked local-window attention (smdim::local_attention_fwd / _bwd) against the masked-SDPA reference."""
 import math
 
 import pytest
@@ -11,9 +10,7 @@ import smdim_kernels  # noqa: F401  (registers the CPU SDPA flop formulas the FL
 import smdim_kernels.ops.local_attention.blocked as local_attention_op
 import smdim_kernels.ops.local_attention.layout as local_layout
 from smdim_kernels.ops.local_attention import local_attention, local_attention_ref, local_block_size
-from smdim_kernels.ops.local_attention.interface import local_attention_of_buffer, project_qkv
-from smdim_kernels.ops.local_attention.layout import LocalLayout, qkv_buffer
-from smdim_kernels.ops.local_attention.reference import project_qkv_ref
+from smdim_kernels.ops.local_attention.layout import LocalLayout, projected_buffer, qkv_buffer
 
 ops = torch.ops.smdim
 
@@ -83,7 +80,7 @@ def test_groups_and_the_path_without_cpu_flash(monkeypatch, group_queries, flash
     assert_matches(out_and_grad(local_attention, qkv, 9, causal, block=16),
                    out_and_grad(local_attention_ref, qkv, 9, causal), 1e-12)
     _, lse = ops.local_attention_fwd(*buffer_args(qkv, 9, causal, 16))
-    assert lse.shape == ((3, 10, 3, 16) if flash else (0,))  # (batch, n_blocks, heads, block)
+    assert lse.shape == ((10, 9, 16) if flash else (0,))
 
 
 @pytest.mark.parametrize("causal", [False, True])
@@ -158,11 +155,10 @@ def test_flop_formulas_count_the_blocks_spans():
     assert counts[ops.local_attention_bwd] == 2.5 * forward
     buf, *ints = buffer_args(qkv.detach(), 4, False, 8)
     layout = LocalLayout(*ints)
-    with FlopCounterMode(display=False) as inside:  # the same work as plain SDPA calls, per group and entry
+    with FlopCounterMode(display=False) as inside:  # the same work as plain SDPA calls, one per group
         for b0, b1 in layout.groups():
-            for entry in range(2):
-                q, k, v, mask = local_layout.group_inputs(buf[layout.rows(b0, b1), entry], layout, b0, b1)
-                F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            q, k, v, mask = local_layout.group_inputs(buf[layout.rows(b0, b1)], layout, b0, b1)
+            F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     assert inside.get_total_flops() == forward
 
 
@@ -170,111 +166,16 @@ def test_flop_formulas_count_the_blocks_spans():
 @pytest.mark.parametrize("L, window, block", [(1, 1, 32), (45, 4, 8), (64, 5, 32), (10, 30, 4)])
 def test_layout_buffer_ends_with_the_last_span(L, window, block, causal):
     layout = LocalLayout(L, window, causal, block)
-    qkv = make(batch=2, L=L, heads=2, head_dim=3)
+    qkv = make(batch=1, L=L, heads=2, head_dim=3)
     buf = qkv_buffer(qkv.detach(), layout)
-    assert buf.shape == (layout.time, 2, 3, 2, 3) and layout.time == window + L + layout.back
+    assert buf.shape == (layout.time, 3, 2, 3) and layout.time == window + L + layout.back
     assert layout.rows(*layout.groups()[-1]).stop == layout.time  # the last key span ends on the last row
-    assert torch.equal(buf[window:window + L], qkv.detach().transpose(0, 1))  # time-major rows of qkv
+    assert torch.equal(buf[window:window + L], qkv.detach()[0])  # batch 1: qkv's own rows
     assert not buf[:window].any() and not buf[window + L:].any()
-
-
-# --- the qkv projection into the buffer ------------------------------------------------------------
-
-def projection_inputs(batch=3, L=23, d_in=6, heads=2, head_dim=3, bias=True, dtype=torch.float64):
-    gen = torch.Generator().manual_seed(batch * 10 + L)
-    x = torch.randn(batch, L, d_in, generator=gen, dtype=dtype, requires_grad=True)
-    weight = torch.randn(3 * heads * head_dim, d_in, generator=gen, dtype=dtype, requires_grad=True)
-    b = torch.randn(3 * heads * head_dim, generator=gen, dtype=dtype, requires_grad=True) if bias else None
-    return x, weight, b
-
-
-@pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("batch, L, window, causal, block", [
-    (1, 23, 4, False, 8), (3, 23, 4, True, 8), (2, 1, 1, False, 32), (4, 70, 9, False, 16)])
-def test_projection_matches_linear_then_padding(batch, L, window, causal, block, bias):
-    """project_qkv's buffer and the gradients of x, weight and bias equal F.linear + pad's; the padding
-    rows are exact zeros and a batch entry's rows are that entry's projection."""
-    layout = LocalLayout(L, window, causal, block)
-    x, weight, b = projection_inputs(batch, L, bias=bias)
-    buf = project_qkv(x, weight, b, 2, layout)
-    ref = project_qkv_ref(x, weight, b, 2, layout.window, layout.back)
-    assert buf.shape == ref.shape == (layout.time, batch, 3, 2, 3)
-    torch.testing.assert_close(buf, ref, rtol=1e-12, atol=1e-12)
-    assert not buf[:window].any() and not buf[window + L:].any()
-    go = torch.randn(buf.shape, generator=torch.Generator().manual_seed(1), dtype=buf.dtype)
-    inputs = [t for t in (x, weight, b) if t is not None]
-    grads = torch.autograd.grad((buf * go).sum(), inputs)
-    ref_grads = torch.autograd.grad((ref * go).sum(), inputs)
-    for g, r in zip(grads, ref_grads):
-        torch.testing.assert_close(g, r, rtol=1e-12, atol=1e-12)
-
-
-@pytest.mark.parametrize("bias", [True, False])
-def test_projection_gradcheck_and_opcheck(bias):
-    layout = LocalLayout(11, 3, False, 4)
-    x, weight, b = projection_inputs(batch=2, L=11, d_in=4, heads=2, head_dim=2, bias=bias)
-    inputs = (x, weight) + ((b,) if bias else ())
-    assert torch.autograd.gradcheck(lambda x, weight, *b: project_qkv(x, weight, b[0] if b else None, 2, layout),
-                                    inputs)
-    args = (x, weight, b, 2, layout.window, layout.back)
-    torch.library.opcheck(ops.local_qkv_fwd.default, args)
-    dbuf = torch.randn(layout.time, 2, 3, 2, 2, dtype=torch.float64)
-    torch.library.opcheck(ops.local_qkv_bwd.default, (dbuf, x.detach(), weight.detach(), bias, layout.window))
-
-
-def test_projection_then_attention_equals_the_packed_path():
-    """The module's way (project_qkv, then the blocked op on that buffer) equals local_attention of the
-    projected qkv, values and gradients of x, weight and bias."""
-    layout = LocalLayout(70, 9, False, 16)
-    x, weight, b = projection_inputs(batch=3, L=70, d_in=6, heads=2, head_dim=3)
-    out = local_attention_of_buffer(project_qkv(x, weight, b, 2, layout), layout)
-    ref = local_attention_ref((x @ weight.T + b).view(3, 70, 3, 2, 3), 9, False)
-    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
-    go = torch.randn(out.shape, generator=torch.Generator().manual_seed(2), dtype=out.dtype)
-    for g, r in zip(torch.autograd.grad((out * go).sum(), (x, weight, b)),
-                    torch.autograd.grad((ref * go).sum(), (x, weight, b))):
-        torch.testing.assert_close(g, r, rtol=1e-11, atol=1e-11)
-
-
-@pytest.mark.parametrize("dynamic", [False, True])
-def test_projection_compiles_fullgraph(dynamic):
-    torch._dynamo.reset()
-
-    def attend(x, weight, b):
-        layout = LocalLayout(x.shape[1], 5, True, 8)
-        return local_attention_of_buffer(project_qkv(x, weight, b, 2, layout), layout)
-
-    compiled = torch.compile(attend, fullgraph=True, backend="aot_eager", dynamic=dynamic)
-    for L in (37, 50):
-        x, weight, b = projection_inputs(batch=2, L=L, d_in=8, heads=2, head_dim=4, dtype=torch.float32)
-        out = compiled(x, weight, b)
-        torch.testing.assert_close(out, attend(x, weight, b), rtol=1e-6, atol=1e-6)
-        grads = torch.autograd.grad(out.sum(), (x, weight, b))
-        for g, r in zip(grads, torch.autograd.grad(attend(x, weight, b).sum(), (x, weight, b))):
-            torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-5)
-
-
-def test_projection_flops_are_its_gemm():
-    x, weight, b = projection_inputs(batch=2, L=45, d_in=6, heads=2, head_dim=3, dtype=torch.float32)
-    layout = LocalLayout(45, 4, False, 8)
-    with FlopCounterMode(display=False) as counter:
-        project_qkv(x, weight, b, 2, layout).sum().backward()
-    counts = counter.get_flop_counts()["Global"]
-    assert counts[ops.local_qkv_fwd] == 2 * (2 * 45) * 6 * 18
-    assert counts[ops.local_qkv_bwd] == 2 * counts[ops.local_qkv_fwd]
-
-
-@pytest.mark.parametrize("kwargs, pattern", [
-    (dict(x=torch.randn(2, 9, 6)), r"x must be \(batch, L=10, d_in\)"),
-    (dict(weight=torch.randn(17, 6)), r"weight must be \(3\*d_model, d_in=6\)"),
-    (dict(weight=torch.randn(18, 5)), r"weight must be \(3\*d_model, d_in=6\)"),
-    (dict(bias=torch.randn(17)), r"bias must be \(18,\)"),
-])
-def test_projection_bad_input_is_named(kwargs, pattern):
-    args = dict(x=torch.randn(2, 10, 6), weight=torch.randn(18, 6), bias=torch.randn(18))
-    args.update(kwargs)
-    with pytest.raises(ValueError, match=pattern):
-        project_qkv(args["x"], args["weight"], args["bias"], 2, LocalLayout(10, 3, False, 4))
+    weight, bias = torch.randn(18, 6, dtype=torch.float64), torch.randn(18, dtype=torch.float64)
+    x = torch.randn(1, L, 6, dtype=torch.float64)
+    expected = qkv_buffer((x @ weight.T + bias).view(1, L, 3, 2, 3), layout)
+    torch.testing.assert_close(projected_buffer(x, weight, bias, 2, layout), expected, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("n, block, span", [(1, 4, 4), (3, 4, 12), (5, 8, 13), (4, 32, 96), (2, 16, 7)])
