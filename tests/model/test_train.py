@@ -124,20 +124,30 @@ def test_the_optimiser_is_fused_adamw_with_the_loops_maths():
     assert not torch.equal(model[0].weight, torch.nn.Linear(7, 5).weight)
 
 
-def test_a_checkpoint_of_the_unfused_optimiser_resumes_fused(tmp_path, monkeypatch):
-    """Checkpoints written before the optimiser was fused hold fused=None in their groups; a resumed
-    run keeps the fused kernel and ends as an uninterrupted run does."""
+def run_and_resume_edited(tmp_path, monkeypatch, edit):
+    """(an uninterrupted run, a run interrupted at its 4th batch whose checkpoint `edit(state) -> state`
+    rewrites, resumed from it but not trained further)."""
     straight = make_trainer(tmp_path / "a")
     straight.train()
     half = make_trainer(tmp_path / "b")
     interrupt_at_batch(half, 4, monkeypatch)
     half.train()
     state = load_checkpoint(tmp_path / "b" / "checkpoint.pt")
-    for group in state["optimizer"]["param_groups"]:
-        group["fused"] = None
-    save_checkpoint(tmp_path / "b" / "checkpoint.pt", state)
+    save_checkpoint(tmp_path / "b" / "checkpoint.pt", edit(state))
     resumed = make_trainer(tmp_path / "b")
     assert resumed.resume() == 3
+    return straight, resumed
+
+
+def test_a_checkpoint_of_the_unfused_optimiser_resumes_fused(tmp_path, monkeypatch):
+    """Checkpoints written before the optimiser was fused hold fused=None in their groups; a resumed
+    run keeps the fused kernel and ends as an uninterrupted run does."""
+    def unfused(state):
+        for group in state["optimizer"]["param_groups"]:
+            group["fused"] = None
+        return state
+
+    straight, resumed = run_and_resume_edited(tmp_path, monkeypatch, unfused)
     assert all(g["fused"] for g in resumed.optimizer.param_groups)
     resumed.train()
     for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values()):
@@ -265,16 +275,11 @@ def test_resume_with_another_number_of_processes_reseeds_with_a_warning(tmp_path
 
 def test_resume_from_a_checkpoint_of_the_older_layout(tmp_path, monkeypatch):
     """Older checkpoints kept one generator/torch_rng/batches state at the top level: still exact."""
-    straight = make_trainer(tmp_path / "a")
-    straight.train()
-    half = make_trainer(tmp_path / "b")
-    interrupt_at_batch(half, 4, monkeypatch)
-    half.train()
-    state = load_checkpoint(tmp_path / "b" / "checkpoint.pt")
-    own = state.pop("ranks")[0]
-    save_checkpoint(tmp_path / "b" / "checkpoint.pt", dict(state, **own))
-    resumed = make_trainer(tmp_path / "b")
-    assert resumed.resume() == 3
+    def older_layout(state):
+        own = state.pop("ranks")[0]
+        return dict(state, **own)
+
+    straight, resumed = run_and_resume_edited(tmp_path, monkeypatch, older_layout)
     resumed.train()
     assert [r["loss_bits"] for r in straight.history] == [r["loss_bits"] for r in resumed.history]
 
