@@ -24,6 +24,7 @@ from typing import Callable, Dict, List, Optional
 import torch
 import torch.distributed as dist
 from torch.optim.swa_utils import AveragedModel
+from smdim_kernels.compile_cache import use_versioned_compile_cache
 from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -280,6 +281,7 @@ class Trainer:
         self.model = SMDIM(model_config, gradient_checkpointing=train_config.gradient_checkpointing).to(self.device)
         self.ema = AveragedModel(self.model, multi_avg_fn=ema_multi_avg_fn(train_config.ema_decay))
         if train_config.compile:  # in place, after the EMA copy: parameter names and checkpoints stay the same
+            use_versioned_compile_cache()  # a cache of an older smdim_kernels would fail its size asserts
             self.model.compile()
         self.optimizer = make_optimizer(self.model, train_config)
         self.seconds = 0.0  # training time so far on the config's clock, over resumes

@@ -6,14 +6,17 @@ input and the scan right to left) or chunk by chunk, carrying the scan state and
 history (mamba_mixer/chunked.py).
 
     u      = silu(causal_conv1d(x_in, conv_weight, conv_bias))[..., history:]   (batch, d_inner, n)
-    x_dbl  = u^T @ x_proj_weight^T                  (batch, n, dt_rank + k*N): [dt | B? | C?]
-    delta  = dt_proj_weight @ dt                     (batch, d_inner, n)
+    x_dbl  = x_proj_weight @ u                      (batch, dt_rank + k*N, n): rows [dt | B? | C?]
+    delta  = dt_proj_weight @ x_dbl[:, :dt_rank]     (batch, d_inner, n)
     B, C   = given (constant or input-dependent), or read from x_dbl (+ B_proj_bias / C_proj_bias)
     scan   = selective_scan(u, delta, A, B, C, D, z, dt_proj_bias, delta_softplus, initial_state)
 
-x_dbl's layout is mamba_ssm's: dt first, a B read from x_proj at [dt_rank, dt_rank + N), a C read
-from x_proj in the last N columns. So x_proj has dt_rank + 2N rows, or dt_rank + N when one of
-B/C is given (columns nothing reads get a zero gradient).
+x_dbl's rows are mamba_ssm's columns: dt first, a B read from x_proj at [dt_rank, dt_rank + N), a C
+read from x_proj in the last N rows. So x_proj has dt_rank + 2N rows, or dt_rank + N when one of
+B/C is given (rows nothing reads get a zero gradient). x_dbl is channel-major like the other
+activations (mamba_ssm's is time-major, (batch, n, rows)): the thin GEMMs around it (x_proj, dt_proj
+and their gradients) then have their long dimension n contiguous, 1.4-4.6x faster at (2, 256, 512)
+than with transposed operands, and B, C and their gradients need no transposes.
 """
 from __future__ import annotations
 
@@ -47,7 +50,7 @@ class ChainWeights(NamedTuple):
 
 class Chain(NamedTuple):
     """One run's activations: u and delta (batch, d_inner, n), the scan's B and C, the conv input
-    x_in (batch, d_inner, history + n) and x_dbl (batch, n, x_proj rows)."""
+    x_in (batch, d_inner, history + n) and x_dbl (batch, x_proj rows, n)."""
     u: torch.Tensor
     delta: torch.Tensor
     B: torch.Tensor
@@ -74,8 +77,8 @@ def _slot_C(w: ChainWeights) -> slice:
 
 
 def _read_slot(x_dbl, slot, bias):
-    """(batch, N, n) from x_dbl[..., slot] (+ bias (N,)), contiguous as the scan wants it."""
-    M = x_dbl[..., slot].transpose(1, 2)
+    """(batch, N, n) from x_dbl[:, slot] (+ bias (N,)), contiguous as the scan wants it."""
+    M = x_dbl[:, slot]
     if bias is not None:
         M = M + bias.to(M.dtype)[:, None]
     return M.contiguous()
@@ -93,9 +96,9 @@ def prepare(x_in, w: ChainWeights, history: int = 0, x_dbl=None, u=None, delta=N
         if history:
             u = u[..., history:].contiguous()
     if x_dbl is None:
-        x_dbl = batched_mm(u.transpose(1, 2), w.x_proj_weight.t())
+        x_dbl = batched_mm(w.x_proj_weight, u)
     if delta is None:
-        delta = batched_mm(w.dt_proj_weight, x_dbl[..., :w.dt_proj_weight.shape[1]].transpose(1, 2))
+        delta = batched_mm(w.dt_proj_weight, x_dbl[:, :w.dt_proj_weight.shape[1]])
     B = w.B if w.B is not None else _read_slot(x_dbl, _slot_B(w), w.B_proj_bias)
     C = w.C if w.C is not None else _read_slot(x_dbl, _slot_C(w), w.C_proj_bias)
     return Chain(u, delta, B, C, x_in, x_dbl)
@@ -109,15 +112,16 @@ def scan(chain: Chain, w: ChainWeights, delta_softplus: bool, z=None, initial_st
 
 
 def _x_dbl_grad(ddt, dB, dC, w: ChainWeights, rows: int):
-    """d x_dbl (batch, n, rows) from the dt, B and C gradients (zero where x_proj feeds nothing)."""
-    if w.B is None and w.C is None and rows == ddt.shape[-1] + 2 * w.A.shape[1]:
-        return torch.cat([ddt, dB.transpose(1, 2), dC.transpose(1, 2)], dim=-1)
-    dx_dbl = ddt.new_zeros((*ddt.shape[:-1], rows))
-    dx_dbl[..., :ddt.shape[-1]] = ddt
+    """d x_dbl (batch, rows, n) from the dt, B and C gradients (zero where x_proj feeds nothing)."""
+    dt_rank = ddt.shape[1]
+    if w.B is None and w.C is None and rows == dt_rank + 2 * w.A.shape[1]:
+        return torch.cat([ddt, dB, dC], dim=1)
+    dx_dbl = ddt.new_zeros((ddt.shape[0], rows, ddt.shape[2]))
+    dx_dbl[:, :dt_rank] = ddt
     if w.B is None:
-        dx_dbl[..., _slot_B(w)] = dB.transpose(1, 2)
+        dx_dbl[:, _slot_B(w)] = dB
     if w.C is None:
-        dx_dbl[..., _slot_C(w)] = dC.transpose(1, 2)  # dt_rank + N rows: the slots coincide, one is written
+        dx_dbl[:, _slot_C(w)] = dC  # dt_rank + N rows: the slots coincide, one is written
     return dx_dbl
 
 
@@ -130,12 +134,13 @@ def backward(chain: Chain, w: ChainWeights, dout, dlast_state, delta_softplus, c
         dout, dlast_state, chain.u, chain.delta, w.A, chain.B, chain.C, w.D, z, w.dt_proj_bias, delta_softplus,
         initial_state, None, reverse, checkpoints)
     dt_rank = w.dt_proj_weight.shape[1]
-    ddt = batched_mm(ddelta.transpose(1, 2), w.dt_proj_weight)  # (batch, n, dt_rank)
-    ddt_proj_weight = batched_weight_grad(ddelta, chain.x_dbl[..., :dt_rank])
+    ddt = batched_mm(w.dt_proj_weight.t(), ddelta)  # (batch, dt_rank, n)
+    # (dt_rank, d_inner) transposed: the long dimension n contiguous in both operands
+    ddt_proj_weight = batched_weight_grad(chain.x_dbl[:, :dt_rank], ddelta.transpose(1, 2)).t().contiguous()
     del ddelta
-    dx_dbl = _x_dbl_grad(ddt, dB, dC, w, chain.x_dbl.shape[-1])
-    du += batched_mm(w.x_proj_weight.t(), dx_dbl.transpose(1, 2))
-    dx_proj_weight = batched_weight_grad(dx_dbl.transpose(1, 2), chain.u.transpose(1, 2))
+    dx_dbl = _x_dbl_grad(ddt, dB, dC, w, chain.x_dbl.shape[1])
+    du += batched_mm(w.x_proj_weight.t(), dx_dbl)
+    dx_proj_weight = batched_weight_grad(dx_dbl, chain.u.transpose(1, 2))
     # With history, the conv's first outputs were discarded: their gradient is zero.
     if reverse and history:
         raise ValueError("backward: a reverse chain has no history")

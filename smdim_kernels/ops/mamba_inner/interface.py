@@ -6,7 +6,7 @@
 The op composes the fused ops (causal_conv1d, selective_scan) with GEMMs, so it runs on every
 device those ops run on: one implementation (composite.py, over the chain in chain.py that
 mamba_mixer shares), no per-backend copy. What the backward keeps:
-xz, the weights, x_dbl (batch, L, x_proj rows), the scan checkpoints (one state per 64 steps)
+xz, the weights, x_dbl (batch, x_proj rows, L), the scan checkpoints (one state per 64 steps)
 and, when out_proj is fused, the gated scan output y (for out_proj's weight gradient). The conv
 output and delta (each (batch, d_inner, L)) are recomputed in the backward at checkpoint_lvl=1
 (mamba_ssm's default) and saved at checkpoint_lvl=0.
@@ -114,7 +114,7 @@ def mamba_inner_fn(xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_wei
 
         x, z     = xz[:, :d_inner], xz[:, d_inner:]
         u        = silu(causal_conv1d(x, conv1d_weight, conv1d_bias))
-        x_dbl    = u^T @ x_proj_weight^T               -> [dt | B | C] per step
+        x_dbl    = x_proj_weight @ u                   -> [dt | B | C] per step
         B, C     = the given ones, or x_dbl's (+ B_proj_bias / C_proj_bias)
         delta    = delta_proj_weight @ dt
         y        = selective_scan(u, delta, A, B, C, D, z, delta_bias,
@@ -163,7 +163,7 @@ def _fwd_fake(xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight, 
     batch, two_d, length = xz.shape
     d_inner, dstate = two_d // 2, A.shape[1]
     state_dtype = compute_dtype(xz, A, x_proj_weight, B, C)
-    x_dbl = xz.new_empty((batch, length, x_proj_weight.shape[0]))
+    x_dbl = xz.new_empty((batch, x_proj_weight.shape[0], length))
     n_chunks = -(-length // CHECKPOINT_CHUNK) if save_for_backward else 0
     checkpoints = xz.new_empty((batch, d_inner, n_chunks, dstate), dtype=state_dtype)
     keep = save_for_backward and checkpoint_lvl == 0

@@ -50,11 +50,11 @@ def _prepare_chunk(x, branch, lo, hi, reverse, x_dbl=None) -> Chain:
 
 
 def saved_shapes(hidden_states, x_proj_weight, A, chunk_size):
-    """Shapes of one branch's saved x_dbl (batch, L, dt_rank + 2N) and chunk_states (batch, d_inner,
+    """Shapes of one branch's saved x_dbl (batch, dt_rank + 2N, L) and chunk_states (batch, d_inner,
     n_chunks, N)."""
     batch, length, _ = hidden_states.shape
     d_inner, d_state = A.shape
-    return (batch, length, x_proj_weight.shape[0]), (batch, d_inner, -(-length // chunk_size), d_state)
+    return (batch, x_proj_weight.shape[0], length), (batch, d_inner, -(-length // chunk_size), d_state)
 
 
 def _entry_state(chunk_states, index, lo):
@@ -76,11 +76,11 @@ def _scan_outputs(x, walk, chunk_size, delta_softplus, save, sink):
     state = None
     recompute = walk.chunk_states.numel() > 0 and not save
     for index, lo, hi in _chunks(x.shape[-1], chunk_size):
-        chunk = _prepare_chunk(x, walk.branch, lo, hi, walk.reverse, walk.x_dbl[:, lo:hi] if recompute else None)
+        chunk = _prepare_chunk(x, walk.branch, lo, hi, walk.reverse, walk.x_dbl[..., lo:hi] if recompute else None)
         if recompute:
             state = _entry_state(walk.chunk_states, index, lo)
         elif save:
-            walk.x_dbl[:, lo:hi] = chunk.x_dbl
+            walk.x_dbl[..., lo:hi] = chunk.x_dbl
             walk.chunk_states[:, :, index] = 0 if state is None else state
         s, state, _ = scan(chunk, walk.branch, delta_softplus, initial_state=state)
         del chunk  # free the chunk's conv input, u and delta before the sink allocates its own
@@ -163,7 +163,7 @@ def _branch_backward(x, walk, grads, dx, chunk_size, delta_softplus, chunk_ds):
     length = x.shape[-1]
     dstate = None  # gradient of the state leaving the chunk (None after the last chunk)
     for index, lo, hi in reversed(_chunks(length, chunk_size)):
-        chunk = _prepare_chunk(x, walk.branch, lo, hi, walk.reverse, walk.x_dbl[:, lo:hi])
+        chunk = _prepare_chunk(x, walk.branch, lo, hi, walk.reverse, walk.x_dbl[..., lo:hi])
         initial_state = _entry_state(walk.chunk_states, index, lo)
         # Re-run the chunk's scan from its entry state: s, and the 64-step checkpoints of its backward.
         s, _, checkpoints = scan(chunk, walk.branch, delta_softplus, initial_state=initial_state, save=True)

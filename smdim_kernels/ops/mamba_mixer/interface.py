@@ -14,7 +14,7 @@ Two implementations, one for every device, chosen by the sequence length (fits_o
   intermediate is kept: `mamba_inner_fn` (mamba_ssm's form) keeps xz (batch, 2*d_inner, L) for
   its backward and builds its gradients at full length; a bidirectional layer built from two of
   them also keeps a flipped copy of xz and the averaged scan output. This keeps only x_dbl
-  (batch, L, dt_rank + 2N) and the scan state entering each chunk of each branch, plus
+  (batch, dt_rank + 2N, L) and the scan state entering each chunk of each branch, plus
   hidden_states, which the caller holds anyway; its backward recomputes x and z with in_proj GEMMs.
   Each branch walks the sequence in its scan order in chunks of `chunk_size` steps, carrying the
   scan state (initial_state / last_state) and the conv's d_conv - 1 input history from chunk to

@@ -34,11 +34,11 @@ def activation_shapes(hidden_states, A):
 
 
 def branch_shapes(hidden_states, x_proj_weight, A):
-    """Shapes of one branch's saved x_dbl (batch, L, dt_rank + 2N) and scan checkpoints
+    """Shapes of one branch's saved x_dbl (batch, dt_rank + 2N, L) and scan checkpoints
     (batch, d_inner, ceil(L / CHECKPOINT_CHUNK), N)."""
     batch, length, _ = hidden_states.shape
     d_inner, d_state = A.shape
-    return (batch, length, x_proj_weight.shape[0]), (batch, d_inner, -(-length // CHECKPOINT_CHUNK), d_state)
+    return (batch, x_proj_weight.shape[0], length), (batch, d_inner, -(-length // CHECKPOINT_CHUNK), d_state)
 
 
 def forward(hidden_states, in_proj, forward_branch, reverse_branch, out_proj_weight, out_proj_bias, delta_softplus,

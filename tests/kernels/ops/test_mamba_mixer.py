@@ -160,7 +160,7 @@ def test_saves_nothing_of_size_d_inner_times_length():
     args = make_args(batch=batch, d_inner=d_inner, length=length, dstate=dstate, dt_rank=dt_rank)
     _, extra = _run_recording_saved(args, chunk_size=64)
     n_chunks = 4
-    assert extra == sorted([(batch, length, dt_rank + 2 * dstate)] * 2
+    assert extra == sorted([(batch, dt_rank + 2 * dstate, length)] * 2
                                    + [(batch, d_inner, n_chunks, dstate)] * 2)
 
 
@@ -170,7 +170,7 @@ def test_one_chunk_saves_its_activations_instead_of_re_running():
     batch, d_inner, length, dstate, dt_rank = 2, 6, 130, 4, 3
     args = make_args(batch=batch, d_inner=d_inner, length=length, dstate=dstate, dt_rank=dt_rank)
     out, extra = _run_recording_saved(args, chunk_size=length)
-    assert extra == sorted([(batch, d_inner, length)] * 3 + [(batch, length, dt_rank + 2 * dstate)] * 2
+    assert extra == sorted([(batch, d_inner, length)] * 3 + [(batch, dt_rank + 2 * dstate, length)] * 2
                                    + [(batch, d_inner, 3, dstate)] * 2)
     assert _scan_ops_in_backward(out) == {"smdim::selective_scan_bwd"}
     chunked = mamba_mixer_fn(**args, chunk_size=64)
