@@ -24,7 +24,7 @@ REBUILD_HINT = (
 )
 
 # Ops with their own kernels, and what their C++ CPU kernel is (the scan's alone picks an ISA at run time).
-KERNEL_OPS = {"selective_scan": "ISA-dispatched SIMD", "causal_conv1d": "portable 16-byte SIMD, baseline ISA",
+KERNEL_OPS = {"selective_scan": "ISA-dispatched SIMD", "causal_conv1d": "ISA-dispatched SIMD, SiLU fused",
               "add_norm": "compiler-vectorised"}
 COMPOSITE_OPS = ("mamba_inner", "mamba_mixer")  # causal_conv1d + selective_scan + GEMMs
 # Ops whose maths runs on PyTorch's own kernels on every device (no kernel of ours, no fallback).
@@ -108,7 +108,8 @@ def native_unavailable_reason() -> Optional[str]:
 
 
 def cpu_isa() -> Optional[str]:
-    """Instruction set the scan's CPU kernels dispatch to ("avx512", "avx2", "generic"), or None."""
+    """Instruction set the CPU kernels of selective_scan and causal_conv1d dispatch to ("avx512", "avx2",
+    "generic"), or None."""
     return torch.ops.smdim_native.cpu_isa() if _loaded else None
 
 
@@ -173,7 +174,7 @@ def _triton_status() -> str:
 def _cpu_status(op: str) -> str:
     if not _loaded:
         return f"PyTorch reference (C++ extension unavailable: {_error})"
-    isa = f"{cpu_isa()}, " if op == "selective_scan" else ""
+    isa = f"{cpu_isa()}, " if KERNEL_OPS[op].startswith("ISA-dispatched") else ""
     return f"C++ ({KERNEL_OPS[op]}, {isa}{torch.get_num_threads()} threads)"
 
 

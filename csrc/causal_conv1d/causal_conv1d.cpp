@@ -1,14 +1,17 @@
 // CPU implementations of smdim::causal_conv1d_fwd / smdim::causal_conv1d_bwd: a depthwise
 // causal (or, reverse, anti-causal) convolution (optionally followed by SiLU). Schemas, fake kernels and autograd live in
 // smdim_kernels/ops/causal_conv1d/interface.py. One (batch, channel) row per work item; the
-// row kernels (conv_rows.cpp) are vectorised over time.
+// row kernels (conv_kernel.h, compiled per instruction set) are vectorised over time and apply
+// the SiLU and its derivative themselves.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include "conv_rows.h"
+#include "../common/isa.h"
+#include "conv_params.h"
 
 #include <optional>
+#include <string>
 #include <tuple>
 
 namespace smdim {
@@ -35,25 +38,51 @@ at::ScalarType compute_type(const Tensor& x, const Tensor& weight) {
   return (x.scalar_type() == at::kDouble || weight.scalar_type() == at::kDouble) ? at::kDouble : at::kFloat;
 }
 
+// The kernels of the selected instruction set (common/isa.h).
+const ConvKernelTable& kernels() {
+  static const ConvKernelTable* table = [] {
+    const std::string& isa = selected_isa();
+    if (isa == "avx512") return &conv_kernels_avx512();
+    if (isa == "avx2") return &conv_kernels_avx2();
+    return &conv_kernels_generic();
+  }();
+  return *table;
+}
+
+// Inputs in the compute dtype, contiguous; the bias zeros when absent.
+struct Inputs {
+  Tensor x, w, b;
+};
+
+Inputs inputs(const ConvShape& s, const Tensor& x, const Tensor& weight, const OptTensor& bias) {
+  const auto ct = compute_type(x, weight);
+  Tensor xc = x.to(ct).contiguous(), wc = weight.to(ct).contiguous();
+  Tensor bc = bias.has_value() ? bias->to(ct).contiguous() : at::zeros({s.dim}, xc.options());
+  return {xc, wc, bc};
+}
+
+ConvRows rows_of(const ConvShape& s, const Inputs& in, bool silu, bool reverse) {
+  ConvRows c;
+  c.dim = s.dim;
+  c.len = s.len;
+  c.width = s.width;
+  c.silu = silu;
+  c.reverse = reverse;
+  c.x = in.x.data_ptr();
+  c.w = in.w.data_ptr();
+  c.bias = in.b.data_ptr();
+  return c;
+}
+
 Tensor causal_conv1d_fwd_cpu(const Tensor& x, const Tensor& weight, const OptTensor& bias, bool silu, bool reverse) {
   const ConvShape s = check(x, weight, bias);
-  const auto ct = compute_type(x, weight);
-  const Tensor xc = x.to(ct).contiguous(), wc = weight.to(ct).contiguous();
-  const Tensor bc = bias.has_value() ? bias->to(ct).contiguous() : at::zeros({s.dim}, xc.options());
-  Tensor out = at::empty({s.batch, s.dim, s.len}, xc.options());
-  AT_DISPATCH_FLOATING_TYPES(ct, "causal_conv1d_fwd_cpu", [&] {
-    const scalar_t* xp = xc.data_ptr<scalar_t>();
-    const scalar_t* wp = wc.data_ptr<scalar_t>();
-    const scalar_t* bp = bc.data_ptr<scalar_t>();
-    scalar_t* op = out.data_ptr<scalar_t>();
-    at::parallel_for(0, s.batch * s.dim, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t row = begin; row < end; ++row) {
-        const int64_t d = row % s.dim;
-        conv_rows::forward(xp + row * s.len, wp + d * s.width, bp[d], s.len, s.width, reverse, op + row * s.len);
-      }
-    });
-  });
-  if (silu) at::silu_(out);  // ATen's vectorised SiLU (runtime-dispatched SIMD)
+  const Inputs in = inputs(s, x, weight, bias);
+  Tensor out = at::empty({s.batch, s.dim, s.len}, in.x.options());
+  ConvRows c = rows_of(s, in, silu, reverse);
+  c.out = out.data_ptr();
+  const auto& k = kernels();
+  const auto fwd = in.x.scalar_type() == at::kDouble ? k.fwd_f64 : k.fwd_f32;
+  at::parallel_for(0, s.batch * s.dim, 1, [&](int64_t begin, int64_t end) { fwd(c, begin, end); });
   return out.to(x.scalar_type());
 }
 
@@ -61,30 +90,20 @@ std::tuple<Tensor, Tensor, Tensor> causal_conv1d_bwd_cpu(const Tensor& dout, con
                                                          const OptTensor& bias, bool silu, bool reverse) {
   const ConvShape s = check(x, weight, bias);
   TORCH_CHECK(dout.sizes() == x.sizes(), "causal_conv1d backward: dout must match x ", x.sizes());
-  const auto ct = compute_type(x, weight);
-  const Tensor xc = x.to(ct).contiguous(), wc = weight.to(ct).contiguous(), gc = dout.to(ct).contiguous();
-  const Tensor bc = bias.has_value() ? bias->to(ct).contiguous() : at::zeros({s.dim}, xc.options());
-  Tensor dx = at::empty({s.batch, s.dim, s.len}, xc.options());
-  // Gradient of the pre-activation; with SiLU the pre-activation is recomputed, not saved.
-  const Tensor dpre = silu ? at::silu_backward(gc, causal_conv1d_fwd_cpu(xc, wc, bc, false, reverse)) : gc;
-  // Per-batch partials of the weight and bias gradients, summed in a fixed order below.
-  Tensor dw_part = at::zeros({s.batch, s.dim, s.width}, xc.options());
-  Tensor db_part = at::zeros({s.batch, s.dim}, xc.options());
-  AT_DISPATCH_FLOATING_TYPES(ct, "causal_conv1d_bwd_cpu", [&] {
-    const scalar_t* xp = xc.data_ptr<scalar_t>();
-    const scalar_t* wp = wc.data_ptr<scalar_t>();
-    const scalar_t* gp = dpre.data_ptr<scalar_t>();
-    scalar_t* dxp = dx.data_ptr<scalar_t>();
-    scalar_t* dwp = dw_part.data_ptr<scalar_t>();
-    scalar_t* dbp = db_part.data_ptr<scalar_t>();
-    at::parallel_for(0, s.batch * s.dim, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t row = begin; row < end; ++row) {
-        const int64_t d = row % s.dim;
-        conv_rows::backward(xp + row * s.len, wp + d * s.width, gp + row * s.len, s.len, s.width, reverse,
-                            dxp + row * s.len, dwp + row * s.width, dbp + row);
-      }
-    });
-  });
+  const Inputs in = inputs(s, x, weight, bias);
+  const Tensor gc = dout.to(in.x.scalar_type()).contiguous();
+  Tensor dx = at::empty({s.batch, s.dim, s.len}, in.x.options());
+  // Per-row partials of the weight and bias gradients, summed over the batch in a fixed order below.
+  Tensor dw_part = at::empty({s.batch, s.dim, s.width}, in.x.options());
+  Tensor db_part = at::empty({s.batch, s.dim}, in.x.options());
+  ConvRows c = rows_of(s, in, silu, reverse);
+  c.dout = gc.data_ptr();
+  c.dx = dx.data_ptr();
+  c.dw = dw_part.data_ptr();
+  c.db = db_part.data_ptr();
+  const auto& k = kernels();
+  const auto bwd = in.x.scalar_type() == at::kDouble ? k.bwd_f64 : k.bwd_f32;
+  at::parallel_for(0, s.batch * s.dim, 1, [&](int64_t begin, int64_t end) { bwd(c, begin, end); });
   return {dx.to(x.scalar_type()), dw_part.sum(0).to(weight.scalar_type()),
           bias.has_value() ? db_part.sum(0).to(bias->scalar_type()) : at::empty({0}, x.options())};
 }

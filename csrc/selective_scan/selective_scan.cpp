@@ -10,6 +10,7 @@
 #include <vector>
 #include <tuple>
 
+#include "../common/isa.h"
 #include "scan_params.h"
 
 namespace smdim {
@@ -18,22 +19,12 @@ namespace {
 using at::Tensor;
 using OptTensor = std::optional<Tensor>;
 
-bool cpu_has(const char* feature_set) {
-  if (std::string(feature_set) == "avx512")
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
-           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw");
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-}
-
-// SMDIM_CPU_ISA=generic|avx2|avx512 caps the instruction set (for testing every build).
+// The kernels of the selected instruction set (common/isa.h).
 const ScanKernelTable& kernels() {
   static const ScanKernelTable* table = [] {
-    const char* cap = std::getenv("SMDIM_CPU_ISA");
-    std::string want = cap && *cap ? cap : "avx512";
-    TORCH_CHECK(want == "avx512" || want == "avx2" || want == "generic",
-                "SMDIM_CPU_ISA must be one of avx512, avx2, generic; got '", want, "'");
-    if (want == "avx512" && cpu_has("avx512")) return &scan_kernels_avx512();
-    if ((want == "avx512" || want == "avx2") && cpu_has("avx2")) return &scan_kernels_avx2();
+    const std::string& isa = selected_isa();
+    if (isa == "avx512") return &scan_kernels_avx512();
+    if (isa == "avx2") return &scan_kernels_avx2();
     return &scan_kernels_generic();
   }();
   return *table;
@@ -263,7 +254,7 @@ double scan_arith_bound_cpu(int64_t batch, int64_t dim, int64_t len, int64_t dst
   return total;
 }
 
-std::string cpu_isa() { return kernels().isa; }
+std::string cpu_isa() { return selected_isa(); }  // the scan's and the conv's (common/isa.h)
 
 std::vector<int64_t> scan_constants() { return {kScanChunk, kMaxDstate}; }
 

@@ -100,6 +100,23 @@ def test_every_isa_build_matches_reference(isa):
                     for k in b[2]:
                         torch.testing.assert_close(a[2][k], b[2][k], rtol=tol["rtol"],
                                                    atol=tol["atol"] * b[2][k].abs().max().item())
+        # the conv: rows shorter than, equal to and longer than a vector, taps past the row's end
+        for dtype in (torch.float64, torch.float32):
+            tol = dict(rtol=2e-5, atol=2e-5) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
+            for length, width in ((3, 4), (16, 4), (37, 4), (130, 3)):
+                g = torch.Generator().manual_seed(length)
+                x = torch.randn(2, 5, length, dtype=dtype, generator=g, requires_grad=True)
+                w = torch.randn(5, width, dtype=dtype, generator=g, requires_grad=True)
+                b = torch.randn(5, dtype=dtype, generator=g, requires_grad=True)
+                dout = torch.randn(2, 5, length, dtype=dtype, generator=g)
+                for activation in (None, "silu"):
+                    for reverse in (False, True):
+                        results = []
+                        for fn in (smdim_kernels.causal_conv1d_fn, smdim_kernels.causal_conv1d_ref):
+                            out = fn(x, w, b, activation, reverse=reverse)
+                            results.append([out, *torch.autograd.grad(out, (x, w, b), dout)])
+                        for a, r in zip(*results):
+                            torch.testing.assert_close(a, r, **tol)
     """, SMDIM_CPU_ISA=isa)
     assert result.stdout.split()[0] == isa
 
