@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ...validation import FLOAT_DTYPES, check_float, check_same_device, check_shape, check_tensor
+from .._autograd import register_autograd
 from .reference import ACTIVATIONS, activate, activation_linear_ref
 
 torch.library.define("smdim::activation_linear_fwd",
@@ -108,4 +109,4 @@ def _backward(ctx, dout):
     return dh, dweight, dbias if ctx.has_bias else None, None
 
 
-torch.library.register_autograd("smdim::activation_linear_fwd", _backward, setup_context=_setup_context)
+register_autograd("smdim::activation_linear_fwd", _backward, setup_context=_setup_context)

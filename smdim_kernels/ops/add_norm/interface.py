@@ -14,6 +14,7 @@ import torch
 
 from ...backends import register_implementations, warn_reference
 from ...validation import FLOAT_DTYPES, check_float, check_same_device, check_shape, check_tensor
+from .._autograd import register_autograd
 from .reference import add_norm_ref, residual_out_dtype, stats_dtype
 
 torch.library.define(
@@ -90,7 +91,7 @@ def _backward(ctx, dout, dresidual_out, _dmean, _drstd):
     return dh.to(ctx.x_dtype), dresidual, dweight, None if bias is None else dbias, None, None, None
 
 
-torch.library.register_autograd("smdim::add_norm_fwd", _backward, setup_context=_setup_context)
+register_autograd("smdim::add_norm_fwd", _backward, setup_context=_setup_context)
 
 def _fwd_reference(x, residual, weight, bias, eps, rms, residual_in_fp32):
     warn_reference("add_norm", x.device.type)

@@ -16,6 +16,7 @@ import torch
 
 from ...backends import register_implementations, warn_reference
 from ...validation import FLOAT_DTYPES, check_float, check_same_device, check_shape, check_tensor
+from .._autograd import register_autograd
 from .reference import causal_conv1d_ref
 
 torch.library.define("smdim::causal_conv1d_fwd",
@@ -107,7 +108,7 @@ def _backward(ctx, dout):
     return dx, dweight, None if bias is None else dbias, None, None
 
 
-torch.library.register_autograd("smdim::causal_conv1d_fwd", _backward, setup_context=_setup_context)
+register_autograd("smdim::causal_conv1d_fwd", _backward, setup_context=_setup_context)
 
 def _fwd_reference(x, weight, bias, silu, reverse=False):
     warn_reference("causal_conv1d", x.device.type)

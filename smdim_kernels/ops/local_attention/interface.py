@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ...validation import FLOAT_DTYPES, check_float, check_tensor
+from .._autograd import register_autograd
 from . import blocked
 from .layout import LocalLayout, dense_is_cheaper, group_inputs, local_block_size, qkv_buffer
 from .reference import local_attention_ref
@@ -107,4 +108,4 @@ def _backward(ctx, dout, _dlse):
     return torch.ops.smdim.local_attention_bwd(dout, buf, out, lse, *ctx.layout_ints), None, None, None, None
 
 
-torch.library.register_autograd("smdim::local_attention_fwd", _backward, setup_context=_setup_context)
+register_autograd("smdim::local_attention_fwd", _backward, setup_context=_setup_context)

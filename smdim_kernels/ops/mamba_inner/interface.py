@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from ...validation import FLOAT_DTYPES, check_float, check_same_device, check_shape, check_tensor
+from .._autograd import register_autograd
 from ..selective_scan.constants import CHECKPOINT_CHUNK, MAX_DSTATE
 from ..selective_scan.interface import check_bc
 from ..selective_scan.reference import compute_dtype
@@ -206,4 +207,4 @@ def _backward(ctx, dout, *_unused):
     return tuple(None if t is None else g for t, g in zip(tensors, grads)) + (None, None, None)
 
 
-torch.library.register_autograd("smdim::mamba_inner_fwd", _backward, setup_context=_setup_context)
+register_autograd("smdim::mamba_inner_fwd", _backward, setup_context=_setup_context)

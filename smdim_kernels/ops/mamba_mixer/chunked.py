@@ -16,6 +16,7 @@ from ..mamba_inner.chain import Chain, ChainWeights, backward, empty, prepare, s
 from ..selective_scan.reference import compute_dtype
 from .layer import project as _project
 
+
 def _chunks(length, chunk_size):
     """[(index, lo, hi)] in scan order."""
     return [(index, lo, min(lo + chunk_size, length)) for index, lo in enumerate(range(0, length, chunk_size))]

@@ -34,6 +34,7 @@ from __future__ import annotations
 import torch
 
 from ...validation import FLOAT_DTYPES, check_float, check_same_device, check_shape, check_tensor
+from .._autograd import register_autograd
 from ..mamba_inner.chain import empty
 from ..selective_scan.constants import MAX_DSTATE
 from ..selective_scan.reference import compute_dtype
@@ -260,4 +261,4 @@ def _backward(ctx, dout, *_unused):
     return tuple(None if t is None else g for t, g in zip(tensors, grads)) + (None, None, None)
 
 
-torch.library.register_autograd("smdim::mamba_mixer_fwd", _backward, setup_context=_setup_context)
+register_autograd("smdim::mamba_mixer_fwd", _backward, setup_context=_setup_context)

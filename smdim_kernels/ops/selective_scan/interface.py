@@ -14,10 +14,10 @@ from __future__ import annotations
 import torch
 
 from ...backends import register_implementations, warn_reference
-from .constants import CHECKPOINT_CHUNK, MAX_DSTATE
 from ...validation import FLOAT_DTYPES, check_float, check_same_device, check_shape, check_tensor
+from .._autograd import register_autograd
+from .constants import CHECKPOINT_CHUNK, MAX_DSTATE
 from .reference import compute_dtype, selective_scan_ref
-
 
 _FWD_SCHEMA = (
     "(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D, Tensor? z, Tensor? delta_bias, "
@@ -204,7 +204,7 @@ def _backward(ctx, dout, dlast_state, _dcheckpoints):
             None, None, None)
 
 
-torch.library.register_autograd("smdim::selective_scan_fwd", _backward, setup_context=_setup_context)
+register_autograd("smdim::selective_scan_fwd", _backward, setup_context=_setup_context)
 
 
 # --- reference implementations: devices without a kernel, or a missing C++ build ------------
