@@ -58,36 +58,37 @@ def register_autograd(qualname: str, backward: Callable, setup_context: Callable
                 at += 1
         return parts[0] if single_output else tuple(parts)
 
-    class Formula(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, keyset, *args):
-            with torch._C._AutoDispatchBelowAutograd():
-                result = op.redispatch(keyset & torch._C._after_autograd_keyset, *args)
-            # The dispatcher drops trailing arguments equal to their defaults: setup_context sees them all.
-            non_differentiable = _recording_non_differentiable(ctx)
-            try:
-                setup_context(ctx=ctx, inputs=args + defaults[len(args):], output=result)
-            finally:
-                del ctx.mark_non_differentiable
-            flat = flatten(result)
-            # Undefined output gradients become zeros only for differentiable outputs (what backward
-            # formulas expect); torch's default would also fill zeros for every saved activation.
-            ctx.set_materialize_grads(False)
-            ctx.zeros_for = [None if id(t) in non_differentiable else (t.shape, t.dtype, t.device) for t in flat]
-            return flat
+    def formula_forward(ctx, keyset, *args):
+        with torch._C._AutoDispatchBelowAutograd():
+            result = op.redispatch(keyset & torch._C._after_autograd_keyset, *args)
+        # The dispatcher drops trailing arguments equal to their defaults: setup_context sees them all.
+        non_differentiable = _recording_non_differentiable(ctx)
+        try:
+            setup_context(ctx=ctx, inputs=args + defaults[len(args):], output=result)
+        finally:
+            del ctx.mark_non_differentiable
+        flat = flatten(result)
+        # Undefined output gradients become zeros only for differentiable outputs (what backward
+        # formulas expect); torch's default would also fill zeros for every saved activation.
+        ctx.set_materialize_grads(False)
+        ctx.zeros_for = [None if id(t) in non_differentiable else (t.shape, t.dtype, t.device) for t in flat]
+        return flat
 
-        @staticmethod
-        def backward(ctx, *grads):
-            grads = tuple(torch.zeros(like[0], dtype=like[1], device=like[2]) if g is None and like is not None
-                          else g for g, like in zip(grads, ctx.zeros_for))
-            needs_input_grad = ctx.needs_input_grad
-            try:
-                ctx.needs_input_grad = needs_input_grad[1:]  # without the keyset's
-                parts = regroup(grads)
-                result = backward(ctx, *((parts,) if single_output else parts))
-            finally:
-                ctx.needs_input_grad = needs_input_grad
-            return (None, *result) if isinstance(result, tuple) else (None, result)
+    def formula_backward(ctx, *grads):
+        grads = tuple(torch.zeros(like[0], dtype=like[1], device=like[2]) if g is None and like is not None
+                      else g for g, like in zip(grads, ctx.zeros_for))
+        needs_input_grad = ctx.needs_input_grad
+        try:
+            ctx.needs_input_grad = needs_input_grad[1:]  # without the keyset's
+            parts = regroup(grads)
+            result = backward(ctx, *((parts,) if single_output else parts))
+        finally:
+            ctx.needs_input_grad = needs_input_grad
+        return (None, *result) if isinstance(result, tuple) else (None, result)
+
+    # named after the op: profiles show "<op>_autograd" and "<op>_autogradBackward"
+    Formula = type(f"{name}_autograd", (torch.autograd.Function,),
+                   {"forward": staticmethod(formula_forward), "backward": staticmethod(formula_backward)})
 
     def autograd_kernel(keyset, *args):
         if torch.is_grad_enabled() and torch._C._any_requires_grad(*args):
@@ -99,7 +100,6 @@ def register_autograd(qualname: str, backward: Callable, setup_context: Callable
     library = torch.library.Library(namespace, "IMPL")
     library.impl(name, autograd_kernel, "Autograd", with_keyset=True)
     _LIBRARIES.append(library)
-
 
 
 def _recording_non_differentiable(ctx):
