@@ -32,7 +32,7 @@ def register_autograd(qualname: str, backward: Callable, setup_context: Callable
     schema = op._schema
     if any(arg.kwarg_only for arg in schema.arguments):
         raise ValueError(f"register_autograd: {qualname} has keyword-only arguments; this helper takes positional ones")
-    defaults = tuple(arg.default_value if arg.has_default_value() else None for arg in schema.arguments)
+    defaults = tuple(arg.default_value for arg in schema.arguments)  # None where there is none
     list_outputs = tuple(str(ret.type).startswith("List[") for ret in schema.returns)
     if sum(list_outputs) > 1:
         raise ValueError(f"register_autograd: {qualname} returns more than one Tensor[]; this helper takes one")
