@@ -40,13 +40,8 @@ at::ScalarType compute_type(const Tensor& x, const Tensor& weight) {
 
 // The kernels of the selected instruction set (common/isa.h).
 const ConvKernelTable& kernels() {
-  static const ConvKernelTable* table = [] {
-    const std::string& isa = selected_isa();
-    if (isa == "avx512") return &conv_kernels_avx512();
-    if (isa == "avx2") return &conv_kernels_avx2();
-    return &conv_kernels_generic();
-  }();
-  return *table;
+  static const ConvKernelTable& table = select_kernels(&conv_kernels_avx512, &conv_kernels_avx2, &conv_kernels_generic);
+  return table;
 }
 
 // Inputs in the compute dtype, contiguous; the bias zeros when absent.

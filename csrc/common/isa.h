@@ -30,4 +30,11 @@ inline const std::string& selected_isa() {
   return isa;
 }
 
+// One op's kernel table for the selected instruction set, from its three builds' accessors.
+template <typename Table>
+const Table& select_kernels(const Table& (*avx512)(), const Table& (*avx2)(), const Table& (*generic)()) {
+  const std::string& isa = selected_isa();
+  return isa == "avx512" ? avx512() : isa == "avx2" ? avx2() : generic();
+}
+
 }  // namespace smdim

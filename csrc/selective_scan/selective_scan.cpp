@@ -21,13 +21,8 @@ using OptTensor = std::optional<Tensor>;
 
 // The kernels of the selected instruction set (common/isa.h).
 const ScanKernelTable& kernels() {
-  static const ScanKernelTable* table = [] {
-    const std::string& isa = selected_isa();
-    if (isa == "avx512") return &scan_kernels_avx512();
-    if (isa == "avx2") return &scan_kernels_avx2();
-    return &scan_kernels_generic();
-  }();
-  return *table;
+  static const ScanKernelTable& table = select_kernels(&scan_kernels_avx512, &scan_kernels_avx2, &scan_kernels_generic);
+  return table;
 }
 
 bool is_variable(const Tensor& t) { return t.dim() >= 3; }

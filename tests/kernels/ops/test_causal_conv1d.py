@@ -22,7 +22,7 @@ def outputs_and_grads(fn, x, w, b, activation, reverse=False):
 
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("width", [1, 2, 3, 4])
-@pytest.mark.parametrize("length", [1, 3, 130])
+@pytest.mark.parametrize("length", [1, 3, 19, 20, 130])  # 19/20 at width 4: one AVX-512 vector inside, or one and a step
 @pytest.mark.parametrize("bias", [False, True])
 @pytest.mark.parametrize("activation", [None, "silu"])
 def test_matches_reference(width, length, bias, activation, reverse):
@@ -30,6 +30,20 @@ def test_matches_reference(width, length, bias, activation, reverse):
     out, grads = outputs_and_grads(causal_conv1d_fn, x, w, b, activation, reverse)
     ref, ref_grads = outputs_and_grads(causal_conv1d_ref, x, w, b, activation, reverse)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-5 * r.abs().max().item())
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_silu_saturates_like_the_reference(reverse):
+    """Pre-activations far out on both sides (the fused SiLU's exp clamps), values and gradients."""
+    x, w, b = make(length=67, seed=5)
+    with torch.no_grad():
+        x.mul_(60)
+    out, grads = outputs_and_grads(causal_conv1d_fn, x, w, b, "silu", reverse)
+    ref, ref_grads = outputs_and_grads(causal_conv1d_ref, x, w, b, "silu", reverse)
+    assert torch.isfinite(out).all() and all(torch.isfinite(g).all() for g in grads)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-4)
     for g, r in zip(grads, ref_grads):
         torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-5 * r.abs().max().item())
 
