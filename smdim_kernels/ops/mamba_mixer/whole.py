@@ -83,10 +83,14 @@ def backward_of(dout, hidden_states, in_proj, forward_branch, reverse_branch, ou
         grads.append(chain_backward(chain, branch, dy, None, delta_softplus, checkpoints, z=z, reverse=reverse))
         del chain
     forward_grads, reverse_grads = grads
-    dx, dz = forward_grads.x_in, forward_grads.z
-    if reverse_grads is not None:
-        dx, dz = dx + reverse_grads.x_in, dz + reverse_grads.z
-    dxz = torch.cat([dx, dz], dim=1)  # (batch, 2*d_inner, L): one GEMM for each in_proj gradient
+    # (batch, 2*d_inner, L): one GEMM for each in_proj gradient; the branches' sums written in place
+    d_inner = x.shape[1]
+    dxz = forward_grads.x_in.new_empty((x.shape[0], 2 * d_inner, x.shape[2]))
+    for half, name in ((dxz[:, :d_inner], "x_in"), (dxz[:, d_inner:], "z")):
+        if reverse_grads is None:
+            half.copy_(getattr(forward_grads, name))
+        else:
+            torch.add(getattr(forward_grads, name), getattr(reverse_grads, name), out=half)
     dhidden = batched_mm(dxz.transpose(1, 2), in_proj.weight)
     din_proj_weight = batched_weight_grad(dxz, hidden_states)
     din_proj_bias = None if in_proj.x_bias is None else dxz.sum((0, 2))
