@@ -23,7 +23,7 @@ REBUILD_HINT = (
     "unset SMDIM_SKIP_NATIVE if you set it)."
 )
 
-# Ops with their own kernels, and what their C++ CPU kernel is (the scan's alone picks an ISA at run time).
+# Ops with their own kernels, and what their C++ CPU kernel is (the scan and the conv pick an ISA at run time).
 KERNEL_OPS = {"selective_scan": "ISA-dispatched SIMD", "causal_conv1d": "ISA-dispatched SIMD, SiLU fused",
               "add_norm": "compiler-vectorised"}
 COMPOSITE_OPS = ("mamba_inner", "mamba_mixer")  # causal_conv1d + selective_scan + GEMMs
