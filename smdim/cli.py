@@ -229,6 +229,10 @@ def build_parser():
     p.add_argument("--preset", help="model size of both models (default tiny)")
     p.add_argument("--n", type=positive_int, help="evaluated pieces per model (default 48)")
     p.add_argument("--steps", type=positive_int, help="denoising steps of the main table (default 32)")
+    p.add_argument("--slice", type=non_negative_float, metavar="SECONDS",
+                   help="the two models of a cell train in alternating turns of this many seconds, in ABBA order, so "
+                        "that a change in the machine's speed during the cell hits both alike (default 60; 0: one "
+                        "model after the other; a rerun: the stored value)")
     p.add_argument("--cache-dir")
     _add_device_arg(p)
 

@@ -305,16 +305,14 @@ def run_study(args):
 
     stored = Path(args.out) / "study_config.json"
     if stored.exists():
-        data = json.loads(stored.read_text())
-        data.pop("format", None)
-        config = StudyConfig(**{k: tuple(v) if isinstance(v, list) and k != "cells" else v for k, v in data.items()})
+        config = StudyConfig.from_dict(json.loads(stored.read_text()))
     else:
         config = StudyConfig.quick() if args.quick else StudyConfig()
     if args.cells:
         config.cells = [f"{cell.name}:{cell.budget:g}" for cell in (parse_cell(c, args.budget) for c in args.cells)]
-    for name in ("preset", "n", "steps"):
+    for name, field in (("preset", "preset"), ("n", "n"), ("steps", "steps"), ("slice", "slice_s")):
         if getattr(args, name) is not None:
-            setattr(config, name, getattr(args, name))
+            setattr(config, field, getattr(args, name))
     path = run_study(args.out, config, cache_dir=args.cache_dir, device=resolve_device(args.device))
     print(f"wrote {path}")
 

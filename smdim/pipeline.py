@@ -129,14 +129,16 @@ def auto_batch_size(seq_len: int) -> int:
 
 
 def train_model(corpus: Optional[Corpus], out, *, resume=False, overwrite=False, progress=True, device=None,
-                data=None, layout="auto", cache_dir=None, log: Callable[[str], None] = print, **settings):
+                data=None, layout="auto", cache_dir=None, log: Callable[[str], None] = print,
+                pause_at: Optional[float] = None, **settings):
     """Train (or, with resume=True, continue) the run in folder `out`; returns (trainer, result).
 
     settings: any of TRAIN_DEFAULTS (None or absent = the default for a new run, the recorded
     value for a resumed one). A new run refuses a folder that already holds a checkpoint unless
     overwrite=True. A resumed run uses its recorded model config, training length and data split,
     reading the recorded source (or `data`, which must name the same source; with `layout` and
-    `cache_dir`) with the recorded tokenizer when corpus is None; it may change only RESUME_MAY_CHANGE."""
+    `cache_dir`) with the recorded tokenizer when corpus is None; it may change only RESUME_MAY_CHANGE.
+    pause_at: stop (with a checkpoint) at this many trained seconds (`Trainer.train`)."""
     from .data import TokenDataset
     from .tokenizer import tokenizer_from_dict, tokenizer_to_dict
     from .train import TrainConfig, Trainer, init_distributed
@@ -209,7 +211,7 @@ def train_model(corpus: Optional[Corpus], out, *, resume=False, overwrite=False,
         kind = "transformer" if config.block == "transformer" else "smdim"
         log(f"training {kind} ({trainer.model.num_parameters() / 1e6:.2f} M parameters) on {len(train_set)} windows "
             f"of {seq_len} tokens ({len(corpus.splits['train'])} pieces of {corpus.source}); run folder {out}")
-    return trainer, trainer.train()
+    return trainer, trainer.train(pause_at=pause_at)
 
 
 # --------------------------------------------------------------------------------------------

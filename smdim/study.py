@@ -6,8 +6,9 @@
 
 A cell is ``corpus@length[:budget]``. For each cell SMDIM and the parameter-matched transformer
 baseline are trained for the same budget (seconds on the "cpu" clock: this process's CPU seconds
-per thread, fair between runs even when other work shares the machine), one after the other,
-then evaluated together (`smdim.evaluation.evaluate`: the published framewise OA protocol and
+per thread, fair between runs even when other work shares the machine), in alternating turns of
+a minute (ABBA order, so that the machine's drift in speed over the hour hits both alike), then
+evaluated together (`smdim.evaluation.evaluate`: the published framewise OA protocol and
 ours, attribute OA, NLL bits/token, invalid-token and copy rates, real-vs-real ceilings, paired
 SMDIM − transformer intervals), sampled at several step counts and both unmasking orders (quality
 vs denoiser calls), and, for long cells, scored quarter by quarter at the training length and at
@@ -41,6 +42,8 @@ QUICK_CELLS = ("han@128:20", "bach@512:20")
 STUDY_FORMAT = 1
 #: unmasking orders compared: ancestral, confidence-ordered, and confidence-ordered with bar lines first
 ORDERS = ("random", "confidence", "anchors")
+#: what a study stored before a setting existed ran with (slice_s: the models trained one after the other)
+LEGACY_SETTINGS = {"slice_s": 0.0}
 
 
 def order_kwargs(order: str, tok) -> dict:
@@ -102,13 +105,20 @@ class StudyConfig:
     n_boot: int = 200
     seed: int = 0
     clock: str = "cpu"
+    slice_s: float = 60.0                # the two models train in alternating turns of this many seconds (0: not)
     lr: float = 1e-3
     warmup: int = 100
 
     @classmethod
     def quick(cls) -> "StudyConfig":
         return cls(cells=list(QUICK_CELLS), n=8, curve_steps=(4, 8), curve_n=4, drift_min_len=512, drift_n=4,
-                   n_boot=20, warmup=10)
+                   n_boot=20, warmup=10, slice_s=10.0)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "StudyConfig":
+        """A stored config (study_config.json); settings it predates get the value they had then."""
+        data = dict(LEGACY_SETTINGS, **{k: v for k, v in data.items() if k != "format"})
+        return cls(**{k: tuple(v) if isinstance(v, list) and k != "cells" else v for k, v in data.items()})
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -165,7 +175,7 @@ class Study:
                 raise UserError(f"--out {self.out} is not empty and holds no study; choose another folder")
             _write_json(path, mine)
             return
-        differ = [k for k in mine if k != "cells" and stored.get(k) != mine[k]]
+        differ = [k for k in mine if k != "cells" and stored.get(k, LEGACY_SETTINGS.get(k)) != mine[k]]
         if differ:
             raise UserError(f"--out {self.out} holds a study with other settings ({', '.join(differ)}); rerun it "
                             "with its own settings (smdim study --out DIR continues it) or choose another folder")
@@ -191,28 +201,24 @@ class Study:
     def run_cell(self, cell: Cell) -> None:
         folder = self.cell_dir(cell)
         corpus = None
-        for label, kind in MODELS:
-            run_dir = folder / kind
-            if (run_dir / FINAL).exists():
-                continue
-            state = load_checkpoint(run_dir / "checkpoint.pt") if (run_dir / "checkpoint.pt").exists() else None
-            if state is not None and float(state.get("seconds", 0.0)) >= cell.budget:
-                finish_run(run_dir)
-                continue
-            if state is None and corpus is None:
+        while (turn := self._next_turn(cell)) is not None:
+            label, kind, step, pause_at = turn
+            if corpus is None:
                 corpus = load_data(cell.corpus, cache_dir=self.cache_dir, seed=self.config.seed)
-            self.log(f"[study] {cell.name}: training {label} for {cell.budget:.0f} s ({self.config.clock} clock)"
-                     + (f", resuming at step {state['step']}" if state is not None else ""))
-            _, result = train_model(corpus if state is None else None, run_dir, resume=state is not None,
-                                    progress=self.progress, device=self.device, cache_dir=self.cache_dir,
-                                    log=self.log, preset=self.config.preset, model=kind, seq_len=cell.seq_len,
-                                    steps=10**8, lr=self.config.lr, warmup=self.config.warmup,
-                                    time_budget=cell.budget, eval_every=_eval_every(cell.seq_len),
-                                    seed=self.config.seed, clock=self.config.clock)
+            until = f"{pause_at:g} of {cell.budget:g} s" if pause_at is not None else f"{cell.budget:g} s"
+            self.log(f"[study] {cell.name}: training {label} to {until} ({self.config.clock} clock)"
+                     + (f", resuming at step {step}" if step is not None else ""))
+            _, result = train_model(corpus, folder / kind, resume=step is not None, progress=self.progress,
+                                    device=self.device, cache_dir=self.cache_dir, log=self.log, pause_at=pause_at,
+                                    preset=self.config.preset, model=kind, seq_len=cell.seq_len, steps=10**8,
+                                    lr=self.config.lr, warmup=self.config.warmup, time_budget=cell.budget,
+                                    eval_every=_eval_every(cell.seq_len), seed=self.config.seed,
+                                    clock=self.config.clock)
             if result.interrupted:
                 raise KeyboardInterrupt
-            finish_run(run_dir)
-            self.write_report()
+            if not result.paused:
+                finish_run(folder / kind)
+                self.write_report()
         stages = (("evaluation", self.evaluate_cell), ("curve", self.curve_cell))
         if cell.seq_len >= self.config.drift_min_len:
             stages += (("drift", self.drift_cell),)
@@ -231,6 +237,35 @@ class Study:
             data["format"] = STAGE_FORMATS.get(stage, 1)
             _write_json(path, data)
             self.write_report()
+
+    def _next_turn(self, cell: Cell):
+        """Which run of the cell trains next: (label, kind, its step or None when new, pause_at or
+        None); None when both are finished. With slice_s > 0 the two models take turns of slice_s
+        seconds in ABBA order (SMDIM, transformer, transformer, SMDIM, ...), so that a drift of the
+        machine's speed over the cell's hour hits both alike; slice_s = 0 trains one after the other.
+        Read from the runs' checkpoints only, so an interrupted study resumes in the same order."""
+        slice_s = self.config.slice_s
+        waiting = []
+        for index, (label, kind) in enumerate(MODELS):
+            run_dir = self.cell_dir(cell) / kind
+            if (run_dir / FINAL).exists():
+                continue
+            path = run_dir / "checkpoint.pt"
+            state = load_checkpoint(path) if path.exists() else None
+            seconds = float(state.get("seconds", 0.0)) if state is not None else 0.0
+            if seconds >= cell.budget:
+                finish_run(run_dir)
+                continue
+            turns = int(seconds // slice_s) if slice_s > 0 else 0
+            waiting.append((turns, index, label, kind, None if state is None else int(state["step"])))
+            del state
+        if not waiting:
+            return None
+        turns = min(w[0] for w in waiting)
+        due = [w for w in waiting if w[0] == turns]
+        _, _, label, kind, step = (min if turns % 2 == 0 else max)(due, key=lambda w: w[1])
+        pause_at = (turns + 1) * slice_s if slice_s > 0 and (turns + 1) * slice_s < cell.budget else None
+        return label, kind, step, pause_at
 
     def _load_cell(self, cell: Cell):
         runs = {label: load_run(self.cell_dir(cell) / kind / FINAL, device=self.device) for label, kind in MODELS}

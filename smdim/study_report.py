@@ -303,6 +303,15 @@ def _plots(data, folder: Path) -> List[str]:
     return made
 
 
+def _turns(config) -> str:
+    """How the two models of a cell shared the machine."""
+    slice_s = getattr(config, "slice_s", 0.0)
+    if not slice_s:
+        return "one model after the other"
+    return (f"the two in alternating turns of {slice_s:g} s (SMDIM, transformer, transformer, SMDIM, ...: a change "
+            "in the machine's speed hits both alike)")
+
+
 def write_study_report(out: Path, config, cells) -> Path:
     """Write OUT/study.md, OUT/study.json and the plots; returns the path of study.md."""
     out = Path(out)
@@ -311,9 +320,9 @@ def write_study_report(out: Path, config, cells) -> Path:
     cell_args = " ".join(f"{c.name}:{c.budget:g}" for c in cells)
     lines = ["# SMDIM vs the transformer baseline: the quality table, measured here", "",
              f"This report was written on: {describe()}. Model preset: {config.preset} (both models; "
-             "parameter-matched). Each model of a "
-             f"cell trains for the cell's budget on the {config.clock} clock, then both are evaluated with {config.n} "
-             f"pieces per model, {config.steps} denoising steps, {config.n_boot} bootstrap replicates (seed "
+             "parameter-matched). Each model of a cell trains for the cell's budget on the "
+             f"{config.clock} clock, {_turns(config)}, then both are evaluated with {config.n} pieces per model, "
+             f"{config.steps} denoising steps, {config.n_boot} bootstrap replicates (seed "
              f"{config.seed}).", "",
              f"Command: `smdim study --out {out} --cells {cell_args}` (rerun it to continue an interrupted study).", ""]
     lines += _machine_lines(data)

@@ -203,6 +203,7 @@ class TrainResult:
     history: List[Dict[str, float]] = field(default_factory=list)
     checkpoint: Optional[Path] = None
     interrupted: bool = False
+    paused: bool = False    # stopped at `pause_at` (checkpoint saved) before the end of the run
 
 
 class _Progress:
@@ -406,14 +407,17 @@ class Trainer:
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item())
 
-    def train(self) -> TrainResult:
+    def train(self, pause_at: Optional[float] = None) -> TrainResult:
         """Train until `steps` or the time budget (counted over resumes); checkpoints every
         `checkpoint_every` steps, every `checkpoint_every_s` seconds and at the end. Ctrl-C or
-        SIGTERM saves a checkpoint and returns with `interrupted`."""
+        SIGTERM saves a checkpoint and returns with `interrupted`. pause_at: also stop, with a
+        checkpoint, once this many seconds (on the run's clock, over resumes) are trained, and return
+        with `paused` - a run resumed from there trains on exactly as if it had not stopped (the
+        schedules still end at `steps` / the time budget)."""
         c = self.config
         self.model.train()
         bar = _Progress(c, self.step, enabled=self.progress)
-        tokens_seen, interrupted, last_saved = 0, False, None
+        tokens_seen, interrupted, paused, last_saved = 0, False, False, None
         first_step = self.step
         last_tick = clock_seconds(c.clock)
         saved_at = started_at = self.seconds
@@ -449,11 +453,15 @@ class Trainer:
                                   f"valid (EMA) {valid:.3f} bits/token")
                 self.history.append(record)
                 due = self._agree(c.checkpoint_every_s is not None and self.seconds - saved_at >= c.checkpoint_every_s)
-                if self.step % c.checkpoint_every == 0 or self.step == c.steps or out_of_time or due:
+                paused = (not out_of_time and self.step < c.steps
+                          and self._agree(pause_at is not None and self.seconds >= pause_at))
+                if self.step % c.checkpoint_every == 0 or self.step == c.steps or out_of_time or due or paused:
                     last_saved = self.save()
                     saved_at = self.seconds
                 if out_of_time:
                     bar.write(f"time budget of {c.time_budget_s:.0f} s reached at step {self.step}")
+                    break
+                if paused:
                     break
         except KeyboardInterrupt:
             interrupted = True
@@ -464,7 +472,8 @@ class Trainer:
         finally:
             restore_sigterm()
             bar.close()
-        return TrainResult(step=self.step, history=self.history, checkpoint=last_saved, interrupted=interrupted)
+        return TrainResult(step=self.step, history=self.history, checkpoint=last_saved, interrupted=interrupted,
+                           paused=paused)
 
 
 def _sigterm_as_interrupt() -> Callable[[], None]:

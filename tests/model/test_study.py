@@ -3,6 +3,7 @@ import json
 
 import pytest
 
+from smdim.checkpoint import load_checkpoint
 from smdim.cli import main
 from smdim.pipeline import UserError
 from smdim.study import FINAL, Study, StudyConfig, parse_cell, steps_matched
@@ -78,6 +79,40 @@ def test_an_interrupted_study_resumes_and_keeps_finished_stages(tmp_path, monkey
     assert (cell / "curve.json").stat().st_mtime_ns == curve_written
 
 
+class TrainingDone(Exception):
+    pass
+
+
+def test_the_two_models_train_in_alternating_turns(tmp_path, monkeypatch):
+    """slice_s: turns in ABBA order, each run paused and resumed at whole turns, both finished at the
+    budget; the report says how they shared the machine."""
+    ticks = {"s": 0.0}
+
+    def clock(kind):  # each reading 1/8 s later: steps of 0.125 s, turns of 2 steps, budgets of 8
+        ticks["s"] += 0.125
+        return ticks["s"]
+
+    def stop(self, *args):
+        raise TrainingDone
+
+    monkeypatch.setattr("smdim.train.clock_seconds", clock)
+    monkeypatch.setattr(Study, "evaluate_cell", stop)
+    config = tiny_config()
+    config.slice_s = 0.25
+    lines = []
+    with pytest.raises(TrainingDone):
+        Study(tmp_path / "study", config, progress=False, log=lines.append).run()
+    turns = [line.split(": training ")[1] for line in lines if line.startswith("[study] han@32: training")]
+    order = [t.split(" ")[0] for t in turns]
+    assert order == ["SMDIM", "transformer", "transformer", "SMDIM", "SMDIM", "transformer", "transformer", "SMDIM"]
+    assert turns[0].startswith("SMDIM to 0.25 of 1 s") and "resuming at step 2" in turns[3]
+    assert turns[-1].startswith("SMDIM to 1 s") and "resuming at step 6" in turns[-1]
+    for kind in ("smdim", "transformer"):
+        final = load_checkpoint(tmp_path / "study" / "han@32" / kind / FINAL)
+        assert final["step"] == 8 and final["seconds"] == 1.0
+    assert "alternating turns of 0.25 s" in (tmp_path / "study" / "study.md").read_text()
+
+
 def test_a_study_folder_keeps_its_settings(tmp_path):
     out = tmp_path / "study"
     Study(out, tiny_config(), progress=False).check_folder()
@@ -89,6 +124,17 @@ def test_a_study_folder_keeps_its_settings(tmp_path):
     longer.cells = ["han@32:5"]
     with pytest.raises(UserError, match="budget cannot change"):
         Study(out, longer, progress=False).check_folder()
+    # a study stored before turns existed trained one model after the other, and goes on so
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    stored = dict(tiny_config().to_dict(), format=1)
+    del stored["slice_s"]
+    (legacy / "study_config.json").write_text(json.dumps(stored))
+    again = StudyConfig.from_dict(json.loads((legacy / "study_config.json").read_text()))
+    assert again.slice_s == 0 and again.curve_steps == (2,)
+    Study(legacy, again, progress=False).check_folder()
+    with pytest.raises(UserError, match="other settings"):
+        Study(legacy, tiny_config(), progress=False).check_folder()
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "file").write_text("x")
     with pytest.raises(UserError, match="not empty"):

@@ -194,6 +194,38 @@ def test_corrupt_or_foreign_checkpoints_are_reported(tmp_path):
         load_checkpoint(tmp_path / "missing.pt")
 
 
+def test_two_runs_taking_turns_train_as_if_each_ran_alone(tmp_path, monkeypatch):
+    """The study's turns: two runs paused at `pause_at` and resumed by fresh trainers in one process,
+    alternately, end exactly like each run trained straight through (the data order and the RNG
+    states, global ones included, travel in the checkpoint)."""
+    ticks = {"n": 0.0}
+
+    def clock(kind):  # every reading one second later: steps of one second each
+        ticks["n"] += 1.0
+        return ticks["n"]
+
+    monkeypatch.setattr("smdim.train.clock_seconds", clock)
+    straight = {}
+    for seed in (5, 6):  # one after the other: a trainer's init seeds torch's global RNG, which the crops use
+        straight[seed] = make_trainer(tmp_path / f"straight{seed}", seed=seed)
+        straight[seed].train()
+    turns, last = [], {}
+    for pause_at in (2, 2, 4, 4, None, None):
+        seed = 5 if len(turns) % 4 in (0, 3) else 6   # ABBA
+        trainer = make_trainer(tmp_path / f"turns{seed}", seed=seed)
+        if (tmp_path / f"turns{seed}" / "checkpoint.pt").exists():
+            trainer.resume()
+        result = trainer.train(pause_at=pause_at)
+        turns.append((seed, result.step, result.paused))
+        last[seed] = trainer
+    assert turns == [(5, 2, True), (6, 2, True), (6, 4, True), (5, 4, True), (5, 6, False), (6, 6, False)]
+    for seed, trainer in last.items():
+        for (name, a), b in zip(straight[seed].model.state_dict().items(), trainer.model.state_dict().values()):
+            assert torch.equal(a, b), (seed, name)
+        assert [r["loss_bits"] for r in straight[seed].history] == [r["loss_bits"] for r in trainer.history]
+        assert load_checkpoint(tmp_path / f"turns{seed}" / "checkpoint.pt")["step"] == 6
+
+
 def test_keyboard_interrupt_saves_a_checkpoint(tmp_path, monkeypatch):
     trainer = make_trainer(tmp_path, steps=50, checkpoint_every=100)
     interrupt_at_batch(trainer, 4, monkeypatch)
