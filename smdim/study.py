@@ -35,6 +35,7 @@ from .checkpoint import ema_weights, load_checkpoint
 from .evaluation import oa_scores, reference_windows, sample_like
 from .files import atomic_write
 from .pipeline import UserError, corpus_of_record, load_data, load_run, train_model
+from .train import next_turn
 
 MODELS = (("SMDIM", "smdim"), ("transformer", "transformer"))
 DEFAULT_CELLS = ("han@256:600", "bach@1024:1200", "palestrina@2048:1800", "palestrina@4096:1800")
@@ -241,31 +242,26 @@ class Study:
     def _next_turn(self, cell: Cell):
         """Which run of the cell trains next: (label, kind, its step or None when new, pause_at or
         None); None when both are finished. With slice_s > 0 the two models take turns of slice_s
-        seconds in ABBA order (SMDIM, transformer, transformer, SMDIM, ...), so that a drift of the
+        seconds (`next_turn`: SMDIM, transformer, transformer, SMDIM, ...), so that a drift of the
         machine's speed over the cell's hour hits both alike; slice_s = 0 trains one after the other.
-        Read from the runs' checkpoints only, so an interrupted study resumes in the same order."""
-        slice_s = self.config.slice_s
-        waiting = []
-        for index, (label, kind) in enumerate(MODELS):
+        Read from the runs' checkpoints, so an interrupted study resumes in the same order."""
+        trained, steps = [], []
+        for _, kind in MODELS:
             run_dir = self.cell_dir(cell) / kind
-            if (run_dir / FINAL).exists():
-                continue
             path = run_dir / "checkpoint.pt"
-            state = load_checkpoint(path) if path.exists() else None
+            state = None if (run_dir / FINAL).exists() or not path.exists() else load_checkpoint(path)
             seconds = float(state.get("seconds", 0.0)) if state is not None else 0.0
-            if seconds >= cell.budget:
+            if state is not None and seconds >= cell.budget:
                 finish_run(run_dir)
-                continue
-            turns = int(seconds // slice_s) if slice_s > 0 else 0
-            waiting.append((turns, index, label, kind, None if state is None else int(state["step"])))
+            done = (run_dir / FINAL).exists()
+            trained.append(None if done else seconds)
+            steps.append(None if state is None else int(state["step"]))
             del state
-        if not waiting:
+        turn = next_turn(trained, cell.budget, self.config.slice_s)
+        if turn is None:
             return None
-        turns = min(w[0] for w in waiting)
-        due = [w for w in waiting if w[0] == turns]
-        _, _, label, kind, step = (min if turns % 2 == 0 else max)(due, key=lambda w: w[1])
-        pause_at = (turns + 1) * slice_s if slice_s > 0 and (turns + 1) * slice_s < cell.budget else None
-        return label, kind, step, pause_at
+        index, pause_at = turn
+        return MODELS[index][0], MODELS[index][1], steps[index], pause_at
 
     def _load_cell(self, cell: Cell):
         runs = {label: load_run(self.cell_dir(cell) / kind / FINAL, device=self.device) for label, kind in MODELS}

@@ -19,7 +19,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 import torch.distributed as dist
@@ -90,6 +90,25 @@ def lr_factor(step, config: TrainConfig, seconds: Optional[float] = None):
         progress = max(progress, seconds / config.time_budget_s if config.time_budget_s > 0 else 1.0)
     progress = min(1.0, progress)
     return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def next_turn(trained: Sequence[Optional[float]], budget: float, slice_s: float):
+    """Which of several runs sharing one machine trains next, and until when: (index, pause_at), with
+    pause_at None for "to the end of the budget"; None when every run is done.
+
+    trained: seconds each run has trained so far (None: finished). The runs take turns of slice_s
+    seconds, in forward order in even rounds and backward in odd ones (two runs: A B B A A B ...),
+    so that a drift of the machine's speed hits them alike (a linear one cancels over each pair of
+    rounds); slice_s = 0 trains one after the other. Computed from the seconds alone, so runs resumed
+    from their checkpoints take the same turns."""
+    waiting = [(int(s // slice_s) if slice_s > 0 else 0, i) for i, s in enumerate(trained)
+               if s is not None and s < budget]
+    if not waiting:
+        return None
+    rounds = min(r for r, _ in waiting)
+    due = [i for r, i in waiting if r == rounds]
+    end = (rounds + 1) * slice_s
+    return due[0] if rounds % 2 == 0 else due[-1], (end if slice_s > 0 and end < budget else None)
 
 
 def ema_multi_avg_fn(decay):

@@ -185,11 +185,16 @@ def test_bad_midi_is_a_user_error(checkpoint, tmp_path, capsys):
     assert "cannot read" in capsys.readouterr().err
 
 
-def test_demo_end_to_end(tmp_path, cache_dir):
+def test_demo_end_to_end(tmp_path, cache_dir, capsys):
     out = tmp_path / "demo"
     assert main(["--threads", "1", "demo", "--out", str(out), "--time-budget", "4", "--n", "4",
                  "--cache-dir", cache_dir]) == 0
+    # the two models took turns (8 each of 0.25 s, fewer when a step overran a turn), SMDIM first
+    turns = [line.split()[2] for line in capsys.readouterr().out.splitlines() if line.startswith("[demo] training ")
+             and " to " in line]
+    assert turns[:2] == ["SMDIM-tiny", "transformer-tiny"] and min(map(turns.count, set(turns))) >= 2
     report = (out / "report.md").read_text()
+    assert "alternating turns of 0.25 s" in report
     assert "SMDIM-tiny" in report and "transformer-tiny" in report and "real vs real" in report
     assert (out / "training_curves.png").is_file()
     assert len(_midi_files(out / "generated")) == 4 and len(list((out / "generated").glob("*.png"))) == 4

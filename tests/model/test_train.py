@@ -12,7 +12,7 @@ import torch
 from smdim.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from smdim.model import SMDIMConfig
 from smdim.checkpoint import load_model
-from smdim.train import EpochBatches, TrainConfig, Trainer, lr_factor, make_optimizer
+from smdim.train import EpochBatches, TrainConfig, Trainer, lr_factor, make_optimizer, next_turn
 
 VOCAB, PAD, MASK = 40, 0, 1
 
@@ -224,6 +224,19 @@ def test_two_runs_taking_turns_train_as_if_each_ran_alone(tmp_path, monkeypatch)
             assert torch.equal(a, b), (seed, name)
         assert [r["loss_bits"] for r in straight[seed].history] == [r["loss_bits"] for r in trainer.history]
         assert load_checkpoint(tmp_path / f"turns{seed}" / "checkpoint.pt")["step"] == 6
+
+
+def test_next_turn_alternates_abba_and_ends_at_the_budget():
+    order, trained = [], [0.0, 0.0]
+    while (turn := next_turn(trained, 10.0, 3.0)) is not None:
+        index, pause_at = turn
+        order.append((index, pause_at))
+        trained[index] = None if pause_at is None else pause_at + 0.1   # a turn overruns by part of a step
+    assert order == [(0, 3.0), (1, 3.0), (1, 6.0), (0, 6.0), (0, 9.0), (1, 9.0), (1, None), (0, None)]
+    assert next_turn([0.0, 0.0], 10.0, 0.0) == (0, None)        # no turns: one after the other
+    assert next_turn([None, 4.0], 10.0, 0.0) == (1, None)
+    assert next_turn([7.9, 2.0], 10.0, 3.0) == (1, 3.0)         # a run behind (an overrun turn) catches up first
+    assert next_turn([None, 10.0], 10.0, 3.0) is None
 
 
 def test_keyboard_interrupt_saves_a_checkpoint(tmp_path, monkeypatch):
