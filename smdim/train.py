@@ -228,16 +228,17 @@ class TrainResult:
 class _Progress:
     """The training bar: steps out of `steps`, or, for a time-budgeted run that will not reach
     its step count, seconds out of the budget (with the step in the postfix), so the bar and its
-    time-left estimate show when the run really ends."""
+    time-left estimate show when the run really ends. A resumed run's bar starts where it stopped
+    (`step`, or `seconds` of the budget)."""
 
-    def __init__(self, config: TrainConfig, step: int, enabled: bool):
+    def __init__(self, config: TrainConfig, step: int, enabled: bool, seconds: float = 0.0):
         # On a terminal the bar redraws often; in a log file one line every 30 s is plenty.
         interval = 0.5 if sys.stderr.isatty() else 30.0
         self.by_time = config.time_budget_s is not None
         self.steps = config.steps
         if self.by_time:
-            self.bar = tqdm(total=float(config.time_budget_s), desc="training (time budget)", unit="s",
-                            disable=not enabled, mininterval=interval,
+            self.bar = tqdm(total=float(config.time_budget_s), initial=min(seconds, config.time_budget_s),
+                            desc="training (time budget)", unit="s", disable=not enabled, mininterval=interval,
                             bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s "
                                        "[{elapsed}<{remaining}{postfix}]")
         else:
@@ -435,7 +436,7 @@ class Trainer:
         schedules still end at `steps` / the time budget)."""
         c = self.config
         self.model.train()
-        bar = _Progress(c, self.step, enabled=self.progress)
+        bar = _Progress(c, self.step, enabled=self.progress, seconds=self.seconds)
         tokens_seen, interrupted, paused, last_saved = 0, False, False, None
         first_step = self.step
         last_tick = clock_seconds(c.clock)

@@ -420,6 +420,11 @@ def test_a_time_budgeted_run_shows_progress_against_its_budget(capsys):
     bar.close()
     err = capsys.readouterr().err
     assert "240/240 s" in err and "step=18/100000" in err and "100000 step" not in err.replace("step=18/100000", "")
+    resumed = _Progress(TrainConfig(steps=100_000, time_budget_s=240.0), 17, enabled=True, seconds=60.0)
+    assert resumed.bar.n == 60.0                    # a resumed run's bar starts where it stopped
+    resumed.advance(18, 90.0)
+    assert resumed.bar.n == 90.0
+    resumed.close()
     steps = _Progress(TrainConfig(steps=50), 10, enabled=True)
     steps.advance(11, 1.0)
     assert steps.bar.total == 50 and steps.bar.n == 11
