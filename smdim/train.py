@@ -473,8 +473,9 @@ class Trainer:
                                   f"valid (EMA) {valid:.3f} bits/token")
                 self.history.append(record)
                 due = self._agree(c.checkpoint_every_s is not None and self.seconds - saved_at >= c.checkpoint_every_s)
-                paused = (not out_of_time and self.step < c.steps
-                          and self._agree(pause_at is not None and self.seconds >= pause_at))
+                # pause_at is the same on every rank: no collective on steps of a run that never pauses
+                paused = (pause_at is not None and not out_of_time and self.step < c.steps
+                          and self._agree(self.seconds >= pause_at))
                 if self.step % c.checkpoint_every == 0 or self.step == c.steps or out_of_time or due or paused:
                     last_saved = self.save()
                     saved_at = self.seconds
