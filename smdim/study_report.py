@@ -50,8 +50,32 @@ def _verdict(diff, lower_is_better: bool) -> str:
     return "SMDIM better" if better else ("SMDIM worse" if worse else "no clear difference")
 
 
-def collect(out: Path, cells) -> Dict[str, dict]:
-    """{cell name: {"cell": ..., "training": {...}, "evaluation"/"curve"/"drift": stage data or None}}."""
+def turn_rates(history, slice_s: float) -> List[Optional[float]]:
+    """Steps per second of each turn of a run trained in turns of slice_s seconds, from its per-step
+    records (cumulative "seconds" on the run's clock): a step belongs to the turn in which it began;
+    None for a turn a long step skipped."""
+    if not slice_s:
+        return []
+    steps: Dict[int, int] = {}
+    seconds: Dict[int, float] = {}
+    before = 0.0
+    for record in history:
+        turn = int(before // slice_s)
+        steps[turn] = steps.get(turn, 0) + 1
+        seconds[turn] = seconds.get(turn, 0.0) + record["seconds"] - before
+        before = record["seconds"]
+    return [steps[t] / seconds[t] if seconds.get(t, 0.0) > 0 else None for t in range(max(steps, default=-1) + 1)]
+
+
+def step_time_ratios(smdim_rates, transformer_rates) -> List[float]:
+    """SMDIM's step time over the transformer's, turn by turn (turn i of both runs ran back to back,
+    so each ratio compares the models on the same state of the machine)."""
+    return [t / s for s, t in zip(smdim_rates, transformer_rates) if s and t]
+
+
+def collect(out: Path, cells, slice_s: float = 0.0) -> Dict[str, dict]:
+    """{cell name: {"cell": ..., "training": {...}, "evaluation"/"curve"/"drift": stage data or None}};
+    slice_s: the study's turns (each run's steps per second per turn are kept)."""
     from .checkpoint import load_checkpoint
 
     data = {}
@@ -64,7 +88,8 @@ def collect(out: Path, cells) -> Dict[str, dict]:
                 if path.exists():
                     state = load_checkpoint(path)
                     entry["training"][kind] = {"steps": state["step"], "seconds": state.get("seconds", 0.0),
-                                               "done": name == "final.pt", "machines": state.get("machines")}
+                                               "done": name == "final.pt", "machines": state.get("machines"),
+                                               "turn_rates": turn_rates(state.get("history", []), slice_s)}
                     break
         for stage in ("evaluation", "curve", "drift"):
             entry[stage] = _read(folder / f"{stage}.json")
@@ -86,6 +111,17 @@ def _machine_lines(data) -> List[str]:
             if lines else [])
 
 
+def _ratio_range(training) -> str:
+    """Median (min–max) of the per-turn step-time ratios; "—" for runs not trained in turns."""
+    ratios = sorted(step_time_ratios(*(training.get(kind, {}).get("turn_rates", []) for kind in
+                                       ("smdim", "transformer"))))
+    if not ratios:
+        return "—"
+    mid = len(ratios) // 2
+    median = ratios[mid] if len(ratios) % 2 else (ratios[mid - 1] + ratios[mid]) / 2
+    return f"{median:.2f} ({ratios[0]:.2f}–{ratios[-1]:.2f}, {len(ratios)} turns)"
+
+
 def _summary_tables(data) -> List[str]:
     rows_main, rows_fw, rows_rates, pending = {}, {}, {}, []
     for name, entry in data.items():
@@ -102,6 +138,7 @@ def _summary_tables(data) -> List[str]:
         rows_main[name] = {
             "budget s (each)": f"{entry['budget']:.0f}",
             "steps SMDIM / transformer": f"{tr['SMDIM']['steps']} / {tr['transformer']['steps']}",
+            "step time SMDIM / transformer, per turn": _ratio_range(entry["training"]),
             "NLL SMDIM": _fmt(t[NLL_ROW].get("SMDIM")), "NLL transformer": _fmt(t[NLL_ROW].get("transformer")),
             "NLL paired diff": _fmt(t[NLL_ROW].get(diff)), "NLL reading": _verdict(t[NLL_ROW].get(diff), True),
             "valid NLL at equal steps": (f"{sm.get('SMDIM', float('nan')):.3f} / "
@@ -130,7 +167,9 @@ def _summary_tables(data) -> List[str]:
                   "masks); a reading says 'better'/'worse' only when that 95 % interval excludes 0. 'valid NLL at "
                   "equal steps': "
                   "each model's validation NLL (EMA weights, during training) at the step count both reached, "
-                  "interpolated between logged points — a steps-matched reading, not the test protocol.", "",
+                  "interpolated between logged points — a steps-matched reading, not the test protocol. 'step time "
+                  "per turn': SMDIM's seconds per step over the transformer's in each pair of back-to-back turns "
+                  "(median, range): how steady the speed ratio was while the two shared the machine.", "",
                   "## Framewise OA (published protocol: one mean OA per piece, consistency / variance over pieces)", "",
                   format_table(rows_fw, index="cell"), "",
                   "## Invalid-token and copy rates", "", format_table(rows_rates, index="cell", digits=4), "",
@@ -315,7 +354,7 @@ def _turns(config) -> str:
 def write_study_report(out: Path, config, cells) -> Path:
     """Write OUT/study.md, OUT/study.json and the plots; returns the path of study.md."""
     out = Path(out)
-    data = collect(out, cells)
+    data = collect(out, cells, getattr(config, "slice_s", 0.0))
     plots = _plots(data, out / "plots")
     cell_args = " ".join(f"{c.name}:{c.budget:g}" for c in cells)
     lines = ["# SMDIM vs the transformer baseline: the quality table, measured here", "",

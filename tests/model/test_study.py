@@ -7,6 +7,7 @@ from smdim.checkpoint import load_checkpoint
 from smdim.cli import main
 from smdim.pipeline import UserError
 from smdim.study import FINAL, Study, StudyConfig, parse_cell, steps_matched
+from smdim.study_report import _ratio_range, collect, step_time_ratios, turn_rates
 
 
 def test_cells_parse_and_bad_ones_are_named():
@@ -111,6 +112,20 @@ def test_the_two_models_train_in_alternating_turns(tmp_path, monkeypatch):
         final = load_checkpoint(tmp_path / "study" / "han@32" / kind / FINAL)
         assert final["step"] == 8 and final["seconds"] == 1.0
     assert "alternating turns of 0.25 s" in (tmp_path / "study" / "study.md").read_text()
+    training = collect(tmp_path / "study", [parse_cell("han@32:1")], 0.25)["han@32"]["training"]
+    assert training["smdim"]["turn_rates"] == training["transformer"]["turn_rates"] == [8.0] * 4
+
+
+def test_turn_rates_and_the_step_time_ratio_per_turn():
+    # turns of 2 s: four steps of 0.5 s in turn 0; in turn 1 a step of 1 s, then one of 3 s (begun in turn 1, it
+    # counts there) that skips turn 2; two steps of 0.5 s in turn 3
+    history = [{"seconds": s} for s in (0.5, 1.0, 1.5, 2.0, 3.0, 6.0, 6.5, 7.0)]
+    assert turn_rates(history, 2.0) == [2.0, 0.5, None, 2.0]
+    assert turn_rates(history, 0.0) == []
+    assert step_time_ratios([2.0, 0.5, None, 2.0], [3.0, 1.0, 4.0]) == [1.5, 2.0]
+    training = {"smdim": {"turn_rates": [2.0, 1.0, 2.0]}, "transformer": {"turn_rates": [3.0, 1.2, 2.8]}}
+    assert _ratio_range(training) == "1.40 (1.20–1.50, 3 turns)"
+    assert _ratio_range({"smdim": {"turn_rates": []}, "transformer": {}}) == "—"
 
 
 def test_a_study_folder_keeps_its_settings(tmp_path):
