@@ -77,11 +77,10 @@ def _slot_C(w: ChainWeights) -> slice:
 
 
 def _read_slot(x_dbl, slot, bias):
-    """(batch, N, n) from x_dbl[:, slot] (+ bias (N,)), contiguous as the scan wants it."""
+    """(batch, N, n) from x_dbl[:, slot] (+ bias (N,)); without a bias a strided view of x_dbl: the
+    scan ops lay B and C out themselves (time-major on CPU) in one copy."""
     M = x_dbl[:, slot]
-    if bias is not None:
-        M = M + bias.to(M.dtype)[:, None]
-    return M.contiguous()
+    return M if bias is None else M + bias.to(M.dtype)[:, None]
 
 
 def prepare(x_in, w: ChainWeights, history: int = 0, x_dbl=None, u=None, delta=None, reverse=False) -> Chain:

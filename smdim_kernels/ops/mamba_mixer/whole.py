@@ -54,7 +54,7 @@ def forward(hidden_states, in_proj, forward_branch, reverse_branch, out_proj_wei
         chain = prepare(x, branch, reverse=reverse)
         y_branch, _, checkpoints = scan(chain, branch, delta_softplus, z=z, save=save_for_backward, reverse=reverse)
         saved += [chain.x_dbl, checkpoints]
-        y = y_branch if y is None else y.add_(y_branch).mul_(0.5)
+        y = y_branch if y is None else torch.lerp(y, y_branch, 0.5, out=y)  # the mean, in one pass
         del chain, y_branch
     out = batched_mm(y.transpose(1, 2), out_proj_weight.t())
     if out_proj_bias is not None:
@@ -70,9 +70,8 @@ def backward_of(dout, hidden_states, in_proj, forward_branch, reverse_branch, ou
     dout_t = dout.transpose(1, 2)  # (batch, d_model, L)
     dout_proj_weight = batched_weight_grad(dout_t, y.transpose(1, 2))
     dout_proj_bias = None if out_proj_bias is None else dout.sum((0, 1))
-    dy = batched_mm(out_proj_weight.t(), dout_t)  # (batch, d_inner, L)
-    if reverse_branch is not None:
-        dy.mul_(0.5)
+    # (batch, d_inner, L); with two branches the mean's 1/2 rides on the (d_inner, d_model) weight
+    dy = batched_mm(out_proj_weight.t() if reverse_branch is None else out_proj_weight.t() * 0.5, dout_t)
     grads = []
     for i, (branch, reverse) in enumerate(((forward_branch, False), (reverse_branch, True))):
         if branch is None:
