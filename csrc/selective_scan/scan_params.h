@@ -13,9 +13,13 @@ namespace smdim {
 constexpr int64_t kScanChunk = 64;
 // The largest state size N.
 constexpr int64_t kMaxDstate = 256;
-// Backward splits each group's channel blocks into at most this many fixed slots; the
-// per-slot partial sums of input-dependent dB/dC keep results independent of threads.
+// Backward splits each group's channel blocks into fixed slots; the per-slot partial sums of
+// input-dependent dB/dC keep results independent of threads. Slots per group: enough that the
+// backward has kScanUnits units (batch x groups x slots) for that many threads, at least
+// kScanMinSlots, at most kScanMaxSlots (and never more than the group's channel blocks).
 constexpr int64_t kScanMaxSlots = 16;
+constexpr int64_t kScanMinSlots = 4;
+constexpr int64_t kScanUnits = 16;
 
 struct ScanShape {
   int64_t batch = 0, dim = 0, len = 0, dstate = 0;
@@ -70,9 +74,15 @@ inline int64_t dims_per_group(const ScanShape& s) { return s.dim / s.groups; }
 inline int64_t blocks_per_group(const ScanShape& s, int64_t width) {
   return (dims_per_group(s) + width - 1) / width;
 }
+// Every slot writes a (len, N) partial row set of dB/dC that the glue then sums, so no more slots
+// than the threads need: at (2, 256, 512) 8 slots instead of 16 made the backward ~6 % faster, at
+// (16, 256, 64) 4 instead of 16 ~8 %. Depends on the shape only, so results stay deterministic.
 inline int64_t slots_per_group(const ScanShape& s, int64_t width) {
-  int64_t blocks = blocks_per_group(s, width);
-  return blocks < kScanMaxSlots ? blocks : kScanMaxSlots;
+  const int64_t blocks = blocks_per_group(s, width);
+  const int64_t rows = s.batch * s.groups > 0 ? s.batch * s.groups : 1;
+  int64_t slots = (kScanUnits + rows - 1) / rows;
+  slots = slots < kScanMinSlots ? kScanMinSlots : (slots > kScanMaxSlots ? kScanMaxSlots : slots);
+  return blocks < slots ? blocks : slots;
 }
 
 // One entry point set per ISA and dtype. Units: forward = (batch, group, block);

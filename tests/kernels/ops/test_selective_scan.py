@@ -160,10 +160,12 @@ def test_torch_compile_inductor_forward():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("groups, reverse", [(1, False), (2, True)])
-def test_slots_of_several_channel_blocks(dtype, groups, reverse):
-    """More channel blocks per group than the backward's 16 slots (dim / groups > 16 vectors), so a
-    slot's first block writes its input-dependent dB/dC rows and the next ones add to them."""
-    p = make_problem(batch=2, dim=600, length=70, dstate=5, groups=groups, dtype=dtype)
+@pytest.mark.parametrize("batch", [1, 2, 5])
+def test_slots_of_several_channel_blocks(dtype, groups, reverse, batch):
+    """More channel blocks per group than the backward's slots (dim / groups > 16 vectors; 4-16 slots
+    by batch x groups), so a slot's first block writes its input-dependent dB/dC rows and the next
+    ones add to them."""
+    p = make_problem(batch=batch, dim=600, length=70, dstate=5, groups=groups, dtype=dtype)
     assert_matches_reference(p, reverse=reverse, **({} if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)))
 
 
