@@ -82,8 +82,8 @@ def _status_kib(*fields: str):
 
 
 # After a reset, VmHWM is the RSS of that moment and can read above the RSS a moment later: pages
-# freed in between (seen: 8 KiB with torch's worker threads, in a quarter of the runs), and the
-# kernel's RSS counters are per-CPU approximations. (Were the reset to do nothing, the mark would keep
+# freed in between (seen: 8 KiB, in a quarter of the runs of one scan case), and the kernel's
+# RSS counters are per-CPU approximations. (Were the reset to do nothing, the mark would keep
 # the earlier peak; accepted within this slack, that misreads the peak by at most 1 MiB.)
 RESET_SLACK_KIB = 1024
 RESET_TRIES = 3

@@ -29,7 +29,7 @@ def test_the_peak_mark_resets_to_the_current_rss():
     ([(1008, 1000)], True),
     # the mark 100 MiB above the RSS: not reset; tried again, then given up
     ([(1000 + 100 * 1024, 1000)] * memory.RESET_TRIES, False),
-    # a transient jump of the RSS between the reset and the read: the next try succeeds
+    # a big buffer freed between the reset and the read: the next try succeeds
     ([(1000 + 100 * 1024, 1000), (1000, 1000)], True),
 ])
 def test_the_reset_is_judged_from_one_read_with_slack(monkeypatch, reads, expected):
